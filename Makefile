@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both create .venv with Python 3.10 when it is missing or stale and install the
+# locked dependency set; a second run skips the install (stamp file).
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONWARNINGS := ignore
+export TF_USE_LEGACY_KERAS := 0
+
+.PHONY: test venv demo bench clean-venv
+
+venv: $(STAMP)
+
+# Python 3.10: a working python3.10, else pyenv's 3.10.
+$(PY):
+	@PYBIN=""; \
+	if python3.10 -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then PYBIN=python3.10; \
+	elif PYENV_VERSION=3.10.13 python3.10 -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then PYBIN="env PYENV_VERSION=3.10.13 python3.10"; \
+	elif command -v pyenv >/dev/null 2>&1 && P=$$(pyenv prefix $$(pyenv versions --bare | grep '^3\.10' | tail -1) 2>/dev/null) && [ -x "$$P/bin/python3.10" ]; then PYBIN="$$P/bin/python3.10"; \
+	else echo "error: Python 3.10 is required (TFX 1.16 supports 3.9-3.10). Install it, e.g. 'pyenv install 3.10.13' or 'apt-get install python3.10-venv', then rerun." >&2; exit 1; fi; \
+	echo "creating $(VENV) with $$PYBIN"; \
+	rm -rf $(VENV); $$PYBIN -m venv $(VENV)
+
+$(STAMP): $(PY) requirements.lock setup.py
+	$(PY) -m pip install -q --upgrade pip wheel "setuptools<76"
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile -p no:cacheprovider tests
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,2 @@
+"""TFX pipeline definition, presets and runners."""
+import pix2seq  # noqa: F401  (Keras 3 guard, see pix2seq/__init__.py)
