@@ -30,7 +30,7 @@ $(STAMP): $(PY) requirements.lock setup.py
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile -p no:cacheprovider tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 clean-venv:
 	rm -rf $(VENV)
