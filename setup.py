@@ -30,6 +30,7 @@ setup(
         "sentencepiece>=0.2,<0.3",
         "pillow",
         "grpcio",
+        "kfp-pipeline-spec==0.2.2",
     ],
     entry_points={"console_scripts": ["pix2seq=pix2seq.cli:main"]},
 )
