@@ -1,0 +1,134 @@
+"""The tf.train.Example layout of one ingested image: feature keys, the parse spec,
+and pure-Python encode / decode of the proto.
+
+This module owns the keys (docs/CONTRACTS.md, "tf.train.Example features").
+Writers (components/beam_ingest.py) call `encode_example`; the tf.data parser
+(data/parse.py) uses `FEATURE_SPEC`; tests and the COCO evaluator read examples
+back without a graph through `decode_example`.
+
+Coordinates are normalized to the image height/width and written (y, x):
+`object/bbox` holds ymin, xmin, ymax, xmax per object; polygon vertices and
+keypoints are (y, x) pairs. `object/rle` holds, per object, the COCO RLE JSON
+(compressed counts) of an RLE segmentation (always for crowd objects), or b"".
+"""
+import json
+
+import tensorflow as tf
+
+IMAGE_ENCODED = "image/encoded"
+IMAGE_FORMAT = "image/format"
+IMAGE_ID = "image/id"
+IMAGE_HEIGHT = "image/height"
+IMAGE_WIDTH = "image/width"
+IMAGE_FILE_NAME = "image/file_name"
+OBJECT_BBOX = "object/bbox"
+OBJECT_CLASS = "object/class"
+OBJECT_IS_CROWD = "object/is_crowd"
+OBJECT_AREA = "object/area"
+OBJECT_ID = "object/id"
+POLYGON_POINTS = "object/polygon/points"
+POLYGON_INSTANCE = "object/polygon/instance"
+POLYGON_PART = "object/polygon/part"
+OBJECT_RLE = "object/rle"
+OBJECT_KEYPOINTS = "object/keypoints"
+CAPTION_TEXT = "caption/text"
+CAPTION_IDS = "caption/ids"
+CAPTION_LENGTH = "caption/length"
+
+_BYTES_KEYS = (IMAGE_ENCODED, IMAGE_FORMAT, IMAGE_FILE_NAME, OBJECT_RLE, CAPTION_TEXT)
+_FLOAT_KEYS = (OBJECT_BBOX, OBJECT_AREA, POLYGON_POINTS, OBJECT_KEYPOINTS)
+_INT_KEYS = (IMAGE_ID, IMAGE_HEIGHT, IMAGE_WIDTH, OBJECT_CLASS, OBJECT_IS_CROWD, OBJECT_ID,
+             POLYGON_INSTANCE, POLYGON_PART, CAPTION_IDS, CAPTION_LENGTH)
+_SCALAR_KEYS = (IMAGE_ENCODED, IMAGE_FORMAT, IMAGE_FILE_NAME, IMAGE_ID, IMAGE_HEIGHT, IMAGE_WIDTH)
+
+# For tf.io.parse_single_example: scalars are fixed length, lists are VarLen
+# (sparse; densify with tf.sparse.to_dense).
+FEATURE_SPEC = {
+    **{k: tf.io.FixedLenFeature([], tf.string) for k in (IMAGE_ENCODED, IMAGE_FORMAT, IMAGE_FILE_NAME)},
+    **{k: tf.io.FixedLenFeature([], tf.int64) for k in (IMAGE_ID, IMAGE_HEIGHT, IMAGE_WIDTH)},
+    **{k: tf.io.VarLenFeature(tf.string) for k in (OBJECT_RLE, CAPTION_TEXT)},
+    **{k: tf.io.VarLenFeature(tf.float32) for k in _FLOAT_KEYS},
+    **{k: tf.io.VarLenFeature(tf.int64) for k in _INT_KEYS if k not in _SCALAR_KEYS},
+}
+
+
+def _clip01(v):
+    return min(1.0, max(0.0, float(v)))
+
+
+def normalize_objects(objects, height, width, num_keypoints):
+    """COCO-pixel objects (validated, see data/validate.py) -> flat normalized lists.
+
+    Each object: `bbox` [x, y, w, h] (inside the image), `category_id`, `iscrowd`,
+    `area`, `id`, `polygons` (list of flat [x, y, ...] parts), `rle` (dict or None),
+    `keypoints` (flat [x, y, v] * K or None).
+    """
+    out = {k: [] for k in (OBJECT_BBOX, OBJECT_CLASS, OBJECT_IS_CROWD, OBJECT_AREA, OBJECT_ID,
+                           POLYGON_POINTS, POLYGON_INSTANCE, POLYGON_PART, OBJECT_RLE,
+                           OBJECT_KEYPOINTS)}
+    for index, obj in enumerate(objects):
+        x, y, w, h = obj["bbox"]
+        out[OBJECT_BBOX] += [_clip01(y / height), _clip01(x / width),
+                             _clip01((y + h) / height), _clip01((x + w) / width)]
+        out[OBJECT_CLASS].append(int(obj["category_id"]))
+        out[OBJECT_IS_CROWD].append(int(obj["iscrowd"]))
+        out[OBJECT_AREA].append(float(obj["area"]))
+        out[OBJECT_ID].append(int(obj["id"]))
+        for part, poly in enumerate(obj.get("polygons") or []):
+            for px, py in zip(poly[0::2], poly[1::2]):
+                out[POLYGON_POINTS] += [_clip01(py / height), _clip01(px / width)]
+                out[POLYGON_INSTANCE].append(index)
+                out[POLYGON_PART].append(part)
+        rle = obj.get("rle")
+        out[OBJECT_RLE].append(json.dumps(rle, sort_keys=True).encode() if rle else b"")
+        kps = obj.get("keypoints")
+        if kps:
+            for kx, ky, v in zip(kps[0::3], kps[1::3], kps[2::3]):
+                if v > 0:
+                    out[OBJECT_KEYPOINTS] += [_clip01(ky / height), _clip01(kx / width), float(v)]
+                else:
+                    out[OBJECT_KEYPOINTS] += [0.0, 0.0, 0.0]
+        else:
+            out[OBJECT_KEYPOINTS] += [0.0] * (3 * num_keypoints)
+    return out
+
+
+def encode_example(record, image_bytes, image_format, num_keypoints):
+    """One validated per-image record (data/coco.py) + final image bytes -> tf.train.Example."""
+    values = {
+        IMAGE_ENCODED: [image_bytes],
+        IMAGE_FORMAT: [image_format.encode()],
+        IMAGE_ID: [int(record["image_id"])],
+        IMAGE_HEIGHT: [int(record["height"])],
+        IMAGE_WIDTH: [int(record["width"])],
+        IMAGE_FILE_NAME: [record["file_name"].encode()],
+        CAPTION_TEXT: [c["text"].encode() for c in record.get("captions", [])],
+        CAPTION_IDS: [i for c in record.get("captions", []) for i in c["ids"]],
+        CAPTION_LENGTH: [len(c["ids"]) for c in record.get("captions", [])],
+    }
+    values.update(normalize_objects(record.get("objects", []), record["height"], record["width"],
+                                    num_keypoints))
+    feature = {}
+    for key, vals in values.items():
+        if key in _BYTES_KEYS:
+            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=vals))
+        elif key in _FLOAT_KEYS:
+            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=vals))
+        else:
+            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=vals))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def decode_example(serialized):
+    """Serialized tf.train.Example -> dict of Python lists (scalars unwrapped; RLE parsed)."""
+    example = tf.train.Example.FromString(serialized)
+    out = {}
+    for key, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        values = list(getattr(feature, kind).value) if kind else []
+        out[key] = values[0] if key in _SCALAR_KEYS else values
+    out[IMAGE_FORMAT] = out[IMAGE_FORMAT].decode()
+    out[IMAGE_FILE_NAME] = out[IMAGE_FILE_NAME].decode()
+    out[CAPTION_TEXT] = [t.decode() for t in out.get(CAPTION_TEXT, [])]
+    out[OBJECT_RLE] = [json.loads(r) if r else None for r in out.get(OBJECT_RLE, [])]
+    return out
