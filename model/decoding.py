@@ -1,0 +1,168 @@
+"""Fast autoregressive decoding: a true key/value cache inside `tf.while_loop`.
+
+What makes it fast (DESIGN.md §6), against the reference loop in
+`model/reference_decoding.py`:
+
+* the image is encoded once and its cross-attention keys/values are projected once
+  (`decoder.compute_cross_cache`); `gather_rows` repeats them for many prompts per
+  image (every instance to segment, the 8 samples of the segmentation ensemble)
+  without encoding again;
+* the prompt goes through the decoder in one call; afterwards each step feeds one
+  token and writes its self-attention keys/values at the step index of a
+  preallocated, static-shape cache (`decoder.call_cached`);
+* each row stops at its end token (later positions are padding) and the loop ends
+  as soon as every row has ended, or at the length limit;
+* a task's grammar masks the logits each step, so every output parses.
+
+All shapes are static except the loop trip count, so the same code runs eagerly,
+under `tf.function` (the exported SavedModel; no `jit_compile` there) and under
+XLA (`jit_compile=True`) for in-process use.
+
+A *constraint* is a callable `constraint(step, tokens) -> bool [B, V] or [V]`: the
+tokens allowed at generated position `step` (scalar int32, 0-based after the
+prompt) given the tokens generated so far (`tokens` int32 `[B, max_new_tokens]`,
+positions >= step hold padding). Task classes in `model/tasks/` provide them.
+"""
+import pix2seq  # noqa: F401  (Keras 3 guard)
+
+import tensorflow as tf
+
+from model import sampling
+
+
+def encode_for_decoding(model, images):
+    """Images float32 `[B, S, S, 3]` in [0, 1] -> the decoder's cross-attention cache."""
+    memory = model.encode(images, training=False)
+    return model.decoder.compute_cross_cache(memory)
+
+
+def gather_rows(cache, rows):
+    """Pick (and repeat) batch rows of every tensor in a cache nest.
+
+    Encode once, decode many: `rows` int32 `[N]` lists, for each prompt, the image
+    whose cross cache it decodes against (e.g. `tf.repeat(tf.range(B), k)`).
+    """
+    rows = tf.convert_to_tensor(rows, tf.int32)
+    return tf.nest.map_structure(lambda t: tf.gather(t, rows, axis=0), cache)
+
+
+def truncate_after_end(tokens, end_token, pad_token=0):
+    """Replace everything after each row's first `end_token` by `pad_token`.
+
+    Turns the output of a loop that ran to its maximum length into what a loop that
+    stops each row at its end token emits.
+    """
+    tokens = tf.convert_to_tensor(tokens, tf.int32)
+    is_end = tf.cast(tf.equal(tokens, end_token), tf.int32)
+    ended_before = tf.math.cumsum(is_end, axis=1, exclusive=True) > 0
+    return tf.where(ended_before, tf.constant(pad_token, tf.int32), tokens)
+
+
+def token_probs(logits, tokens):
+    """Probability of each emitted token under the model's raw softmax (the score)."""
+    probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+    return tf.gather(probs, tokens, batch_dims=1)
+
+
+def _allowed(constraint, step, tokens, logits):
+    if constraint is None:
+        return logits
+    allowed = constraint(step, tokens)
+    return sampling.mask_logits(logits, allowed)
+
+
+def sample_step(logits, step, tokens, sampler, seed, constraint):
+    """One token per row from next-token logits `[B, V]`; shared with the reference loop."""
+    masked = _allowed(constraint, step, tokens, logits)
+    return sampler(masked, sampling.step_seed(seed, step))
+
+
+def write_column(buffer, step, values):
+    """`buffer[:, step] = values` for a static-shape `[B, L]` buffer."""
+    length = tf.shape(buffer)[1]
+    at_step = tf.equal(tf.range(length), step)[tf.newaxis, :]
+    return tf.where(at_step, tf.cast(values, buffer.dtype)[:, tf.newaxis], buffer)
+
+
+def decode(decoder, cross_cache, prompt, max_new_tokens, sampler=None, seed=(0, 0),
+           constraint=None, end_token=0, pad_token=0, stop_at_end=True, max_steps=None):
+    """Generate up to `max_new_tokens` tokens after `prompt` with the K/V cache.
+
+    Args:
+      decoder: the model's decoder (cache API of docs/CONTRACTS.md "Model").
+      cross_cache: from `encode_for_decoding` (optionally `gather_rows`-ed), batch B.
+      prompt: int32 `[B, P]` prompt tokens (task prompt and any box/class tokens).
+      max_new_tokens: Python int, static size of the output.
+      sampler: a `model.sampling.Sampler` (greedy when None).
+      seed: int32 `[2]` for reproducible sampling.
+      constraint: grammar callable (module docstring) or None.
+      end_token: a row has ended once it emitted this token.
+      pad_token: emitted by ended rows.
+      stop_at_end: False runs every row to the limit (for equivalence tests).
+      max_steps: optional scalar int32 <= max_new_tokens, a per-request length limit.
+
+    Returns:
+      dict with `tokens` int32 `[B, max_new_tokens]` (padding after the end),
+      `scores` float32 `[B, max_new_tokens]` (raw-softmax probability of each
+      emitted token, 0 for padding), `lengths` int32 `[B]` (tokens before padding,
+      the end token included) and `steps` (int32, loop iterations run).
+    """
+    sampler = sampler or sampling.GreedySampler()
+    prompt = tf.convert_to_tensor(prompt, tf.int32)
+    seed = tf.convert_to_tensor(seed, tf.int32)
+    batch = tf.shape(prompt)[0]
+    prompt_len = prompt.shape[1]
+    if prompt_len is None:
+        raise ValueError("decode needs a static prompt length (prompt shape [B, P]).")
+    limit = tf.constant(max_new_tokens, tf.int32)
+    if max_steps is not None:
+        limit = tf.clip_by_value(tf.cast(max_steps, tf.int32), 0, max_new_tokens)
+
+    self_cache = decoder.init_self_cache(batch, prompt_len + max_new_tokens)
+    logits, self_cache = decoder.call_cached(prompt, self_cache, cross_cache, 0)
+    next_logits = tf.cast(logits[:, -1, :], tf.float32)
+
+    tokens = tf.fill([batch, max_new_tokens], tf.constant(pad_token, tf.int32))
+    scores = tf.zeros([batch, max_new_tokens], tf.float32)
+    done = tf.zeros([batch], tf.bool)
+    lengths = tf.zeros([batch], tf.int32)
+
+    def cond(step, next_logits, self_cache, tokens, scores, done, lengths):
+        not_finished = tf.logical_not(tf.reduce_all(done)) if stop_at_end else True
+        return tf.logical_and(step < limit, not_finished)
+
+    def body(step, next_logits, self_cache, tokens, scores, done, lengths):
+        token = sample_step(next_logits, step, tokens, sampler, seed, constraint)
+        score = token_probs(next_logits, token)
+        if stop_at_end:
+            token = tf.where(done, tf.constant(pad_token, tf.int32), token)
+            score = tf.where(done, 0.0, score)
+            lengths = lengths + tf.cast(tf.logical_not(done), tf.int32)
+            done = tf.logical_or(done, tf.equal(token, end_token))
+        else:
+            lengths = lengths + 1
+        tokens = write_column(tokens, step, token)
+        scores = write_column(scores, step, score)
+        logits, self_cache = decoder.call_cached(
+            token[:, tf.newaxis], self_cache, cross_cache, prompt_len + step)
+        next_logits = tf.cast(logits[:, -1, :], tf.float32)
+        return step + 1, next_logits, self_cache, tokens, scores, done, lengths
+
+    step, _, _, tokens, scores, done, lengths = tf.while_loop(
+        cond, body,
+        (tf.constant(0, tf.int32), next_logits, self_cache, tokens, scores, done, lengths),
+        maximum_iterations=max_new_tokens,
+    )
+    return {"tokens": tokens, "scores": scores, "lengths": lengths, "steps": step}
+
+
+def generate(model, images, prompt, max_new_tokens, rows=None, **kwargs):
+    """Encode `images` once and decode `prompt` against them.
+
+    `rows` (int32 `[N]`, optional) maps each of the N prompts to its image, so one
+    encoding serves many prompts. Other arguments as `decode`.
+    """
+    cross_cache = encode_for_decoding(model, images)
+    if rows is not None:
+        cross_cache = gather_rows(cross_cache, rows)
+    return decode(model.decoder, cross_cache, prompt, max_new_tokens, **kwargs)
