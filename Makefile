@@ -24,6 +24,7 @@ $(PY):
 	rm -rf $(VENV); $$PYBIN -m venv $(VENV)
 
 $(STAMP): $(PY) requirements.lock setup.py
+	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null || { echo "$(VENV) is stale (not Python 3.10): recreating"; rm -rf $(VENV); $(MAKE) --no-print-directory $(PY); }
 	$(PY) -m pip install -q --upgrade pip wheel "setuptools<76"
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
