@@ -1,0 +1,157 @@
+"""Python client for a served pix2seq model (TF Serving or `pix2seq serve`).
+
+Thin layer over the real `tensorflow_serving.apis` stubs: it builds the PredictRequest
+from encoded image bytes and turns the response back into the same dict of numpy arrays
+an in-process call of the SavedModel signature gives (`{k: v.numpy()}`), so code and
+pictures downstream do not care where the model ran. gRPC errors are raised as they
+come (`grpc.RpcError` with `.code()` and `.details()`).
+
+Example:
+  client = Pix2SeqClient("127.0.0.1:8500")
+  out = client.predict("detect", [open("cat.jpg", "rb").read()])
+  out["boxes"], out["scores"]
+"""
+import time
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+def _model_spec(spec, name, version=None, signature_name=None):
+    spec.name = name
+    if version is not None:
+        spec.version.value = int(version)
+    if signature_name:
+        spec.signature_name = signature_name
+
+
+class Pix2SeqClient:
+    """Calls one model on one server.
+
+    Args:
+      target: "host:port" of the gRPC endpoint.
+      model_name: `model_spec.name` (TF Serving's --model_name).
+      timeout: seconds per call.
+      max_message_bytes: largest request/response this client sends or accepts.
+    """
+
+    def __init__(self, target: str, model_name: str = "pix2seq", timeout: float = 60.0,
+                 max_message_bytes: int = 64 * 1024 * 1024):
+        self.target = target
+        self.model_name = model_name
+        self.timeout = timeout
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        self._channel = grpc.insecure_channel(target, options=options)
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def predict_request(self, signature: str, images, version=None, output_filter=None, **inputs):
+        """The PredictRequest `predict` sends (exposed for batching tools and tests).
+
+        `images` is a list of encoded JPEG/PNG bytes; extra keyword `inputs` are sent as
+        tensors under their alias (for signatures that take more than `images`).
+        """
+        request = predict_pb2.PredictRequest()
+        _model_spec(request.model_spec, self.model_name, version, signature or DEFAULT_SIGNATURE)
+        if images is not None:
+            request.inputs["images"].CopyFrom(tf.make_tensor_proto(list(images), dtype=tf.string))
+        for alias, value in inputs.items():
+            request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+        request.output_filter.extend(output_filter or ())
+        return request
+
+    def predict_with_version(self, signature: str, images, version=None, output_filter=None, **inputs):
+        """`predict`, plus the model version that answered (from the response's model_spec)."""
+        request = self.predict_request(signature, images, version, output_filter, **inputs)
+        response = self._predict.Predict(request, timeout=self.timeout)
+        outputs = {alias: tf.make_ndarray(proto) for alias, proto in response.outputs.items()}
+        return outputs, response.model_spec.version.value
+
+    def predict(self, signature: str, images, version=None, output_filter=None, **inputs) -> dict:
+        """Run `signature` on a batch of encoded images; dict of numpy arrays by output alias."""
+        return self.predict_with_version(signature, images, version, output_filter, **inputs)[0]
+
+    def metadata(self, version=None) -> dict:
+        """Signatures of the served version: {name: {"inputs"|"outputs": {alias: (dtype, shape)}}}.
+
+        The version that answered is under the key "version"; `None` dims are any size.
+        """
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        _model_spec(request.model_spec, self.model_name, version)
+        request.metadata_field.append("signature_def")
+        response = self._predict.GetModelMetadata(request, timeout=self.timeout)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+
+        def describe(tensor_infos):
+            return {
+                alias: (
+                    tf.dtypes.as_dtype(info.dtype).name,
+                    None if info.tensor_shape.unknown_rank
+                    else tuple(None if d.size < 0 else d.size for d in info.tensor_shape.dim),
+                )
+                for alias, info in tensor_infos.items()
+            }
+
+        signatures = {
+            name: {"inputs": describe(sig.inputs), "outputs": describe(sig.outputs), "method_name": sig.method_name}
+            for name, sig in signature_map.signature_def.items()
+        }
+        return {"version": response.model_spec.version.value, "signatures": signatures}
+
+    def status(self, version=None) -> list[dict]:
+        """[{version, state, error_code, error_message}] from ModelService.GetModelStatus."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        _model_spec(request.model_spec, self.model_name, version)
+        response = self._models.GetModelStatus(request, timeout=self.timeout)
+        state_name = get_model_status_pb2.ModelVersionStatus.State.Name
+        return [
+            {
+                "version": s.version,
+                "state": state_name(s.state),
+                "error_code": int(s.status.error_code),
+                "error_message": s.status.error_message,
+            }
+            for s in response.model_version_status
+        ]
+
+    def wait_until_available(self, timeout: float = 60.0, poll: float = 0.1) -> int:
+        """Block until some version is AVAILABLE; returns it (TimeoutError otherwise)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                available = [s["version"] for s in self.status() if s["state"] == "AVAILABLE"]
+                if available:
+                    return max(available)
+            except grpc.RpcError as e:
+                last = e
+            time.sleep(poll)
+        raise TimeoutError(f"no available version of {self.model_name!r} at {self.target} after {timeout} s ({last})")
+
+
+def to_numpy_outputs(outputs) -> dict:
+    """An in-process signature's output dict as numpy arrays, the form `predict` returns."""
+    return {alias: np.asarray(value.numpy() if hasattr(value, "numpy") else value) for alias, value in outputs.items()}
