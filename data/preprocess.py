@@ -1,0 +1,185 @@
+"""Canvas math and deterministic (eval-mode) task preparation.
+
+The one implementation of "resize keeping aspect ratio, pad bottom/right to the
+square canvas": training augmentation (data/augment.py) calls the same
+`apply_canvas_transform` with a random scale and crop offset, evaluation and
+`pix2seq tokens` call `prepare_eval`, serving-side code calls `canvas_image`.
+keras-cv's `JitteredResize` moves the image and the boxes; data/geometry.py moves
+polygons and keypoints with the same affine map.
+
+A canvas-prepared example is the parsed dict (CONTRACTS.md) with
+  image         float32 [S, S, 3] in [0, 1]
+  boxes, polygon_points, keypoints   normalized to the S x S canvas
+  canvas_scale  float32 [2]  canvas pixels per original-image pixel (y, x)
+  canvas_offset float32 [2]  original-image pixel at the canvas origin (y, x)
+so a canvas coordinate c maps back to original pixels as c * S / canvas_scale + canvas_offset.
+Objects that leave the canvas are dropped with their polygons; keypoints that leave
+it become (0, 0, 0).
+
+Task preparation (what the task codecs receive, CONTRACTS.md "Task-prepared example"):
+crowd objects are removed; segmentation and keypoints keep exactly one object (N = 1);
+captioning keeps exactly one caption (C = 1).
+"""
+import functools
+
+import tensorflow as tf
+
+from data import geometry
+
+# Paper: the keypoint crop is the person box enlarged 2x about its centre.
+PERSON_CROP_FACTOR = 2.0
+
+
+@functools.lru_cache(maxsize=None)
+def _jittered_resize(image_size):
+    """keras-cv's resize + crop + pad-bottom/right layer; we pass it our own transformation."""
+    import keras_cv  # heavy import, only where the canvas is built
+
+    with tf.init_scope():
+        return keras_cv.layers.JitteredResize(
+            target_size=(image_size, image_size), scale_factor=(1.0, 1.0),
+            bounding_box_format="yxyx", dtype="float32")
+
+
+def canvas_transform(height, width, image_size, scale=1.0, offset_fraction=(0.0, 0.0)):
+    """keras-cv transformation that resizes an H x W image so its longer side is
+    `scale * image_size` and crops the S x S window at `offset_fraction` of the slack."""
+    hw = tf.cast(tf.stack([height, width]), tf.float32)
+    factor = tf.cast(scale, tf.float32) * float(image_size) / tf.reduce_max(hw)
+    scaled = tf.maximum(tf.round(hw * factor), 1.0)
+    slack = tf.maximum(scaled - float(image_size), 0.0)
+    offsets = tf.cast(tf.floor(slack * tf.cast(offset_fraction, tf.float32)), tf.int32)
+    return {"scaled_sizes": scaled[None], "image_scales": (scaled / hw)[None], "offsets": offsets[None]}
+
+
+def canvas_image(image, image_size):
+    """Encoded-then-decoded image (uint8 or float [H, W, 3]) -> float32 [S, S, 3] in
+    [0, 1] resized to fit and padded bottom/right, and its canvas_scale [2]."""
+    image = tf.image.convert_image_dtype(image, tf.float32)
+    shape = tf.shape(image)
+    transform = canvas_transform(shape[0], shape[1], image_size)
+    out = _jittered_resize(image_size).augment_images(image[None], transform)[0]
+    return tf.ensure_shape(out, [image_size, image_size, 3]), transform["image_scales"][0]
+
+
+def apply_canvas_transform(example, transform, image_size):
+    """Moves image, boxes, polygons and keypoints onto the S x S canvas (see module doc)."""
+    layer = _jittered_resize(image_size)
+    out = dict(example)
+    image = tf.image.convert_image_dtype(example["image"], tf.float32)
+    hw = tf.cast(tf.shape(image)[:2], tf.float32)
+    canvas = layer.augment_images(image[None], transform)[0]
+    out["image"] = tf.ensure_shape(canvas, [image_size, image_size, 3])
+
+    n = tf.shape(example["boxes"])[0]
+    moved = layer.augment_bounding_boxes(
+        {"boxes": (example["boxes"] * tf.tile(hw, [2]))[None],
+         "classes": tf.cast(tf.range(n), tf.float32)[None]},  # object index tracks survivors
+        transform)
+    keep = moved["classes"][0] >= 0
+    out["boxes"] = tf.reshape(moved["boxes"][0], [-1, 4]) / float(image_size)
+
+    offsets = tf.cast(transform["offsets"][0], tf.float32)
+    out = geometry.move_points(out, transform["scaled_sizes"][0] / float(image_size),
+                               offsets / float(image_size))
+    out = geometry.keep_objects(out, keep)
+    scales = tf.cast(transform["image_scales"][0], tf.float32)
+    out["canvas_scale"] = scales
+    out["canvas_offset"] = example.get("crop_offset", tf.zeros([2], tf.float32)) + offsets / scales
+    out.pop("crop_offset", None)
+    return out
+
+
+def resize_and_pad(example, image_size):
+    """Deterministic canvas: fit the longer side to S, no crop, pad bottom/right."""
+    shape = tf.shape(example["image"])
+    return apply_canvas_transform(example, canvas_transform(shape[0], shape[1], image_size),
+                                  image_size)
+
+
+def crop_to_window(example, window):
+    """Crops to `window` (ymin, xmin, ymax, xmax normalized to the image); geometry is
+    re-normalized to the crop, boxes clipped by keras-cv, polygons clipped."""
+    import keras_cv
+
+    image = example["image"]
+    hw_i = tf.shape(image)[:2]
+    hw = tf.cast(hw_i, tf.float32)
+    window = tf.cast(window, tf.float32)
+    lo = tf.cast(tf.floor(window[:2] * hw), tf.int32)
+    hi = tf.cast(tf.math.ceil(window[2:] * hw), tf.int32)
+    lo = tf.clip_by_value(lo, 0, hw_i - 1)
+    hi = tf.clip_by_value(hi, lo + 1, hw_i)
+    out = dict(example)
+    out["image"] = image[lo[0]:hi[0], lo[1]:hi[1]]
+    size = tf.cast(hi - lo, tf.float32)
+    scale = hw / size
+    shift = tf.cast(lo, tf.float32) / size
+    n = tf.shape(example["boxes"])[0]
+    clipped = keras_cv.bounding_box.clip_to_image(
+        {"boxes": example["boxes"] * tf.tile(scale, [2]) - tf.tile(shift, [2]),
+         "classes": tf.cast(tf.range(n), tf.float32)},
+        bounding_box_format="rel_yxyx", image_shape=(1, 1, 3))
+    out["boxes"] = tf.reshape(clipped["boxes"], [-1, 4])
+    out = geometry.move_points(out, scale, shift)
+    out = geometry.keep_objects(out, clipped["classes"] >= 0)
+    out["crop_offset"] = example.get("crop_offset", tf.zeros([2], tf.float32)) + tf.cast(lo, tf.float32)
+    return out
+
+
+def person_window(box, factor=PERSON_CROP_FACTOR):
+    """Box (normalized yxyx) enlarged `factor` times about its centre, clipped to the image."""
+    box = tf.cast(box, tf.float32)
+    center = (box[:2] + box[2:]) / 2.0
+    half = (box[2:] - box[:2]) * (factor / 2.0)
+    return tf.clip_by_value(tf.concat([center - half, center + half], 0), 0.0, 1.0)
+
+
+def drop_crowd(example):
+    """Crowd objects are evaluation ground truth only, never a training target."""
+    return geometry.keep_objects(example, tf.equal(example["is_crowd"], 0))
+
+
+def select_caption(example, index):
+    """Keeps caption `index` only (C = 1)."""
+    out = dict(example)
+    out["captions"] = example["captions"][index:index + 1]
+    out["caption_ids"] = example["caption_ids"][index:index + 1]
+    return out
+
+
+def segmentation_candidates(example):
+    """Indices of non-crowd objects with at least one polygon vertex."""
+    n = tf.shape(example["boxes"])[0]
+    has_polygon = tf.math.bincount(example["polygon_instance"], minlength=n, maxlength=n) > 0
+    return tf.cast(tf.where(has_polygon & tf.equal(example["is_crowd"], 0))[:, 0], tf.int32)
+
+
+def keypoint_candidates(example):
+    """Indices of non-crowd objects with at least one labelled keypoint (persons)."""
+    labelled = tf.reduce_any(example["keypoints"][..., 2] > 0, axis=-1)
+    return tf.cast(tf.where(labelled & tf.equal(example["is_crowd"], 0))[:, 0], tf.int32)
+
+
+def prepare_keypoint_instance(example, index, image_size, factor=PERSON_CROP_FACTOR):
+    """Person `index` alone (N = 1) on a canvas showing `factor` x its box (GT box)."""
+    person = geometry.select_object(example, index)
+    cropped = crop_to_window(person, person_window(person["boxes"][0], factor))
+    return resize_and_pad(cropped, image_size)
+
+
+def prepare_eval(example, task, image_size, index=0):
+    """Deterministic task preparation of a parsed example.
+
+    `index` picks the instance (segmentation: a `segmentation_candidates` entry;
+    keypoints: a `keypoint_candidates` entry) or the caption (captioning).
+    """
+    if task == "detection":
+        return resize_and_pad(drop_crowd(example), image_size)
+    if task == "segmentation":
+        return resize_and_pad(geometry.select_object(example, index), image_size)
+    if task == "keypoints":
+        return prepare_keypoint_instance(example, index, image_size)
+    if task == "captioning":
+        return resize_and_pad(select_caption(example, index), image_size)
+    raise ValueError(f"Unknown task {task!r}; expected detection, segmentation, keypoints or captioning.")
