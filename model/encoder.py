@@ -1,0 +1,116 @@
+"""Image side of Pix2Seq: a ViT over 16-pixel patches and the projection to decoder width.
+
+The ViT has fixed 2-D sine-cosine positions and no class token (every patch is an
+image token the decoder can attend to). The projection follows the paper's code:
+Dense to the decoder width, LayerNorm, sine-cosine positions again, one residual
+MLP block.
+"""
+import keras
+from keras import ops
+
+import pix2seq  # noqa: F401  (Keras 3 guard)
+from model.layers import EncoderBlock, MlpBlock, layer_norm, sincos_2d
+
+
+@keras.saving.register_keras_serializable(package="pix2seq")
+class VisionTransformer(keras.layers.Layer):
+    """Images `[B, S, S, 3]` in [0, 1] -> patch tokens `[B, (S/patch)^2, dim]` (pre-LN, final LN)."""
+
+    def __init__(self, image_size, patch_size, dim, depth, num_heads, mlp_dim, dropout=0.0, drop_path=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if image_size % patch_size:
+            raise ValueError(
+                f"image_size must be a multiple of patch_size. Received: image_size={image_size}, patch_size={patch_size}"
+            )
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.dim = dim
+        self.depth = depth
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.dropout = dropout
+        self.drop_path = drop_path
+        self.grid = image_size // patch_size
+        policy = self.dtype_policy
+        self.patch_embedding = keras.layers.Conv2D(
+            dim, patch_size, strides=patch_size, padding="valid", name="patch_embedding", dtype=policy
+        )
+        self.embedding_dropout = keras.layers.Dropout(dropout, dtype=policy)
+        self.blocks = [
+            EncoderBlock(dim, num_heads, mlp_dim, dropout, drop_path, name=f"block_{i}", dtype=policy)
+            for i in range(depth)
+        ]
+        self.final_norm = layer_norm("final_norm", policy)
+        self.positions = sincos_2d(self.grid, self.grid, dim)
+
+    @property
+    def num_tokens(self):
+        return self.grid * self.grid
+
+    def build(self, input_shape):
+        self.patch_embedding.build((None, self.image_size, self.image_size, 3))
+        tokens_shape = (None, self.num_tokens, self.dim)
+        for block in self.blocks:
+            block.build(tokens_shape)
+        self.final_norm.build(tokens_shape)
+
+    def call(self, images, training=False):
+        x = self.patch_embedding(ops.cast(images, self.compute_dtype))
+        x = ops.reshape(x, (-1, self.num_tokens, self.dim))
+        x = x + ops.cast(self.positions, self.compute_dtype)[None]
+        x = self.embedding_dropout(x, training=training)
+        for block in self.blocks:
+            x = block(x, training=training)
+        return self.final_norm(x)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "dim": self.dim,
+            "depth": self.depth,
+            "num_heads": self.num_heads,
+            "mlp_dim": self.mlp_dim,
+            "dropout": self.dropout,
+            "drop_path": self.drop_path,
+        }
+
+
+@keras.saving.register_keras_serializable(package="pix2seq")
+class ImageProjection(keras.layers.Layer):
+    """Encoder tokens -> decoder-width memory: Dense, LayerNorm, + sin-cos positions, MLP block."""
+
+    def __init__(self, grid, dim, mlp_dim, dropout=0.0, drop_path=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.grid = grid
+        self.dim = dim
+        self.mlp_dim = mlp_dim
+        self.dropout = dropout
+        self.drop_path = drop_path
+        policy = self.dtype_policy
+        self.dense = keras.layers.Dense(dim, name="dense", dtype=policy)
+        self.norm = layer_norm("norm", policy)
+        self.mlp_block = MlpBlock(dim, mlp_dim, dropout, drop_path, name="mlp_block", dtype=policy)
+        self.positions = sincos_2d(grid, grid, dim)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        out_shape = tuple(input_shape[:-1]) + (self.dim,)
+        self.norm.build(out_shape)
+        self.mlp_block.build(out_shape)
+
+    def call(self, x, training=False):
+        x = self.norm(self.dense(x))
+        x = x + ops.cast(self.positions, self.compute_dtype)[None]
+        return self.mlp_block(x, training=training)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "grid": self.grid,
+            "dim": self.dim,
+            "mlp_dim": self.mlp_dim,
+            "dropout": self.dropout,
+            "drop_path": self.drop_path,
+        }

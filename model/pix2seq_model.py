@@ -1,0 +1,175 @@
+"""The Pix2Seq v2 network as a Keras model that trains with `model.fit`.
+
+`Pix2SeqModel(config)`: ViT encoder -> image projection -> token decoder.
+`encode(images)` gives the decoder memory; `model({"image", "input_tokens"})`
+gives float32 logits. `train_step`/`test_step` take either
+
+- a batch-mixing element `{task_name: {"image", "input_tokens", "target_tokens",
+  "token_weights"}}` (one batch per task every step): the images of all tasks go
+  through the encoder together, each task's tokens through the decoder, and the
+  loss is `sum_t task_weights[t] * loss_t`; or
+- a data-mixing element (one batch of mixed tasks padded to one length, plus
+  `"task_id"` [B]): the loss is the token-weighted cross-entropy of the whole batch
+  (tasks are weighted by how often they are sampled).
+
+Either way the total `loss` and one `<task>_loss` per task are reported.
+"""
+import keras
+import tensorflow as tf
+from keras import ops
+
+import pix2seq  # noqa: F401  (Keras 3 guard)
+from model.config import ModelConfig, TASK_NAMES
+from model.decoder import Pix2SeqDecoder
+from model.encoder import ImageProjection, VisionTransformer
+from model.losses import global_sum, token_xent, weighted_xent_parts
+
+# Paper defaults (Pix2Seq v2, batch mixing).
+DEFAULT_TASK_WEIGHTS = {"detection": 0.1782, "segmentation": 0.7128, "keypoints": 0.01, "captioning": 0.099}
+
+
+@keras.saving.register_keras_serializable(package="pix2seq")
+class Pix2SeqModel(keras.Model):
+    """Encoder-decoder over one shared token vocabulary for all four tasks.
+
+    Args:
+      config: a `ModelConfig` (or its `to_dict()`).
+      task_weights: loss weight per task for batch mixing; defaults to the paper's.
+    """
+
+    def __init__(self, config, task_weights=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = ModelConfig.from_dict(config)
+        self.config = config
+        weights = dict(DEFAULT_TASK_WEIGHTS if task_weights is None else task_weights)
+        unknown = sorted(set(weights) - set(TASK_NAMES))
+        if unknown:
+            raise ValueError(f"task_weights has unknown tasks {unknown}; expected names from {TASK_NAMES}")
+        self.task_weights = weights
+        policy = self.dtype_policy
+        self.encoder = VisionTransformer(
+            config.image_size,
+            config.patch_size,
+            config.encoder_dim,
+            config.encoder_depth,
+            config.encoder_heads,
+            config.encoder_mlp_dim,
+            config.dropout,
+            config.drop_path,
+            name="encoder",
+            dtype=policy,
+        )
+        self.projection = ImageProjection(
+            config.grid,
+            config.decoder_dim,
+            config.decoder_mlp_dim,
+            config.dropout,
+            config.drop_path,
+            name="projection",
+            dtype=policy,
+        )
+        self.decoder = Pix2SeqDecoder(
+            config.vocab_size,
+            config.max_seq_len,
+            config.decoder_dim,
+            config.decoder_depth,
+            config.decoder_heads,
+            config.decoder_mlp_dim,
+            config.dropout,
+            config.drop_path,
+            name="decoder",
+            dtype=policy,
+        )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.task_loss_trackers = [keras.metrics.Mean(name=f"{task}_loss") for task in TASK_NAMES]
+
+    def build(self, input_shape=None):
+        """Creates every weight; shapes come from the config, `input_shape` is ignored."""
+        size = self.config.image_size
+        self.encoder.build((None, size, size, 3))
+        self.projection.build((None, self.config.num_image_tokens, self.config.encoder_dim))
+        self.decoder.build((None, None), (None, self.config.num_image_tokens, self.config.decoder_dim))
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker] + self.task_loss_trackers
+
+    def encode(self, images, training=False):
+        """Images `[B, S, S, 3]` in [0, 1] -> memory `[B, T, decoder_dim]`."""
+        return self.projection(self.encoder(images, training=training), training=training)
+
+    def call(self, inputs, training=False):
+        """`{"image", "input_tokens"}` -> float32 logits `[B, L, vocab_size]` (teacher forcing)."""
+        memory = self.encode(inputs["image"], training=training)
+        return self.decoder(inputs["input_tokens"], memory, training=training)
+
+    # --- losses -----------------------------------------------------------------------------
+
+    def _batch_mixing_losses(self, data, training):
+        """`{task: (local sum w*xent, global sum w)}` for a `{task: batch}` element."""
+        tasks = [t for t in TASK_NAMES if t in data]
+        unknown = sorted(set(data) - set(TASK_NAMES))
+        if unknown:
+            raise ValueError(f"Training batch has unknown tasks {unknown}; expected names from {TASK_NAMES}")
+        images = ops.concatenate([data[t]["image"] for t in tasks], axis=0)
+        memory = self.encode(images, training=training)
+        sizes = [ops.shape(data[t]["image"])[0] for t in tasks]
+        parts, start = {}, 0
+        for task, size in zip(tasks, sizes):
+            batch = data[task]
+            logits = self.decoder(batch["input_tokens"], memory[start : start + size], training=training)
+            start = start + size
+            numerator, denominator = weighted_xent_parts(batch["target_tokens"], logits, batch["token_weights"])
+            parts[task] = (numerator, global_sum(ops.stop_gradient(denominator)))
+        total = sum(self.task_weights.get(t, 0.0) * ops.divide_no_nan(n, d) for t, (n, d) in parts.items())
+        return total, parts
+
+    def _data_mixing_losses(self, data, training):
+        """Whole-batch token-weighted loss plus per-task parts selected by `task_id`."""
+        logits = self(data, training=training)
+        xent = token_xent(data["target_tokens"], logits)
+        weights = ops.cast(data["token_weights"], "float32")
+        task_id = ops.cast(data["task_id"], "int32")
+        parts = {}
+        for i, task in enumerate(TASK_NAMES):
+            w = weights * ops.cast(task_id == i, "float32")[:, None]
+            parts[task] = (ops.sum(w * xent), global_sum(ops.stop_gradient(ops.sum(w))))
+        denominator = global_sum(ops.stop_gradient(ops.sum(weights)))
+        return ops.divide_no_nan(ops.sum(weights * xent), denominator), parts
+
+    def compute_task_losses(self, data, training=False):
+        """`(total loss of this replica's share, {task: (numerator, global denominator)})`."""
+        if "task_id" in data:
+            return self._data_mixing_losses(data, training)
+        return self._batch_mixing_losses(data, training)
+
+    def _update_metrics(self, total, parts):
+        """Global (all-replica) losses; a task without weighted tokens in this batch is not counted."""
+        self.loss_tracker.update_state(global_sum(ops.stop_gradient(total)))
+        logs = {"loss": self.loss_tracker.result()}
+        for task, tracker in zip(TASK_NAMES, self.task_loss_trackers):
+            if task in parts:
+                numerator, denominator = parts[task]
+                loss = ops.divide_no_nan(global_sum(ops.stop_gradient(numerator)), denominator)
+                tracker.update_state(loss, sample_weight=ops.cast(denominator > 0, "float32"))
+                logs[tracker.name] = tracker.result()
+        return logs
+
+    # --- Keras steps --------------------------------------------------------------------------
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            total, parts = self.compute_task_losses(data, training=True)
+            scaled = self.optimizer.scale_loss(total)
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._update_metrics(total, parts)
+
+    def test_step(self, data):
+        total, parts = self.compute_task_losses(data, training=False)
+        return self._update_metrics(total, parts)
+
+    def get_config(self):
+        return {**super().get_config(), "config": self.config.to_dict(), "task_weights": self.task_weights}

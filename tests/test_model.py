@@ -1,0 +1,168 @@
+"""Architecture: parameter counts, presets, layer configs, decoder cache == full pass."""
+import numpy as np
+import pytest
+
+import keras
+
+from model import layers as L
+from model.config import TASK_NAMES, ModelConfig, preset
+from model.decoder import DecoderBlock, Pix2SeqDecoder
+from model.encoder import ImageProjection, VisionTransformer
+from model.pix2seq_model import Pix2SeqModel
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    model = Pix2SeqModel(preset("tiny"))
+    model.build()
+    return model
+
+
+def _random_batch(config, task, batch_size=2, seed=0):
+    rng = np.random.default_rng(seed)
+    length = config.tokens.seq_len(task)
+    size = config.image_size
+    return {
+        "image": rng.random((batch_size, size, size, 3)).astype("float32"),
+        "input_tokens": rng.integers(0, config.vocab_size, (batch_size, length)).astype("int32"),
+        "target_tokens": rng.integers(0, config.vocab_size, (batch_size, length)).astype("int32"),
+        "token_weights": rng.random((batch_size, length)).astype("float32"),
+    }
+
+
+def test_base_has_the_papers_parameter_count():
+    model = Pix2SeqModel(preset("base"))
+    model.build()
+    assert preset("base").vocab_size == 35000
+    assert abs(model.count_params() - 131.6e6) / 131.6e6 < 0.01
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "base", "large"])
+def test_presets_are_consistent(name):
+    config = preset(name)
+    assert config.max_seq_len >= max(config.tokens.seq_len(t) for t in TASK_NAMES)
+    assert config.image_size % config.patch_size == 0
+    assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+def test_preset_overrides_reach_the_token_config():
+    config = preset("tiny", caption_vocab_size=500, dropout=0.0)
+    assert config.vocab_size == 3500 and config.dropout == 0.0
+    with pytest.raises(ValueError, match="Unknown model preset"):
+        preset("huge")
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        preset("tiny", image_size=100)
+
+
+def test_tiny_forward_on_every_task(tiny_model):
+    config = tiny_model.config
+    for task in TASK_NAMES:
+        batch = _random_batch(config, task)
+        logits = tiny_model({"image": batch["image"], "input_tokens": batch["input_tokens"]})
+        assert logits.shape == (2, config.tokens.seq_len(task), config.vocab_size)
+        assert logits.dtype == "float32"
+        assert np.isfinite(np.asarray(logits)).all()
+    assert 1e6 < tiny_model.count_params() < 10e6
+
+
+def test_test_step_reports_weighted_task_losses(tiny_model):
+    config = tiny_model.config
+    data = {task: _random_batch(config, task, seed=i) for i, task in enumerate(TASK_NAMES)}
+    tiny_model.compile()
+    tiny_model.reset_metrics()
+    logs = {k: float(v) for k, v in tiny_model.test_step(data).items()}
+    expected = sum(tiny_model.task_weights[t] * logs[f"{t}_loss"] for t in TASK_NAMES)
+    assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+    assert all(logs[f"{t}_loss"] > 0 for t in TASK_NAMES)
+
+
+LAYERS = [
+    (L.Attention(32, 4), (2, 5, 32)),
+    (L.Mlp(32, 64, dropout=0.1), (2, 5, 32)),
+    (L.MlpBlock(32, 64, dropout=0.1, drop_path=0.2), (2, 5, 32)),
+    (L.EncoderBlock(32, 4, 64, dropout=0.1, drop_path=0.1), (2, 5, 32)),
+    (L.DropPath(0.3, seed=1), (2, 5, 32)),
+    (VisionTransformer(32, 16, 32, 2, 4, 64), (2, 32, 32, 3)),
+    (ImageProjection(2, 32, 64), (2, 4, 48)),
+]
+
+
+@pytest.mark.parametrize("layer,shape", LAYERS, ids=lambda x: type(x).__name__ if not isinstance(x, tuple) else "")
+def test_layer_config_round_trip(layer, shape):
+    x = np.random.default_rng(0).random(shape).astype("float32")
+    y = layer(x)
+    clone = type(layer).from_config(layer.get_config())
+    clone(x)
+    clone.set_weights(layer.get_weights())
+    assert clone.get_config() == layer.get_config()
+    np.testing.assert_allclose(clone(x), y, atol=1e-6)
+    assert len(clone.weights) == len(layer.weights)
+
+
+def test_decoder_config_round_trip():
+    decoder = Pix2SeqDecoder(50, 16, 32, 2, 4, 64, dropout=0.1, drop_path=0.1)
+    tokens = np.arange(12, dtype="int32").reshape(2, 6)
+    memory = np.random.default_rng(0).random((2, 3, 32)).astype("float32")
+    y = decoder(tokens, memory)
+    clone = Pix2SeqDecoder.from_config(decoder.get_config())
+    clone(tokens, memory)
+    clone.set_weights(decoder.get_weights())
+    np.testing.assert_allclose(clone(tokens, memory), y, atol=1e-6)
+    block = DecoderBlock(32, 4, 64)
+    assert DecoderBlock.from_config(block.get_config()).get_config() == block.get_config()
+
+
+def test_cached_decoding_equals_full_pass():
+    """Prompt in one call, then one token at a time through the K/V cache == one teacher-forced pass."""
+    decoder = Pix2SeqDecoder(60, 20, 32, 3, 4, 64, dropout=0.1, drop_path=0.1)
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, 60, (3, 12)).astype("int32")
+    memory = rng.normal(size=(3, 7, 32)).astype("float32")
+    full = np.asarray(decoder(tokens, memory, training=False))
+    cross = decoder.compute_cross_cache(memory)
+    assert tuple(cross.shape) == (3, 3, 2, 7, 4, 8)
+    cache = decoder.init_self_cache(3, 16)
+    assert tuple(cache.shape) == (3, 3, 2, 16, 4, 8)
+    prompt = 4
+    logits, cache = decoder.call_cached(tokens[:, :prompt], cache, cross, 0)
+    steps = [np.asarray(logits)]
+    for i in range(prompt, 12):
+        logits, cache = decoder.call_cached(tokens[:, i : i + 1], cache, cross, i)
+        steps.append(np.asarray(logits))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+    # Slots past the last written position stay empty.
+    assert not np.asarray(cache)[:, :, :, 12:].any()
+
+
+def test_cached_call_works_inside_tf_function(tiny_model):
+    import tensorflow as tf
+
+    decoder = tiny_model.decoder
+    images = np.random.default_rng(2).random((2, 128, 128, 3)).astype("float32")
+    tokens = np.random.default_rng(3).integers(0, 3000, (2, 6)).astype("int32")
+    memory = tiny_model.encode(images)
+    full = np.asarray(decoder(tokens, memory))
+
+    @tf.function
+    def run(tokens, memory):
+        cross = decoder.compute_cross_cache(memory)
+        cache = decoder.init_self_cache(2, 8)
+
+        def body(i, cache, out):
+            logits, cache = decoder.call_cached(tokens[:, i : i + 1], cache, cross, i)
+            return i + 1, cache, out.write(i, logits[:, 0])
+
+        _, _, out = tf.while_loop(lambda i, *_: i < 6, body, (0, cache, tf.TensorArray(tf.float32, 6)))
+        return tf.transpose(out.stack(), [1, 0, 2])
+
+    np.testing.assert_allclose(run(tokens, memory), full, atol=1e-5)
+
+
+def test_bad_sizes_are_rejected():
+    with pytest.raises(ValueError, match="divide into heads"):
+        L.Attention(30, 4)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        Pix2SeqDecoder(50, 8, 32, 1, 4, 64).init_self_cache(1, 9)
+    with pytest.raises(ValueError, match="unknown tasks"):
+        Pix2SeqModel(preset("tiny"), task_weights={"depth": 1.0})
+    assert keras.config.backend() == "tensorflow"
