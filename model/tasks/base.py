@@ -1,0 +1,105 @@
+"""What every task codec shares: teacher forcing, static padding, grammar masks.
+
+A task's full token sequence is `prompt + response`. Training sees
+`input = seq[:-1]`, `target = seq[1:]` and one weight per target token, all of the
+static length `max_seq_len`; target positions that only repeat the prompt get
+weight 0. At inference the decoder feeds `inference_prompt(...)` and then asks
+`grammar_mask(step, prev_tokens)` which ids each response step may emit.
+"""
+import numpy as np
+import tensorflow as tf
+
+from model import vocab
+
+
+class Task:
+    """Base of the four task codecs; subclasses set `name` and the lengths."""
+
+    name = ""
+    prompt_length = 1
+
+    def __init__(self, token_config: vocab.TokenConfig):
+        if not isinstance(token_config, vocab.TokenConfig):
+            raise TypeError(f"{type(self).__name__} needs a TokenConfig. Received: {token_config!r}")
+        self.config = token_config
+        self.vocab_size = token_config.vocab_size
+        self.max_seq_len = token_config.seq_len(self.name)
+
+    @property
+    def max_response_len(self) -> int:
+        """Tokens the decoder emits after the prompt (EOS included)."""
+        return self.max_seq_len - self.prompt_length + 1
+
+    # --- helpers for subclasses --------------------------------------------------------
+
+    def _np_range(self, start: int, stop: int) -> np.ndarray:
+        mask = np.zeros([self.vocab_size], bool)
+        mask[start:stop] = True
+        return mask
+
+    def _np_ids(self, *ids: int) -> np.ndarray:
+        mask = np.zeros([self.vocab_size], bool)
+        mask[list(ids)] = True
+        return mask
+
+    def _coord_mask(self) -> np.ndarray:
+        return self._np_range(vocab.COORD_OFFSET, vocab.COORD_OFFSET + self.config.num_bins)
+
+    def _teacher_forcing(self, prompt, response_input, response_target, response_weights):
+        """Builds the static-length training triple from prompt and response.
+
+        prompt: int32 [p]; response_*: [r] with p + r - 1 <= max_seq_len. The result is
+        padded with PAD (weight 0) to max_seq_len.
+        """
+        prompt = tf.cast(prompt, tf.int32)
+        seq_in = tf.concat([prompt, tf.cast(response_input, tf.int32)], 0)[:-1]
+        seq_target = tf.concat([prompt, tf.cast(response_target, tf.int32)], 0)[1:]
+        weights = tf.concat(
+            [tf.zeros([self.prompt_length - 1], tf.float32), tf.cast(response_weights, tf.float32)], 0)
+        return {
+            "input_tokens": _pad_to(seq_in, self.max_seq_len, vocab.PAD),
+            "target_tokens": _pad_to(seq_target, self.max_seq_len, vocab.PAD),
+            "token_weights": _pad_to(weights, self.max_seq_len, 0.0),
+        }
+
+    def _fit_response(self, tokens, logits=None):
+        """Batched response tokens [B, T] (and logits [B, T, V]) -> static length R."""
+        length = self.max_response_len
+        tokens = _pad_to(tf.cast(tokens, tf.int32), length, vocab.PAD, axis=1)
+        if logits is not None:
+            logits = _pad_to(tf.cast(logits, tf.float32), length, 0.0, axis=1)
+        return tokens, logits
+
+    def _after_eos(self, tokens, eos=vocab.EOS):
+        """Boolean [B, R]: True at the first EOS and every position after it."""
+        return tf.cumsum(tf.cast(tokens == eos, tf.int32), axis=1) > 0
+
+    def _finish_mask(self, allowed, step, prev_tokens, eos=vocab.EOS):
+        """Broadcasts a per-step mask [V] to [B, V]; rows that already ended emit PAD only."""
+        prev_tokens = tf.reshape(tf.cast(prev_tokens, tf.int32), [-1])
+        done = (prev_tokens == eos) & (tf.cast(step, tf.int32) > 0)
+        pad_only = tf.constant(self._np_ids(vocab.PAD))
+        return tf.where(done[:, tf.newaxis], pad_only[tf.newaxis, :], allowed[tf.newaxis, :])
+
+
+def _pad_to(x, length: int, value, axis: int = 0):
+    """Truncates or pads `x` along `axis` to exactly `length` (static shape)."""
+    x = tf.convert_to_tensor(x)
+    begin = [0] * x.shape.rank
+    size = [-1] * x.shape.rank
+    size[axis] = tf.minimum(tf.shape(x)[axis], length)
+    x = tf.slice(x, begin, size)
+    paddings = [[0, 0]] * x.shape.rank
+    paddings[axis] = [0, length - tf.shape(x)[axis]]
+    x = tf.pad(x, paddings, constant_values=value)
+    shape = x.shape.as_list()
+    shape[axis] = length
+    return tf.ensure_shape(x, shape)
+
+
+def batched(x, rank: int):
+    """Adds a leading batch axis when `x` has rank `rank - 1`; returns (x, was_unbatched)."""
+    x = tf.convert_to_tensor(x)
+    if x.shape.rank == rank - 1:
+        return x[tf.newaxis], True
+    return x, False

@@ -1,0 +1,79 @@
+"""Image captioning as tokens: `13`, SentencePiece pieces + 3000, then EOS 3001.
+
+Example key read by `build_sequences`:
+  caption_ids  int [len]  SentencePiece piece ids of ONE caption (no shift, no EOS). Ids
+                          <= 1 (pad 0, eos 1) are dropped, so the pipeline may pad with 0
+                          or -1. Captions longer than max_caption_len - 1 pieces are cut.
+Weights: pieces 1, EOS 0.1, padding 0.
+
+Decoding turns response tokens into piece ids and, when the task was given the
+SentencePiece model's pieces (`vocab_file` or `pieces`), into strings with core TF
+ops only (model/caption_tokenizer.py), so it can live in the serving graph.
+"""
+import tensorflow as tf
+
+from model import vocab
+from model.tasks import base
+
+EOS_WEIGHT = 0.1
+
+
+class CaptioningTask(base.Task):
+    name = "captioning"
+    prompt_length = 1
+
+    def __init__(self, token_config: vocab.TokenConfig, vocab_file: str = None, pieces=None):
+        super().__init__(token_config)
+        self.prompt = (vocab.CAPTION_PROMPT,)
+        # Text tokens the model may emit: every piece except pad/eos, and EOS itself.
+        self._text = self._np_range(vocab.TEXT_OFFSET + vocab.CAPTION_UNK_PIECE, self.vocab_size)
+        self._eos = self._np_ids(vocab.CAPTION_EOS)
+        self._detokenizer = None
+        if vocab_file is not None or pieces is not None:
+            from model import caption_tokenizer
+
+            if pieces is None:
+                pieces = caption_tokenizer.load_pieces(vocab_file)
+            self._detokenizer = caption_tokenizer.Detokenizer(pieces)
+
+    def build_sequences(self, example, seed=0, augment: bool = True):
+        """Example dict (see module docstring) -> input/target tokens and weights [L].
+
+        Deterministic: `seed` and `augment` are accepted for the common task interface.
+        """
+        del seed, augment
+        ids = tf.reshape(tf.cast(example["caption_ids"], tf.int32), [-1])
+        with tf.control_dependencies([tf.debugging.assert_less(
+                ids, self.config.caption_vocab_size,
+                message="captioning example field 'caption_ids' holds an id >= caption_vocab_size")]):
+            ids = tf.boolean_mask(ids, ids > vocab.CAPTION_EOS_PIECE)
+        ids = ids[:self.config.max_caption_len - 1]
+        n = tf.shape(ids)[0]
+        response = tf.concat([vocab.text_to_token(ids), [vocab.CAPTION_EOS]], 0)
+        weights = tf.concat([tf.ones([n]), [EOS_WEIGHT]], 0)
+        return self._teacher_forcing(self.prompt, response, response, weights)
+
+    def inference_prompt(self, batch_size):
+        return tf.fill([batch_size, 1], tf.constant(vocab.CAPTION_PROMPT, tf.int32))
+
+    def grammar_mask(self, step, prev_tokens):
+        """Allowed ids [B, V]: text pieces or EOS 3001; only EOS at the last step; PAD after EOS."""
+        step = tf.cast(step, tf.int32)
+        text, eos = tf.constant(self._text), tf.constant(self._eos)
+        allowed = tf.where(step >= self.max_response_len - 1, eos, text)
+        return self._finish_mask(allowed, step, prev_tokens, eos=vocab.CAPTION_EOS)
+
+    def decode(self, tokens, logits=None):
+        """Response tokens [B, T] -> piece_ids int32 [B, R] (-1 after EOS / non-text),
+        length int32 [B], and `text` string [B] when pieces are known."""
+        del logits
+        tokens, unbatched = base.batched(tokens, 2)
+        tokens, _ = self._fit_response(tokens)
+        keep = ~self._after_eos(tokens, vocab.CAPTION_EOS) & (tokens >= vocab.TEXT_OFFSET)
+        piece_ids = tf.where(keep, vocab.token_to_text(tokens), -1)
+        out = {"piece_ids": piece_ids, "length": tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)}
+        if self._detokenizer is not None:
+            out["text"] = self._detokenizer(piece_ids)
+        if unbatched:
+            out = {k: v[0] for k, v in out.items()}
+        return out

@@ -1,0 +1,190 @@
+"""Object detection as tokens: `10`, then `ymin xmin ymax xmax class` per object, then 0.
+
+Example keys read by `build_sequences` (canvas-normalized, after augmentation):
+  boxes     float [N, 4]  ymin, xmin, ymax, xmax in [0, 1] of the padded square canvas
+  classes   int   [N]     category ids in [1, max_class_id]; rows with class <= 0 are padding
+  is_crowd  int   [N]     optional; crowd rows are never targets
+  valid     bool  [N]     optional; False rows are padding
+Rows with an empty box (ymax <= ymin or xmax <= xmin) are dropped too, so the data
+pipeline may pad N to a static maximum with class 0 or `valid = False`.
+
+Training sequence (augment=True, DESIGN.md §4): real objects in random order (at most
+max_instances), then noise objects up to max_instances — jittered duplicates of real
+boxes, real boxes shifted to a random place, and random boxes — whose target class is
+the fake class 30 with coordinate weight 0 and class weight 1; the *input* class token
+of every object is replaced by a random class or 30 (50/50); final EOS weight 0.1.
+With augment=False: real objects in the given order, EOS (0.1), then PAD (weight 0).
+"""
+import tensorflow as tf
+
+from model import vocab
+from model.tasks import base
+
+EOS_WEIGHT = 0.1
+
+
+class DetectionTask(base.Task):
+    name = "detection"
+    prompt_length = 1
+
+    def __init__(self, token_config: vocab.TokenConfig):
+        super().__init__(token_config)
+        self.prompt = (vocab.DETECTION_PROMPT,)
+        cfg = token_config
+        self._coord = self._coord_mask()
+        self._classes = self._np_range(vocab.CLASS_OFFSET + 1, vocab.CLASS_OFFSET + cfg.max_class_id + 1)
+        self._eos = self._np_ids(vocab.EOS)
+
+    # --- training ------------------------------------------------------------------------
+
+    def valid_objects(self, example):
+        """Boolean [N]: rows of `example` that are training targets."""
+        boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), [-1, 4])
+        classes = tf.reshape(tf.cast(example["classes"], tf.int32), [-1])
+        keep = (classes > 0) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if "is_crowd" in example:
+            keep &= tf.reshape(tf.cast(example["is_crowd"], tf.int32), [-1]) == 0
+        if "valid" in example:
+            keep &= tf.reshape(tf.cast(example["valid"], tf.bool), [-1])
+        return keep
+
+    def build_sequences(self, example, seed, augment: bool = True):
+        """Example dict (see module docstring) -> input/target tokens and weights [L]."""
+        cfg = self.config
+        m = cfg.max_instances
+        seeds = tf.random.experimental.stateless_split(vocab.as_seed(seed), 6)
+        boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), [-1, 4])
+        classes = tf.reshape(tf.cast(example["classes"], tf.int32), [-1])
+        with tf.control_dependencies([tf.debugging.assert_less_equal(
+                classes, cfg.max_class_id,
+                message=f"detection example field 'classes' holds an id > max_class_id={cfg.max_class_id}")]):
+            keep = self.valid_objects(example)
+        boxes = tf.clip_by_value(tf.boolean_mask(boxes, keep), 0.0, 1.0)
+        classes = tf.boolean_mask(classes, keep)
+        if augment:
+            order = tf.argsort(tf.random.stateless_uniform(tf.shape(classes), seeds[0]))
+            boxes, classes = tf.gather(boxes, order), tf.gather(classes, order)
+        boxes, classes = boxes[:m], classes[:m]
+        n = tf.shape(classes)[0]
+        is_real = tf.range(m) < n
+        real_boxes = base._pad_to(boxes, m, 0.0)
+        real_tokens = vocab.class_to_token(base._pad_to(classes, m, 0))
+
+        if augment:
+            noise = noise_boxes(boxes, m, seeds[1])
+            all_boxes = tf.where(is_real[:, tf.newaxis], real_boxes, noise)
+            target_cls = tf.where(is_real, real_tokens, vocab.FAKE_CLASS)
+            rand_cls = vocab.class_to_token(
+                tf.random.stateless_uniform([m], seeds[2], 1, cfg.max_class_id + 1, tf.int32))
+            coin = tf.random.stateless_uniform([m], seeds[3]) < 0.5
+            input_cls = tf.where(coin, rand_cls, vocab.FAKE_CLASS)
+            num_objects = m
+        else:
+            all_boxes, target_cls, input_cls, num_objects = real_boxes, real_tokens, real_tokens, n
+
+        coords = vocab.quantize(all_boxes, cfg.num_bins)
+        real_w = tf.cast(is_real, tf.float32)[:, tf.newaxis]
+        obj_target = tf.concat([coords, target_cls[:, tf.newaxis]], 1)
+        obj_input = tf.concat([coords, input_cls[:, tf.newaxis]], 1)
+        obj_weights = tf.concat([tf.tile(real_w, [1, 4]), tf.ones([m, 1])], 1)
+        length = 5 * num_objects
+        eos = tf.constant([vocab.EOS], tf.int32)
+        response_target = tf.concat([tf.reshape(obj_target, [-1])[:length], eos], 0)
+        response_input = tf.concat([tf.reshape(obj_input, [-1])[:length], eos], 0)
+        response_weights = tf.concat([tf.reshape(obj_weights, [-1])[:length], [EOS_WEIGHT]], 0)
+        return self._teacher_forcing(self.prompt, response_input, response_target, response_weights)
+
+    # --- inference -----------------------------------------------------------------------
+
+    def inference_prompt(self, batch_size):
+        """int32 [B, 1] prompt for the decoder."""
+        return tf.fill([batch_size, 1], tf.constant(vocab.DETECTION_PROMPT, tf.int32))
+
+    def grammar_mask(self, step, prev_tokens):
+        """Allowed ids [B, V] at response step `step` (0-based after the prompt).
+
+        Positions 0-3 of an object: coordinates; position 4: a real class (the fake class 30
+        is never emitted at inference); EOS where an object may start; after
+        max_instances objects only EOS; rows that ended emit PAD.
+        """
+        step = tf.cast(step, tf.int32)
+        pos = step % 5
+        coord, cls, eos = (tf.constant(x) for x in (self._coord, self._classes, self._eos))
+        allowed = tf.where(pos < 4, coord, cls) | ((pos == 0) & eos)
+        allowed = tf.where(step >= 5 * self.config.max_instances, eos, allowed)
+        return self._finish_mask(allowed, step, prev_tokens)
+
+    def decode(self, tokens, logits=None):
+        """Response tokens [B, T] (+ logits [B, T, V]) -> canvas-normalized detections.
+
+        Returns boxes float32 [B, M, 4], classes int32 [B, M], scores float32 [B, M],
+        valid bool [B, M], num_detections int32 [B] (M = max_instances). With logits, the
+        class is the argmax of the class-token probability over the class range and the
+        score that probability; without, the emitted class token with score 1. Objects
+        after the first EOS, with a non-coordinate token or the fake class are invalid and
+        zeroed.
+        """
+        m = self.config.max_instances
+        tokens, unbatched = base.batched(tokens, 2)
+        if logits is not None:
+            logits, _ = base.batched(logits, 3)
+        tokens, logits = self._fit_response(tokens, logits)
+        objs = tf.reshape(tokens[:, :5 * m], [-1, m, 5])
+        ended = tf.reshape(self._after_eos(tokens)[:, :5 * m], [-1, m, 5])
+        valid = ~tf.reduce_any(ended, axis=2)
+        valid &= tf.reduce_all(vocab.is_coordinate(objs[..., :4], self.config.num_bins), axis=2)
+        if logits is not None:
+            cls_logits = tf.reshape(logits[:, :5 * m], [-1, m, 5, self.vocab_size])[:, :, 4]
+            probs = tf.nn.softmax(cls_logits, axis=-1)
+            lo = vocab.CLASS_OFFSET + 1
+            class_probs = probs[..., lo:lo + self.config.max_class_id]
+            classes = tf.argmax(class_probs, axis=-1, output_type=tf.int32) + 1
+            scores = tf.reduce_max(class_probs, axis=-1)
+        else:
+            classes = vocab.token_to_class(objs[..., 4])
+            classes = tf.where(classes <= self.config.max_class_id, classes, 0)
+            scores = tf.ones_like(classes, tf.float32)
+        valid &= classes > 0
+        boxes = vocab.dequantize(objs[..., :4], self.config.num_bins)
+        out = {
+            "boxes": tf.where(valid[..., tf.newaxis], boxes, 0.0),
+            "classes": tf.where(valid, classes, 0),
+            "scores": tf.where(valid, scores, 0.0),
+            "valid": valid,
+            "num_detections": tf.reduce_sum(tf.cast(valid, tf.int32), axis=1),
+        }
+        if unbatched:
+            out = {k: v[0] for k, v in out.items()}
+        return out
+
+
+def noise_boxes(real_boxes, num, seed):
+    """`num` noise boxes [num, 4] in [0, 1]: jittered duplicates, shifted copies, random boxes.
+
+    Each slot picks a kind uniformly (only random boxes when there is no real box).
+    Duplicates move every side by N(0, 0.1·size) (clipped to ±0.25·size); shifted copies
+    keep a real box's size at a uniform random centre; random boxes have a uniform centre
+    and height/width uniform in [0.05, 0.5].
+    """
+    seeds = tf.random.experimental.stateless_split(vocab.as_seed(seed), 6)
+    real_boxes = tf.reshape(tf.cast(real_boxes, tf.float32), [-1, 4])
+    n = tf.shape(real_boxes)[0]
+    src_idx = tf.random.stateless_uniform([num], seeds[0], 0, tf.maximum(n, 1), tf.int32)
+    src = tf.gather(tf.concat([real_boxes, tf.constant([[0.25, 0.25, 0.75, 0.75]])], 0), src_idx)
+    hw = src[:, 2:] - src[:, :2]
+    size = tf.tile(hw, [1, 2])
+    jitter = tf.clip_by_value(tf.random.stateless_normal([num, 4], seeds[1]) * 0.1, -0.25, 0.25)
+    duplicated = src + jitter * size
+    centre = tf.random.stateless_uniform([num, 2], seeds[2])
+    shifted = tf.concat([centre - hw / 2, centre + hw / 2], 1)
+    rand_hw = tf.random.stateless_uniform([num, 2], seeds[3], 0.05, 0.5)
+    rand_centre = tf.random.stateless_uniform([num, 2], seeds[4])
+    random = tf.concat([rand_centre - rand_hw / 2, rand_centre + rand_hw / 2], 1)
+    kind = tf.random.stateless_uniform([num], seeds[5], 0, 3, tf.int32)
+    kind = tf.where(n > 0, kind, 2)[:, tf.newaxis]
+    boxes = tf.where(kind == 0, duplicated, tf.where(kind == 1, shifted, random))
+    boxes = tf.clip_by_value(boxes, 0.0, 1.0)
+    lo = tf.minimum(boxes[:, :2], boxes[:, 2:])
+    hi = tf.maximum(boxes[:, :2], boxes[:, 2:])
+    return tf.concat([lo, hi], 1)
+

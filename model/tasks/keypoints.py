@@ -1,0 +1,116 @@
+"""Keypoint detection as tokens: `12 ymin xmin ymax xmax 101` on a crop around one
+person, then `y x` for each of the K keypoints (unlabeled: `41 41`), then 0.
+
+Example keys read by `build_sequences` (ONE person, normalized to the crop canvas —
+the data pipeline crops 2x the person box and resizes it onto the canvas):
+  box        float [4]     the person box in crop-canvas coordinates
+  keypoints  float [K, 3]  (y, x, v) per keypoint in crop-canvas coordinates; v in
+                           {0, 1, 2}. v == 0, or a point outside [0, 1], is unlabeled.
+Weights: the 5 target positions that repeat the prompt 0; labeled coordinates 1;
+unlabeled `41 41` 0.1 each; EOS 0 (K pairs always end the sequence).
+
+Decoding maps crop-canvas coordinates into any frame through `canvas_window`: the
+region (ymin, xmin, ymax, xmax) of that frame the crop canvas covers, so canvas (0, 0)
+lands on (ymin, xmin) and (1, 1) on (ymax, xmax).
+"""
+import tensorflow as tf
+
+from model import vocab
+from model.tasks import base
+
+INVISIBLE_WEIGHT = 0.1
+EOS_WEIGHT = 0.0
+
+
+class KeypointTask(base.Task):
+    name = "keypoints"
+    prompt_length = 6
+
+    def __init__(self, token_config: vocab.TokenConfig):
+        super().__init__(token_config)
+        self._coord = self._coord_mask()
+        self._coord_inv = self._coord | self._np_ids(vocab.INVISIBLE)
+        self._inv = self._np_ids(vocab.INVISIBLE)
+        self._eos = self._np_ids(vocab.EOS)
+
+    def prompt_tokens(self, boxes):
+        """Person boxes [..., 4] (crop-canvas coordinates) -> int32 prompts [..., 6]."""
+        boxes = tf.clip_by_value(tf.cast(boxes, tf.float32), 0.0, 1.0)
+        lead = tf.ones_like(boxes[..., :1], tf.int32)
+        return tf.concat([lead * vocab.KEYPOINT_PROMPT, vocab.quantize(boxes, self.config.num_bins),
+                          lead * vocab.class_to_token(self.config.person_class_id)], -1)
+
+    def build_sequences(self, example, seed=0, augment: bool = True):
+        """Example dict (see module docstring) -> input/target tokens and weights [L].
+
+        Deterministic: `seed` and `augment` are accepted for the common task interface.
+        """
+        del seed, augment
+        k = self.config.num_keypoints
+        keypoints = tf.cast(example["keypoints"], tf.float32)
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.shape(keypoints), [k, 3],
+                message=f"keypoints example field 'keypoints' must have shape [{k}, 3]")]):
+            keypoints = tf.identity(keypoints)
+        yx, vis = keypoints[:, :2], keypoints[:, 2]
+        labeled = (vis > 0) & tf.reduce_all((yx >= 0.0) & (yx <= 1.0), axis=1)
+        pairs = tf.where(labeled[:, tf.newaxis], vocab.quantize(yx, self.config.num_bins), vocab.INVISIBLE)
+        pair_w = tf.where(labeled, 1.0, INVISIBLE_WEIGHT)
+        response = tf.concat([tf.reshape(pairs, [-1]), [vocab.EOS]], 0)
+        weights = tf.concat([tf.repeat(pair_w, 2), [EOS_WEIGHT]], 0)
+        prompt = self.prompt_tokens(tf.reshape(example["box"], [4]))
+        return self._teacher_forcing(prompt, response, response, weights)
+
+    def inference_prompt(self, boxes):
+        """Person boxes [B, 4] in crop-canvas coordinates -> int32 [B, 6]."""
+        return self.prompt_tokens(boxes)
+
+    def grammar_mask(self, step, prev_tokens):
+        """Allowed ids [B, V]: exactly K pairs, each two coordinates or `41 41`, then EOS."""
+        step = tf.cast(step, tf.int32)
+        prev = tf.reshape(tf.cast(prev_tokens, tf.int32), [-1])
+        second = tf.where((prev == vocab.INVISIBLE)[:, tf.newaxis],
+                          tf.constant(self._inv)[tf.newaxis], tf.constant(self._coord)[tf.newaxis])
+        first = tf.broadcast_to(tf.constant(self._coord_inv)[tf.newaxis], tf.shape(second))
+        allowed = tf.where(step % 2 == 0, first, second)
+        eos = tf.broadcast_to(tf.constant(self._eos)[tf.newaxis], tf.shape(second))
+        return tf.where(step >= 2 * self.config.num_keypoints, eos, allowed)
+
+    def decode(self, tokens, logits=None, canvas_window=None):
+        """Response tokens [B, T] (+ logits [B, T, V]) -> keypoints.
+
+        Returns keypoints float32 [B, K, 2] (y, x) in the frame of `canvas_window`
+        ([B, 4], default the crop canvas itself), visible bool [B, K] and scores [B, K].
+        A visible point scores the mean probability of its two tokens (1 without
+        logits). A point decoded as invisible gets the model's best coordinate pair
+        (argmax over the coordinate range) and the mean probability of those tokens,
+        which is low because the invisible token won; without logits it is (0, 0), 0.
+        """
+        k = self.config.num_keypoints
+        tokens, unbatched = base.batched(tokens, 2)
+        if logits is not None:
+            logits, _ = base.batched(logits, 3)
+        tokens, logits = self._fit_response(tokens, logits)
+        pairs = tf.reshape(tokens[:, :2 * k], [-1, k, 2])
+        visible = tf.reduce_all(vocab.is_coordinate(pairs, self.config.num_bins), axis=2)
+        if logits is not None:
+            probs = tf.nn.softmax(tf.reshape(logits[:, :2 * k], [-1, k, 2, self.vocab_size]), axis=-1)
+            lo, bins = vocab.COORD_OFFSET, self.config.num_bins
+            best = tf.argmax(probs[..., lo:lo + bins], axis=-1, output_type=tf.int32) + lo
+            chosen = tf.where(visible[..., tf.newaxis], pairs, best)
+            token_prob = tf.gather(probs, chosen, batch_dims=3)
+            scores = tf.reduce_mean(token_prob, axis=-1)
+        else:
+            chosen = pairs
+            scores = tf.cast(visible, tf.float32)
+        yx = vocab.dequantize(chosen, self.config.num_bins)
+        if canvas_window is not None:
+            window, _ = base.batched(tf.cast(canvas_window, tf.float32), 2)
+            origin = window[:, tf.newaxis, :2]
+            yx = origin + yx * (window[:, tf.newaxis, 2:] - origin)
+        if logits is None:
+            yx = tf.where(visible[..., tf.newaxis], yx, 0.0)
+        out = {"keypoints": yx, "visible": visible, "scores": scores}
+        if unbatched:
+            out = {k_: v[0] for k_, v in out.items()}
+        return out

@@ -1,0 +1,116 @@
+"""Instance segmentation as tokens: `11 ymin xmin ymax xmax class`, polygon `y x` pairs
+with parts joined by `40 40`, then 0.
+
+Example keys read by `build_sequences` (ONE instance, canvas-normalized):
+  box             float [4]     ymin, xmin, ymax, xmax of the instance
+  class           int   []      category id in [1, max_class_id]
+  polygon_points  float [P, 2]  (y, x) vertices of all parts, in order
+  polygon_part    int   [P]     part index of each vertex (runs of equal values form a
+                                part); negative rows are padding, so the pipeline may pad
+                                P to a static maximum with part -1
+Polygons longer than `max_polygon_points` pairs (separator pairs included) are
+resampled evenly along the contour (model/polygons.py), never truncated.
+Weights: the 5 target positions that repeat the prompt 0; polygon tokens and EOS 1;
+padding 0.
+"""
+import tensorflow as tf
+
+from model import polygons, vocab
+from model.tasks import base
+
+
+class SegmentationTask(base.Task):
+    name = "segmentation"
+    prompt_length = 6
+
+    def __init__(self, token_config: vocab.TokenConfig):
+        super().__init__(token_config)
+        self._coord = self._coord_mask()
+        self._coord_sep_eos = self._coord | self._np_ids(vocab.SEPARATOR, vocab.EOS)
+        self._sep = self._np_ids(vocab.SEPARATOR)
+        self._eos = self._np_ids(vocab.EOS)
+
+    def prompt_tokens(self, boxes, classes):
+        """Boxes [..., 4] and category ids [...] -> int32 prompts [..., 6]."""
+        boxes = tf.clip_by_value(tf.cast(boxes, tf.float32), 0.0, 1.0)
+        classes = tf.cast(classes, tf.int32)
+        prompt = tf.fill(tf.shape(classes), vocab.SEGMENTATION_PROMPT)
+        return tf.concat([prompt[..., tf.newaxis], vocab.quantize(boxes, self.config.num_bins),
+                          vocab.class_to_token(classes)[..., tf.newaxis]], -1)
+
+    def polygon_pairs(self, points, part):
+        """Polygon -> int32 [T, 2] token pairs: resampled, quantized, `40 40` between parts."""
+        points, index = polygons.resample(points, part, self.config.max_polygon_points)
+        q = vocab.quantize(tf.clip_by_value(points, 0.0, 1.0), self.config.num_bins)
+        total = tf.size(index) + tf.maximum(tf.reduce_max(tf.concat([index, [0]], 0)), 0)
+        pairs = tf.fill([total, 2], vocab.SEPARATOR)
+        pos = tf.range(tf.size(index)) + index
+        return tf.tensor_scatter_nd_update(pairs, pos[:, tf.newaxis], q)
+
+    def build_sequences(self, example, seed=0, augment: bool = True):
+        """Example dict (see module docstring) -> input/target tokens and weights [L].
+
+        Deterministic: `seed` and `augment` are accepted for the common task interface.
+        """
+        del seed, augment
+        cls = tf.reshape(tf.cast(example["class"], tf.int32), [])
+        with tf.control_dependencies([tf.debugging.assert_less_equal(
+                cls, self.config.max_class_id,
+                message="segmentation example field 'class' is > max_class_id")]):
+            prompt = self.prompt_tokens(tf.reshape(example["box"], [4]), cls)
+        pairs = self.polygon_pairs(example["polygon_points"], example["polygon_part"])
+        response = tf.concat([tf.reshape(pairs, [-1]), [vocab.EOS]], 0)
+        weights = tf.ones_like(response, tf.float32)
+        return self._teacher_forcing(prompt, response, response, weights)
+
+    def inference_prompt(self, boxes, classes):
+        """Boxes [B, 4] (canvas-normalized) and classes [B] -> int32 [B, 6]."""
+        return self.prompt_tokens(boxes, classes)
+
+    def grammar_mask(self, step, prev_tokens):
+        """Allowed ids [B, V]: at a pair start a coordinate, `40` or EOS (only a coordinate
+        at step 0 and right after a separator pair); the second token of a pair completes
+        it (`40` after `40`, a coordinate after a coordinate); EOS once the budget is used."""
+        step = tf.cast(step, tf.int32)
+        prev = tf.reshape(tf.cast(prev_tokens, tf.int32), [-1])
+        coord, sep = tf.constant(self._coord), tf.constant(self._sep)
+        start = tf.where(((prev == vocab.SEPARATOR) | (step == 0))[:, tf.newaxis],
+                         coord[tf.newaxis], tf.constant(self._coord_sep_eos)[tf.newaxis])
+        second = tf.where((prev == vocab.SEPARATOR)[:, tf.newaxis], sep[tf.newaxis], coord[tf.newaxis])
+        allowed = tf.where(step % 2 == 0, start, second)
+        at_end = step >= 2 * self.config.max_polygon_points
+        allowed = tf.where(at_end, tf.constant(self._eos)[tf.newaxis], allowed)
+        done = (prev == vocab.EOS) & (step > 0)
+        return tf.where(done[:, tf.newaxis], tf.constant(self._eos)[tf.newaxis], allowed)
+
+    def decode(self, tokens, logits=None, mask_size=None):
+        """Response tokens [B, T] -> polygon in canvas-normalized coordinates.
+
+        Returns points float32 [B, P, 2], part int32 [B, P] (-1 for unused rows),
+        P = max_polygon_points; with `mask_size=(H, W)` also `mask` bool [B, H, W]
+        rasterized over the whole canvas. Pairs after the first EOS or that mix a
+        coordinate with another token are dropped.
+        """
+        del logits
+        p = self.config.max_polygon_points
+        tokens, unbatched = base.batched(tokens, 2)
+        tokens, _ = self._fit_response(tokens)
+        pairs = tf.reshape(tokens[:, :2 * p], [-1, p, 2])
+        ended = tf.reduce_any(tf.reshape(self._after_eos(tokens)[:, :2 * p], [-1, p, 2]), axis=2)
+        is_point = tf.reduce_all(vocab.is_coordinate(pairs, self.config.num_bins), axis=2) & ~ended
+        is_sep = tf.reduce_all(pairs == vocab.SEPARATOR, axis=2) & ~ended
+        part = tf.where(is_point, tf.cumsum(tf.cast(is_sep, tf.int32), axis=1), -1)
+        points = tf.where(is_point[..., tf.newaxis], vocab.dequantize(pairs, self.config.num_bins), 0.0)
+        out = {"points": points, "part": part}
+        if mask_size is not None:
+            out["mask"] = rasterize_batch(points, part, mask_size[0], mask_size[1])
+        if unbatched:
+            out = {k: v[0] for k, v in out.items()}
+        return out
+
+
+def rasterize_batch(points, part, height, width):
+    """Polygons [B, P, 2] / [B, P] -> bool masks [B, H, W] (one polygon per row)."""
+    return tf.map_fn(
+        lambda x: polygons.rasterize(x[0], x[1], height, width), (points, part),
+        fn_output_signature=tf.TensorSpec([None, None], tf.bool))
