@@ -1,0 +1,232 @@
+"""COCO directory -> gzipped TFRecord shards, caption vocabulary, error report.
+
+The one ingestion pipeline, shared by the CocoExampleGen TFX component and
+`pix2seq ingest`. Work split:
+
+- Driver (once): parse every annotation file once (data/coco.py), validate and
+  join per image, train SentencePiece on the train captions, tokenize all
+  captions, and stage the per-image records as JSON Lines next to the report.
+- Beam workers: read the staged records, read + verify + normalize each image
+  (data/image_io.py), build the tf.train.Example (data/features.py), write
+  `Split-<split>/data_tfrecord-*.gz`; bad images go to the error report.
+
+No worker ever opens an annotation file. Runner and parallelism come from the
+Beam options: DirectRunner in memory by default, `--direct_num_workers N
+--direct_running_mode multi_processing` for local processes, Dataflow / Flink /
+Spark by their usual flags.
+
+Outputs: `examples_dir/Split-{train,eval}/data_tfrecord-*.gz`,
+`examples_dir/dataset_info.json` (categories with names, keypoint names,
+skeleton, counts, caption vocabulary size) and a copy of the caption model;
+`vocab_dir/caption_spm.{model,vocab}` + `vocab_info.json`;
+`report_dir/errors.jsonl` + `summary.json`.
+"""
+import json
+import math
+import os
+import tempfile
+
+import apache_beam as beam
+import tensorflow as tf
+
+from data import coco, features, image_io
+from data import validate as V
+
+DEFAULT_CAPTION_VOCAB_SIZE = 32000
+DEFAULT_MAX_ERROR_FRACTION = 0.01
+SPM_MODEL = "caption_spm.model"
+SPM_VOCAB = "caption_spm.vocab"
+VOCAB_INFO = "vocab_info.json"
+DATASET_INFO = "dataset_info.json"
+ERRORS = "errors.jsonl"
+SUMMARY = "summary.json"
+_RECORDS_PER_STAGED_FILE = 500
+
+
+class IngestError(RuntimeError):
+    """The run rejected more than max_error_fraction of its records."""
+
+    def __init__(self, summary):
+        super().__init__(f"ingestion rejected {summary['dropped']} of {summary['total_records']} records "
+                         f"({summary['error_fraction']:.2%} > max_error_fraction "
+                         f"{summary['max_error_fraction']:.2%}): {format_summary(summary)}")
+        self.summary = summary
+
+
+def _join(base, *parts):
+    return "/".join([base.rstrip("/")] + list(parts)) if "://" in base else os.path.join(base, *parts)
+
+
+def _write_text(path, text):
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(text)
+
+
+class BuildExample(beam.DoFn):
+    """Staged per-image record (JSON line) -> serialized tf.train.Example, or report rows."""
+
+    ISSUES = "issues"
+
+    def __init__(self, split, image_dir, num_keypoints):
+        self._split, self._image_dir, self._num_keypoints = split, image_dir, num_keypoints
+        self._written = beam.metrics.Metrics.counter("coco_ingest", f"images_written_{split}")
+        self._rejected = beam.metrics.Metrics.counter("coco_ingest", f"images_rejected_{split}")
+
+    def _issue(self, record, reason, action, detail=""):
+        field = "file_name" if reason in ("image_missing", "image_path_escapes") else "image"
+        row = V.entry(record["source_file"], reason, field, action, record["image_id"], detail=detail)
+        row["split"] = self._split
+        return beam.pvalue.TaggedOutput(self.ISSUES, json.dumps(row))
+
+    def process(self, line):
+        record = json.loads(line)
+        try:
+            path = image_io.resolve_image_path(self._image_dir, record["file_name"])
+            image = image_io.load_image(path, record["height"], record["width"])
+        except image_io.ImageRejected as e:
+            self._rejected.inc()
+            yield self._issue(record, e.reason, V.DROPPED, e.detail)
+            return
+        for note in image.notes:
+            yield self._issue(record, note, V.REPAIRED)
+        self._written.inc()
+        yield features.encode_example(record, image.encoded, image.format,
+                                      self._num_keypoints).SerializeToString()
+
+
+def build_pipeline(pipeline, staged, image_dirs, examples_dir, issues_prefix, num_keypoints,
+                   num_shards=0):
+    """Adds the per-split read -> BuildExample -> WriteToTFRecord branches to `pipeline`."""
+    issues = []
+    for split in sorted(staged):
+        built = (pipeline
+                 | f"ReadRecords[{split}]" >> beam.io.ReadFromText(staged[split])
+                 | f"Distribute[{split}]" >> beam.Reshuffle()
+                 | f"BuildExamples[{split}]" >> beam.ParDo(
+                     BuildExample(split, image_dirs[split], num_keypoints)).with_outputs(
+                         BuildExample.ISSUES, main="examples"))
+        _ = built.examples | f"WriteExamples[{split}]" >> beam.io.WriteToTFRecord(
+            _join(examples_dir, f"Split-{split}", "data_tfrecord"), file_name_suffix=".gz",
+            compression_type=beam.io.filesystem.CompressionTypes.GZIP, num_shards=num_shards)
+        issues.append(built[BuildExample.ISSUES])
+    _ = (issues | "AllIssues" >> beam.Flatten()
+         | "WriteIssues" >> beam.io.WriteToText(issues_prefix, file_name_suffix=".jsonl",
+                                                 num_shards=1, shard_name_template=""))
+
+
+def train_vocabulary(train_records, vocab_dir, caption_vocab_size):
+    """Trains SentencePiece on the train captions; writes the model + vocab_info.json.
+
+    The vocabulary size is min(caption_vocab_size, what the corpus supports):
+    model.caption_tokenizer.train_sentencepiece treats the size as a soft limit, and
+    the size actually built is recorded in vocab_info.json. Returns the local model
+    path, or None when the train split has no captions."""
+    from model import caption_tokenizer
+
+    captions = [c["text"] for r in train_records for c in r["captions"]]
+    info = {"requested_vocab_size": caption_vocab_size, "num_training_captions": len(captions),
+            "caption_vocab_size": 0, "model": None}
+    tf.io.gfile.makedirs(vocab_dir)
+    local_model = None
+    if captions:
+        local_dir = tempfile.mkdtemp(prefix="caption_spm_")
+        local_model = caption_tokenizer.train_sentencepiece(
+            captions, os.path.join(local_dir, "caption_spm"), caption_vocab_size)
+        for name in (SPM_MODEL, SPM_VOCAB):
+            tf.io.gfile.copy(os.path.join(local_dir, name), _join(vocab_dir, name), overwrite=True)
+        import sentencepiece as spm
+
+        info.update(caption_vocab_size=spm.SentencePieceProcessor(model_file=local_model).get_piece_size(),
+                    model=SPM_MODEL)
+    _write_text(_join(vocab_dir, VOCAB_INFO), json.dumps(info, indent=1))
+    return local_model
+
+
+def tokenize_captions(data, model_path):
+    """Adds SentencePiece piece ids (no shift, no EOS) to every caption in place."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=model_path) if model_path else None
+    for records in data.splits.values():
+        for record in records:
+            for caption in record["captions"]:
+                caption["ids"] = sp.encode(caption["text"]) if sp else []
+
+
+def _stage_records(records, staging_dir, split):
+    num_files = max(1, math.ceil(len(records) / _RECORDS_PER_STAGED_FILE))
+    for i in range(num_files):
+        chunk = records[i * _RECORDS_PER_STAGED_FILE:(i + 1) * _RECORDS_PER_STAGED_FILE]
+        _write_text(_join(staging_dir, f"{split}-{i:05d}.jsonl"),
+                    "".join(json.dumps(r) + "\n" for r in chunk))
+    return _join(staging_dir, f"{split}-*.jsonl")
+
+
+def _report_key(row):
+    return (row.get("split") or "", row["file"] or "", str(row["image_id"]), str(row["annotation_id"]),
+            row["reason"])
+
+
+def format_summary(summary):
+    """Human-readable one-block summary (images written per split, rejections by reason)."""
+    lines = [f"images written: " + ", ".join(f"{s}={n}" for s, n in summary["images_written"].items()),
+             f"records: {summary['total_records']}, rejected: {summary['dropped']} "
+             f"({summary['error_fraction']:.2%}, max {summary['max_error_fraction']:.2%})"]
+    lines += [f"  rejected {reason}: {n}" for reason, n in summary["dropped_by_reason"].items()]
+    lines += [f"  repaired {reason}: {n}" for reason, n in summary["repaired_by_reason"].items()]
+    return "\n".join(lines)
+
+
+def run_ingest(coco_dir, examples_dir, vocab_dir, report_dir, make_pipeline,
+               caption_vocab_size=DEFAULT_CAPTION_VOCAB_SIZE,
+               max_error_fraction=DEFAULT_MAX_ERROR_FRACTION, num_shards=0):
+    """Runs the whole ingestion; returns the summary dict or raises IngestError.
+
+    Args:
+      make_pipeline: () -> beam.Pipeline (the TFX executor's `_make_beam_pipeline`,
+        or one built from command-line Beam args).
+    The report and summary are written before an IngestError is raised.
+    """
+    data = coco.load_coco_dir(coco_dir)
+    for split in data.splits:
+        tf.io.gfile.makedirs(_join(examples_dir, f"Split-{split}"))
+    model_path = train_vocabulary(data.splits.get("train", []), vocab_dir, caption_vocab_size)
+    tokenize_captions(data, model_path)
+    if model_path:
+        tf.io.gfile.copy(model_path, _join(examples_dir, SPM_MODEL), overwrite=True)
+
+    staging = _join(report_dir, "staging")
+    tf.io.gfile.makedirs(staging)
+    staged = {s: _stage_records(r, staging, s) for s, r in data.splits.items() if r}
+    if staged:
+        with make_pipeline() as pipeline:
+            build_pipeline(pipeline, staged, data.image_dirs, examples_dir,
+                           _join(staging, "image_issues"), data.num_keypoints, num_shards)
+    image_issues = []
+    issues_file = _join(staging, "image_issues.jsonl")
+    if tf.io.gfile.exists(issues_file):
+        with tf.io.gfile.GFile(issues_file) as f:
+            image_issues = [json.loads(line) for line in f if line.strip()]
+    tf.io.gfile.rmtree(staging)
+
+    issues = sorted(data.issues + image_issues, key=_report_key)
+    summary = V.summarize(issues, data.total_records)
+    dropped_images = {s: 0 for s in data.splits}
+    for row in image_issues:
+        dropped_images[row["split"]] += row["action"] == V.DROPPED
+    summary["images_written"] = {s: len(r) - dropped_images[s] for s, r in sorted(data.splits.items())}
+    summary["max_error_fraction"] = max_error_fraction
+    summary["caption_vocab_size"] = json.loads(
+        tf.io.gfile.GFile(_join(vocab_dir, VOCAB_INFO)).read())["caption_vocab_size"]
+
+    tf.io.gfile.makedirs(report_dir)
+    _write_text(_join(report_dir, ERRORS), "".join(json.dumps(r, sort_keys=True) + "\n" for r in issues))
+    _write_text(_join(report_dir, SUMMARY), json.dumps(summary, indent=1))
+    _write_text(_join(examples_dir, DATASET_INFO), json.dumps({
+        "categories": data.categories, "num_keypoints": data.num_keypoints,
+        "splits": sorted(data.splits), "num_images": summary["images_written"],
+        "caption_vocab_size": summary["caption_vocab_size"],
+        "caption_model": SPM_MODEL if model_path else None, "source": coco_dir}, indent=1))
+    if summary["error_fraction"] > max_error_fraction:
+        raise IngestError(summary)
+    return summary
