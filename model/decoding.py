@@ -166,3 +166,11 @@ def generate(model, images, prompt, max_new_tokens, rows=None, **kwargs):
     if rows is not None:
         cross_cache = gather_rows(cross_cache, rows)
     return decode(model.decoder, cross_cache, prompt, max_new_tokens, **kwargs)
+
+
+def task_constraint(task):
+    """A task codec's `grammar_mask(step, prev_tokens [B])` as a loop constraint."""
+    def constraint(step, tokens):
+        previous = tf.gather(tokens, tf.maximum(step - 1, 0), axis=1)
+        return task.grammar_mask(step, previous)
+    return constraint
