@@ -7,7 +7,11 @@ detect_and_describe; outputs of the contract's dtypes), written with
 behaviour under test is the server's (errors, concurrency, hot reload), so 200 requests
 take seconds; `tests/test_server.py` also checks the real export.
 """
+import atexit
 import io
+import os
+import shutil
+import tempfile
 
 import keras
 import numpy as np
@@ -78,3 +82,27 @@ def encode_image(seed: int, size=(24, 32), fmt: str = "JPEG") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+_EXPORTS = {}
+
+
+def toy_model_dir(seed: int = 0) -> str:
+    """Path of a toy export for `seed`, written once per test process (copy it, don't modify it)."""
+    if seed not in _EXPORTS:
+        root = tempfile.mkdtemp(prefix="toy_export_")
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        path = os.path.join(root, "model")
+        export_toy_model(path, seed)
+        _EXPORTS[seed] = path
+    return _EXPORTS[seed]
+
+
+def push_version(source_dir: str, base_path: str, version: int) -> str:
+    """Copy a SavedModel to `<base>/<version>` the safe way: into a hidden dir, then rename."""
+    os.makedirs(base_path, exist_ok=True)
+    staging = os.path.join(base_path, f".tmp-{version}")
+    shutil.copytree(source_dir, staging)
+    target = os.path.join(base_path, str(version))
+    os.rename(staging, target)
+    return target
