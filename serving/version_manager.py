@@ -3,7 +3,10 @@
 Same policy as TF Serving's default (`latest` N versions, availability preserving): a
 newly pushed version is loaded completely in the background while the old one keeps
 answering; only then is the serving map swapped, and versions that fell out of the
-newest N are dropped. The serving map is replaced, never mutated, so a request that
+newest N are dropped. One difference: a version that fails to load (a half-copied or
+broken push) is skipped in favour of the next older loadable one, where TF Serving would
+serve nothing for it; the failure shows in GetModelStatus (state END with the error) and
+the version is retried once its saved_model.pb changes. The serving map is replaced, never mutated, so a request that
 already resolved its version keeps that model object until it finishes.
 """
 import dataclasses
@@ -81,15 +84,17 @@ class VersionManager:
     def poll_once(self) -> list[int]:
         """Bring the serving map in line with the directory; returns the served versions."""
         with self._poll_lock:
-            on_disk = model_loader.scan_versions(self.base_path)
-            wanted = on_disk[-self.num_versions :]
             loaded = dict(self._serving)
-            for version in wanted:
+            keep = []
+            for version in reversed(model_loader.scan_versions(self.base_path)):
+                if len(keep) == self.num_versions:
+                    break
                 if version not in loaded:
                     model = self._load(version)
-                    if model is not None:
-                        loaded[version] = model
-            keep = [v for v in wanted if v in loaded]
+                    if model is None:  # broken push: fall back to the next older version
+                        continue
+                    loaded[version] = model
+                keep.append(version)
             if keep:  # availability preserving: drop old versions only once a wanted one serves
                 dropped = [v for v in loaded if v not in keep]
                 loaded = {v: loaded[v] for v in keep}

@@ -1,0 +1,120 @@
+"""Concurrent clients get the serial answers; a pushed version is picked up mid-traffic
+without a failed request."""
+import os
+import threading
+import time
+from concurrent import futures
+
+import numpy as np
+import portpicker
+import tensorflow as tf
+
+from serving.client import Pix2SeqClient, to_numpy_outputs
+from serving.server import ModelServer, ServerConfig
+from serving_toy_model import encode_image, push_version, toy_model_dir
+
+THREADS, PER_THREAD = 8, 25
+
+
+def _server(base, **overrides):
+    config = ServerConfig(base, port=portpicker.pick_unused_port(), workers=THREADS, **overrides)
+    return ModelServer(config)
+
+
+def _assert_same(got, want):
+    assert sorted(got) == sorted(want)
+    for alias in want:
+        np.testing.assert_array_equal(got[alias], want[alias], err_msg=alias)
+
+
+def test_concurrent_clients_get_the_serial_results(tmp_path):
+    base = str(tmp_path / "pix2seq")
+    push_version(toy_model_dir(0), base, 1)
+    images = [encode_image(i, size=(16 + i % 7, 20 + i % 5)) for i in range(THREADS * PER_THREAD)]
+    with _server(base, poll_seconds=0) as server, Pix2SeqClient(server.address) as client:
+        serial = [client.predict("detect", [image]) for image in images]
+
+        def worker(t):
+            with Pix2SeqClient(server.address) as own:  # one channel per thread, like separate clients
+                return [own.predict("detect", [images[t * PER_THREAD + i]]) for i in range(PER_THREAD)]
+
+        with futures.ThreadPoolExecutor(THREADS) as pool:
+            parallel = [out for chunk in pool.map(worker, range(THREADS)) for out in chunk]
+    assert len(parallel) == len(serial) == THREADS * PER_THREAD
+    for got, want in zip(parallel, serial):
+        _assert_same(got, want)
+
+
+def test_hot_reload_under_load(tmp_path):
+    base = str(tmp_path / "pix2seq")
+    push_version(toy_model_dir(0), base, 1)
+    image = encode_image(7)
+    expected = {
+        version: to_numpy_outputs(tf.saved_model.load(toy_model_dir(seed)).signatures["detect"](
+            images=tf.constant([image])))
+        for version, seed in [(1, 0), (2, 1)]
+    }
+    assert not np.array_equal(expected[1]["scores"], expected[2]["scores"])  # versions tell apart
+
+    stop = threading.Event()
+    results, failures = [], []
+
+    def traffic():
+        with Pix2SeqClient(server.address) as own:
+            seen = []
+            while not stop.is_set():
+                try:
+                    seen.append(own.predict_with_version("detect", [image]))
+                except Exception as e:  # any failure is the test's finding
+                    failures.append(e)
+            results.append(seen)
+
+    with _server(base, poll_seconds=0.05) as server, Pix2SeqClient(server.address) as client:
+        threads = [threading.Thread(target=traffic) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        push_version(toy_model_dir(1), base, 2)
+        deadline = time.monotonic() + 60
+        while client.predict_with_version("detect", [image])[1] != 2:
+            assert time.monotonic() < deadline, "version 2 was never served"
+            time.sleep(0.05)
+        time.sleep(0.5)  # traffic keeps flowing on the new version
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        status = {s["version"]: s["state"] for s in client.status()}
+
+    assert not failures, failures[:3]
+    assert status == {1: "END", 2: "AVAILABLE"}
+    for seen in results:
+        versions = [v for _, v in seen]
+        assert versions == sorted(versions), "a request went back to the old version after the swap"
+        assert versions[0] == 1 and versions[-1] == 2
+        for outputs, version in seen:
+            _assert_same(outputs, expected[version])
+
+
+def test_broken_push_keeps_the_served_version(tmp_path):
+    base = str(tmp_path / "pix2seq")
+    push_version(toy_model_dir(0), base, 1)
+    broken = os.path.join(base, "2")
+    os.makedirs(broken)
+    with open(os.path.join(broken, "saved_model.pb"), "wb") as f:
+        f.write(b"half a copy")
+    with _server(base, poll_seconds=0.05) as server, Pix2SeqClient(server.address) as client:
+        outputs, version = client.predict_with_version("detect", [encode_image(8)])
+        status = {s["version"]: s for s in client.status()}
+    assert version == 1 and outputs["boxes"].shape == (1, 1, 4)
+    assert status[1]["state"] == "AVAILABLE"
+    assert status[2]["state"] == "END" and status[2]["error_message"]
+
+
+def test_older_versions_stay_addressable_with_num_versions(tmp_path):
+    base = str(tmp_path / "pix2seq")
+    for version in (1, 2, 3):
+        push_version(toy_model_dir(0), base, version)
+    with _server(base, poll_seconds=0, num_versions=2) as server, Pix2SeqClient(server.address) as client:
+        assert client.predict_with_version("detect", [encode_image(9)])[1] == 3
+        assert client.predict_with_version("detect", [encode_image(9)], version=2)[1] == 2
+        assert sorted(s["version"] for s in client.status()) == [2, 3]
