@@ -24,13 +24,13 @@ from components.coco_example_gen import executor
 class CaptionVocabulary(artifact.Artifact):
     """A trained SentencePiece caption model (caption_spm.model) and vocab_info.json."""
 
-    TYPE_NAME = "CaptionVocabulary"
+    TYPE_NAME = "pix2seq.CaptionVocabulary"  # KFP v2 needs `<namespace>.<Name>` titles
 
 
 class IngestReport(artifact.Artifact):
     """Ingestion error report: errors.jsonl + summary.json."""
 
-    TYPE_NAME = "IngestReport"
+    TYPE_NAME = "pix2seq.IngestReport"
 
 
 class CocoExampleGenSpec(types.ComponentSpec):
