@@ -1,0 +1,2 @@
+"""CocoEvaluator: COCO metrics + blessing as a TFX Beam component."""
+import pix2seq  # noqa: F401

@@ -1,0 +1,171 @@
+"""CocoEvaluator executor: Beam inference over the eval split, COCO metrics,
+blessing, and the artifacts Pusher / the resolver / people read.
+
+Layout of the outputs:
+  evaluation/metrics.json           {"candidate": {task: {metric: v}}, "baseline": ..., "blessing": ...}
+  evaluation/results/<model>/{bbox,segm,keypoints,captions}.json   COCO result files
+  evaluation/ground_truth/{instances,keypoints,captions}.json       what was scored against
+  evaluation/pictures/*.png         a few eval images with the candidate's predictions drawn
+  blessing/BLESSED | NOT_BLESSED    plus custom properties `blessed`, `current_model`, ...
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Mapping, Optional
+
+import apache_beam as beam
+import tensorflow as tf
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import artifact_utils
+from tfx.utils import io_utils, path_utils
+
+from components import blessing as blessing_rule
+from components import coco_metrics
+from components.coco_evaluator import ground_truth as gt_lib
+from components.coco_evaluator import predict
+from data import features as F
+
+# Property names the TFX Pusher and LatestBlessedModelStrategy read (tfx.components.evaluator.constants).
+BLESSED_KEY = "blessed"
+CURRENT_MODEL_KEY = "current_model"
+CURRENT_MODEL_ID_KEY = "current_model_id"
+BASELINE_MODEL_KEY = "baseline_model"
+BASELINE_MODEL_ID_KEY = "baseline_model_id"
+BLESSING_MESSAGE_KEY = "blessing_message"
+BLESSED_FILE = "BLESSED"
+NOT_BLESSED_FILE = "NOT_BLESSED"
+METRICS_FILE = "metrics.json"
+
+
+def serving_dir(model: types.Artifact) -> str:
+    """The SavedModel the Trainer exported (`<model.uri>/Format-Serving`)."""
+    return path_utils.serving_model_path(model.uri)
+
+
+def _write_json(path: str, value) -> None:
+    io_utils.write_string_file(path, json.dumps(value, indent=1, sort_keys=True))
+
+
+def _read_jsonl(pattern: str) -> List[dict]:
+    rows = []
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        with tf.io.gfile.GFile(path) as f:
+            rows.extend(json.loads(line) for line in f if line.strip())
+    return rows
+
+
+def score(gt: Mapping[str, dict], per_image: List[dict], tasks, kpt_oks_sigmas=None):
+    """Per-image predictions (predict.image_results) -> ({task: metrics}, COCO result lists)."""
+    results = predict.merge_results(per_image)
+    metrics: Dict[str, Any] = {}
+    if "detection" in tasks:
+        metrics["detection"] = coco_metrics.coco_ap(gt["instances"], results["bbox"], "bbox")
+    if "segmentation" in tasks:
+        metrics["segmentation"] = coco_metrics.coco_ap(gt["instances"], results["segm"], "segm")
+    if "keypoints" in tasks:
+        metrics["keypoints"] = coco_metrics.coco_ap(gt["keypoints"], results["keypoints"], "keypoints",
+                                                    kpt_oks_sigmas=kpt_oks_sigmas)
+    if "captioning" in tasks:
+        refs = coco_metrics.references_from_gt(gt["captions"])
+        caps = {int(c["image_id"]): c["caption"] for c in results["captions"] if int(c["image_id"]) in refs}
+        metrics["captioning"] = coco_metrics.caption_scores(refs, caps)
+    return metrics, results
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Evaluates `model` (and `baseline_model`) on the eval split; writes evaluation + blessing."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        config = json.loads(exec_properties["eval_config"])
+        split = exec_properties.get("eval_split") or "eval"
+        tasks = tuple(config.get("tasks") or blessing_rule.HEADLINE_METRICS)
+        model = artifact_utils.get_single_instance(input_dict["model"])
+        examples = artifact_utils.get_single_instance(input_dict["examples"])
+        baselines = input_dict.get("baseline_model") or []
+        baseline = baselines[0] if baselines else None
+        evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
+        blessing = artifact_utils.get_single_instance(output_dict["blessing"])
+
+        pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
+        records = list(gt_lib.read_examples(pattern))
+        max_examples = int(config.get("max_examples") or 0)
+        if max_examples:
+            records = records[:max_examples]
+        decoded = [F.decode_example(r) for r in records]
+        categories = gt_lib.load_categories(examples.uri)
+        kp_cats = gt_lib.keypoint_categories(categories, config.get("keypoint_category_ids") or (1,))
+        gt = gt_lib.build_ground_truth(decoded, categories, kp_cats)
+        for name, dataset in gt.items():
+            _write_json(os.path.join(evaluation.uri, "ground_truth", f"{name}.json"), dataset)
+        num_kp = max([len(c.get("keypoints") or []) for c in categories or []] or [0])
+        sigmas = None if num_kp in (0, 17) else [0.05] * num_kp
+
+        models = {"candidate": serving_dir(model)}
+        if baseline is not None and baseline.id != model.id:
+            models["baseline"] = serving_dir(baseline)
+        raw_dir = os.path.join(evaluation.uri, "raw")
+        options = predict.PredictOptions(
+            tasks=tasks, batch_size=int(config.get("batch_size") or 8),
+            keypoint_category_ids=tuple(kp_cats), score_threshold=float(config.get("score_threshold") or 0.0),
+            decoding=tuple(sorted((config.get("decoding") or {}).items())))
+        with self._make_beam_pipeline() as pipeline:
+            serialized = pipeline | "EvalExamples" >> beam.Create(records, reshuffle=False)
+            for name, path in models.items():
+                _ = (serialized
+                     | f"Batch[{name}]" >> beam.BatchElements(min_batch_size=options.batch_size,
+                                                               max_batch_size=options.batch_size)
+                     | f"Predict[{name}]" >> beam.ParDo(predict.PredictDoFn(path, options))
+                     | f"ToJson[{name}]" >> beam.Map(json.dumps, sort_keys=True)
+                     | f"Write[{name}]" >> beam.io.WriteToText(os.path.join(raw_dir, name, "images"),
+                                                               file_name_suffix=".jsonl"))
+
+        report: Dict[str, Any] = {"eval_split": split, "num_images": len(records), "tasks": list(tasks),
+                                  "model": model.uri}
+        candidate_images = []
+        for name in models:
+            per_image = _read_jsonl(os.path.join(raw_dir, name, "images*.jsonl"))
+            if name == "candidate":
+                candidate_images = per_image
+            metrics, results = score(gt, per_image, tasks, sigmas)
+            report[name] = metrics
+            for kind, rows in results.items():
+                _write_json(os.path.join(evaluation.uri, "results", name, f"{kind}.json"), rows)
+        if baseline is not None and "baseline" not in report:
+            report["baseline"] = report["candidate"]  # the baseline is this very model
+        if baseline is not None:
+            report["baseline_model"] = baseline.uri
+
+        decision = blessing_rule.decide(report["candidate"], config.get("thresholds") or {},
+                                        report.get("baseline"), float(config.get("baseline_margin") or 0.0))
+        report["blessing"] = decision.to_dict()
+        pictures = predict.write_pictures(
+            decoded, candidate_images, os.path.join(evaluation.uri, "pictures"),
+            categories, int(config.get("num_pictures") or 0))
+        report["pictures"] = pictures
+        _write_json(os.path.join(evaluation.uri, METRICS_FILE), report)
+        write_blessing(blessing, decision, model, baseline)
+        for task, value in blessing_rule.metric_summary(report["candidate"]).items():
+            if value is not None:
+                evaluation.set_float_custom_property(f"{task}_{blessing_rule.HEADLINE_METRICS[task]}", value)
+        logging.info("CocoEvaluator: %s; %s", "BLESSED" if decision.blessed else "NOT BLESSED",
+                     "; ".join(decision.checks))
+
+
+def write_blessing(blessing: types.Artifact, decision: blessing_rule.BlessingDecision,
+                   model: types.Artifact, baseline: Optional[types.Artifact]) -> None:
+    """Set what Pusher (`blessed`) and LatestBlessedModelStrategy (`current_model_id`) read."""
+    name = BLESSED_FILE if decision.blessed else NOT_BLESSED_FILE
+    io_utils.write_string_file(os.path.join(blessing.uri, name), "\n".join(decision.checks))
+    blessing.set_int_custom_property(BLESSED_KEY, 1 if decision.blessed else 0)
+    blessing.set_string_custom_property(CURRENT_MODEL_KEY, model.uri)
+    blessing.set_int_custom_property(CURRENT_MODEL_ID_KEY, model.id)
+    if baseline is not None:
+        blessing.set_string_custom_property(BASELINE_MODEL_KEY, baseline.uri)
+        blessing.set_int_custom_property(BASELINE_MODEL_ID_KEY, baseline.id)
+    blessing.set_string_custom_property(BLESSING_MESSAGE_KEY,
+                                        "; ".join(decision.reasons) or "all checks passed")
