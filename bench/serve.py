@@ -1,0 +1,160 @@
+"""What gRPC serving costs over calling the SavedModel in process: `detect`, batch 1.
+
+  .venv/bin/python bench/serve.py [--model-base-path DIR] [--requests 200] [--threads 4] [--write]
+
+Without --model-base-path it exports the `tiny` preset with random weights (the
+serving graph is the real one; only the weights are untrained, so detection decodes to
+the length its random logits give). Both paths run the same images in one process on
+the same machine: the in-process call (`signatures["detect"]`), serial gRPC requests
+through `pix2seq serve` with the real TF Serving stubs, and gRPC from several client
+threads at once. Prints p50/p95 latency, requests/s and the overhead ratio; --write
+puts the table into BENCHMARKS.md (section "Serving").
+"""
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pix2seq  # noqa: E402,F401  (Keras 3 guard)
+
+import numpy as np  # noqa: E402
+import portpicker  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from serving import model_loader  # noqa: E402
+from serving.client import Pix2SeqClient  # noqa: E402
+from serving.server import ModelServer, ServerConfig  # noqa: E402
+
+SECTION = "## Serving: gRPC vs in-process (`bench/serve.py`)"
+
+
+def export_tiny(base_path: str) -> None:
+    """Random-weights `tiny` model exported as version 1 under base_path."""
+    from model.config import preset
+    from model.export import export_saved_model
+    from model.pix2seq_model import Pix2SeqModel
+
+    model = Pix2SeqModel(preset("tiny"))
+    model.build()
+    export_saved_model(model, model_loader.version_path(base_path, 1), signatures=["detect"])
+
+
+def test_images(count: int, side: int = 96) -> list:
+    """JPEGs of smooth random blobs (compress like photos, unlike white noise)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(count):
+        low = rng.uniform(0, 255, (6, 6, 3)).astype(np.float32)
+        image = tf.image.resize(low[None], (side, side))[0]
+        out.append(tf.io.encode_jpeg(tf.cast(image, tf.uint8), quality=90).numpy())
+    return out
+
+
+def timed(fn, items) -> np.ndarray:
+    """Seconds per call of fn(item)."""
+    times = []
+    for item in items:
+        start = time.perf_counter()
+        fn(item)
+        times.append(time.perf_counter() - start)
+    return np.array(times)
+
+
+def concurrent(address, images, threads) -> tuple:
+    """(latencies, wall seconds) of len(images) requests spread over `threads` clients."""
+    chunks = [images[i::threads] for i in range(threads)]
+    latencies = [None] * threads
+
+    def worker(i):
+        with Pix2SeqClient(address) as client:
+            latencies[i] = timed(lambda image: client.predict("detect", [image]), chunks[i])
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return np.concatenate(latencies), time.perf_counter() - start
+
+
+def row(name, latencies, wall):
+    p50, p95 = np.percentile(latencies, [50, 95]) * 1000
+    return name, p50, p95, len(latencies) / wall
+
+
+def render(rows, base_p50, requests) -> str:
+    lines = [
+        "| path | p50 ms | p95 ms | requests/s | p50 vs in-process |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, p50, p95, rps in rows:
+        lines.append(f"| {name} | {p50:.2f} | {p95:.2f} | {rps:.1f} | {p50 / base_p50:.2f}x |")
+    lines.append("")
+    lines.append(f"{requests} requests of `detect` at batch 1 per path after warm-up; "
+                 f"{platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}.")
+    return "\n".join(lines)
+
+
+def write_section(path: str, body: str) -> None:
+    """Replace (or append) this benchmark's section of BENCHMARKS.md."""
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    start = text.find(SECTION)
+    if start >= 0:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + text[end + 1:] if end >= 0 else text[:start]
+    text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{body}\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-base-path", help="served directory (<version>/saved_model.pb); default: export tiny")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=4, help="client threads for the concurrent row")
+    parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = args.model_base_path
+        if base is None:
+            base = os.path.join(tmp, "pix2seq")
+            export_tiny(base)
+        images = test_images(args.requests)
+        warm = images[: args.warmup]
+
+        local = model_loader.load_version(base, model_loader.scan_versions(base)[-1]).signatures["detect"]
+        call = lambda image: local(images=tf.constant([image]))  # noqa: E731
+        timed(call, warm)
+        start = time.perf_counter()
+        in_process = timed(call, images)
+        rows = [row("in-process SavedModel call", in_process, time.perf_counter() - start)]
+
+        config = ServerConfig(base, port=portpicker.pick_unused_port(), poll_seconds=0, workers=max(8, args.threads))
+        with ModelServer(config) as server, Pix2SeqClient(server.address) as client:
+            grpc_call = lambda image: client.predict("detect", [image])  # noqa: E731
+            timed(grpc_call, warm)
+            start = time.perf_counter()
+            serial = timed(grpc_call, images)
+            rows.append(row("gRPC `pix2seq serve`, 1 client", serial, time.perf_counter() - start))
+            latencies, wall = concurrent(server.address, images, args.threads)
+            rows.append(row(f"gRPC `pix2seq serve`, {args.threads} client threads", latencies, wall))
+
+    table = render(rows, rows[0][1], args.requests)
+    print(table)
+    print(f"\noverhead ratio (gRPC p50 / in-process p50): {rows[1][1] / rows[0][1]:.2f}")
+    if args.write:
+        write_section(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md"),
+                      table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
