@@ -13,6 +13,7 @@ Douglas-Peucker pass then drops near-collinear points.
 """
 import numpy as np
 
+SMALL_AREA = 300  # parts smaller than this (pixels) are simplified more gently
 # Edge directions: east, south, west, north (image y points down). Turning
 # right means (d + 1) % 4.
 _STEPS = ((1, 0), (0, 1), (-1, 0), (0, -1))
@@ -121,11 +122,14 @@ def simplify_loop(corners, eps=0.45):
     return out if len(out) >= 3 else mids
 
 
-def mask_to_polygons(mask, eps=0.45):
+def mask_to_polygons(mask, eps=None):
     """COCO polygon list ([[x0, y0, x1, y1, ...], ...]) of a hole-free mask.
 
-    Raises ValueError if the mask is empty or has holes (a COCO polygon list is a
-    union of parts and cannot express holes).
+    `eps` is the Douglas-Peucker tolerance in pixels; by default it grows with
+    the part's thickness (2 * area / perimeter) from 0.6 (0.45 for parts under
+    SMALL_AREA pixels) to 0.8, which keeps IoU with the mask >= 0.9 while
+    keeping big shapes to few points. Raises ValueError if the mask is empty or
+    has holes (a COCO polygon list is a union of parts and cannot express holes).
     """
     loops, areas = trace_loops(mask)
     if not loops:
@@ -133,8 +137,13 @@ def mask_to_polygons(mask, eps=0.45):
     if any(a < 0 for a in areas):
         raise ValueError("mask_to_polygons: mask has holes; polygons cannot represent them")
     polygons = []
-    for corners in loops:
-        pts = simplify_loop(corners, eps)
+    for corners, area in zip(loops, areas):
+        if eps is None:
+            floor = 0.45 if area < SMALL_AREA else 0.6
+            tol = float(np.clip(0.1 * 2 * area / len(corners), floor, 0.8))
+        else:
+            tol = eps
+        pts = simplify_loop(corners, tol)
         polygons.append([round(float(v), 2) for v in pts.reshape(-1)])
     return polygons
 
