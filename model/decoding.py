@@ -7,8 +7,8 @@ What makes it fast (DESIGN.md §6), against the reference loop in
   (`decoder.compute_cross_cache`); `gather_rows` repeats them for many prompts per
   image (every instance to segment, the 8 samples of the segmentation ensemble)
   without encoding again;
-* the prompt goes through the decoder in one call; afterwards each step feeds one
-  token and writes its self-attention keys/values at the step index of a
+* the prompt goes through the decoder in one call (all but its last token, which
+  the first step feeds); afterwards each step feeds one token and writes its self-attention keys/values at the step index of a
   preallocated, static-shape cache (`decoder.call_cached`);
 * each row stops at its end token (later positions are padding) and the loop ends
   as soon as every row has ended, or at the length limit;
@@ -118,20 +118,24 @@ def decode(decoder, cross_cache, prompt, max_new_tokens, sampler=None, seed=(0, 
     if max_steps is not None:
         limit = tf.clip_by_value(tf.cast(max_steps, tf.int32), 0, max_new_tokens)
 
-    self_cache = decoder.init_self_cache(batch, prompt_len + max_new_tokens)
-    logits, self_cache = decoder.call_cached(prompt, self_cache, cross_cache, 0)
-    next_logits = tf.cast(logits[:, -1, :], tf.float32)
+    # Positions 0 .. P + max_new_tokens - 2 are ever fed: the last token is not.
+    self_cache = decoder.init_self_cache(batch, prompt_len + max_new_tokens - 1)
+    if prompt_len > 1:  # all but the last prompt token in one call
+        _, self_cache = decoder.call_cached(prompt[:, :-1], self_cache, cross_cache, 0)
 
     tokens = tf.fill([batch, max_new_tokens], tf.constant(pad_token, tf.int32))
     scores = tf.zeros([batch, max_new_tokens], tf.float32)
     done = tf.zeros([batch], tf.bool)
     lengths = tf.zeros([batch], tf.int32)
 
-    def cond(step, next_logits, self_cache, tokens, scores, done, lengths):
+    def cond(step, last, self_cache, tokens, scores, done, lengths):
         not_finished = tf.logical_not(tf.reduce_all(done)) if stop_at_end else True
         return tf.logical_and(step < limit, not_finished)
 
-    def body(step, next_logits, self_cache, tokens, scores, done, lengths):
+    def body(step, last, self_cache, tokens, scores, done, lengths):
+        logits, self_cache = decoder.call_cached(
+            last[:, tf.newaxis], self_cache, cross_cache, prompt_len - 1 + step)
+        next_logits = tf.cast(logits[:, -1, :], tf.float32)
         token = sample_step(next_logits, step, tokens, sampler, seed, constraint)
         score = token_probs(next_logits, token)
         if stop_at_end:
@@ -143,14 +147,11 @@ def decode(decoder, cross_cache, prompt, max_new_tokens, sampler=None, seed=(0, 
             lengths = lengths + 1
         tokens = write_column(tokens, step, token)
         scores = write_column(scores, step, score)
-        logits, self_cache = decoder.call_cached(
-            token[:, tf.newaxis], self_cache, cross_cache, prompt_len + step)
-        next_logits = tf.cast(logits[:, -1, :], tf.float32)
-        return step + 1, next_logits, self_cache, tokens, scores, done, lengths
+        return step + 1, token, self_cache, tokens, scores, done, lengths
 
     step, _, _, tokens, scores, done, lengths = tf.while_loop(
         cond, body,
-        (tf.constant(0, tf.int32), next_logits, self_cache, tokens, scores, done, lengths),
+        (tf.constant(0, tf.int32), prompt[:, -1], self_cache, tokens, scores, done, lengths),
         maximum_iterations=max_new_tokens,
     )
     return {"tokens": tokens, "scores": scores, "lengths": lengths, "steps": step}

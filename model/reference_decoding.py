@@ -67,24 +67,25 @@ def reference_decode(decoder, memory, prompt, max_new_tokens, sampler=None, seed
     memory = tf.cast(memory, decoder.compute_dtype)
     batch = tf.shape(prompt)[0]
     prompt_len = prompt.shape[1]
-    total = prompt_len + max_new_tokens
+    total = prompt_len + max_new_tokens - 1
     input_cache = tf.zeros([batch, decoder.depth, total, decoder.dim], decoder.compute_dtype)
-    logits, input_cache = _decoder_step(decoder, prompt, input_cache, memory, 0)
-    next_logits = tf.cast(logits[:, -1, :], tf.float32)
+    if prompt_len > 1:
+        _, input_cache = _decoder_step(decoder, prompt[:, :-1], input_cache, memory, 0)
     tokens = tf.fill([batch, max_new_tokens], tf.constant(pad_token, tf.int32))
     scores = tf.zeros([batch, max_new_tokens], tf.float32)
 
-    def body(step, next_logits, input_cache, tokens, scores):
+    def body(step, last, input_cache, tokens, scores):
+        logits, input_cache = _decoder_step(
+            decoder, last[:, tf.newaxis], input_cache, memory, prompt_len - 1 + step)
+        next_logits = tf.cast(logits[:, -1, :], tf.float32)
         token = decoding.sample_step(next_logits, step, tokens, sampler, seed, constraint)
         scores = decoding.write_column(scores, step, decoding.token_probs(next_logits, token))
         tokens = decoding.write_column(tokens, step, token)
-        logits, input_cache = _decoder_step(
-            decoder, token[:, tf.newaxis], input_cache, memory, prompt_len + step)
-        return step + 1, tf.cast(logits[:, -1, :], tf.float32), input_cache, tokens, scores
+        return step + 1, token, input_cache, tokens, scores
 
     _, _, _, tokens, scores = tf.while_loop(
         lambda step, *_: step < max_new_tokens, body,
-        (tf.constant(0, tf.int32), next_logits, input_cache, tokens, scores),
+        (tf.constant(0, tf.int32), prompt[:, -1], input_cache, tokens, scores),
     )
     truncated = decoding.truncate_after_end(tokens, end_token, pad_token)
     is_end = tf.cast(tf.equal(tokens, end_token), tf.int32)

@@ -16,6 +16,7 @@ from model import decoding, reference_decoding, sampling, vocab
 from model.config import preset
 from model.pix2seq_model import Pix2SeqModel
 from model.tasks.detection import DetectionTask
+from model.tasks.segmentation import SegmentationTask
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,17 @@ def test_cached_greedy_equals_reference_and_full_pass(tiny):
     full = model({"image": images, "input_tokens": tf.concat([prompt, tokens[:, :-1]], 1)})
     np.testing.assert_array_equal(tf.argmax(full, -1, output_type=tf.int32).numpy(), tokens)
     assert len(set(tokens.ravel())) > 10  # not a degenerate constant sequence
+
+
+def test_cached_equals_full_pass_with_a_long_prompt(tiny):
+    model, config, images = tiny
+    task = SegmentationTask(config.tokens)
+    prompt = task.inference_prompt(tf.constant([[0.1, 0.2, 0.6, 0.7]] * 3), tf.constant([1, 5, 9]))
+    ours = _greedy_cached(model, images, prompt, 12)["tokens"]
+    full = model({"image": images, "input_tokens": tf.concat([prompt, ours[:, :-1]], 1)})
+    np.testing.assert_array_equal(tf.argmax(full[:, 5:], -1, output_type=tf.int32).numpy(), ours.numpy())
+    ref = reference_decoding.reference_decode(model.decoder, model.encode(images), prompt, 12)["tokens"]
+    np.testing.assert_array_equal(decoding.truncate_after_end(ours, 0).numpy(), ref.numpy())
 
 
 def test_cached_equals_reference_with_prompt_constraint_and_sampling(tiny):
