@@ -60,7 +60,7 @@ class CaptioningTask(base.Task):
         """Allowed ids [B, V]: text pieces or EOS 3001; only EOS at the last step; PAD after EOS."""
         step = tf.cast(step, tf.int32)
         text, eos = tf.constant(self._text), tf.constant(self._eos)
-        allowed = tf.where(step >= self.max_response_len - 1, eos, text)
+        allowed = tf.where(step >= self.max_response_len - 1, eos, text | eos)
         return self._finish_mask(allowed, step, prev_tokens, eos=vocab.CAPTION_EOS)
 
     def decode(self, tokens, logits=None):

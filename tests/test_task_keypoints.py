@@ -1,0 +1,82 @@
+"""model/tasks/keypoints.py: K pairs on the crop canvas, invisible handling, decoding."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model import vocab
+from model.tasks import get_task
+from task_test_utils import HALF_BIN, assert_grammar_accepts, assert_same, response_of
+
+CFG = vocab.TokenConfig(caption_vocab_size=64)
+TASK = get_task("keypoints", CFG)
+K = 17
+
+
+def example(rng):
+    kp = np.concatenate([rng.uniform(0.05, 0.95, (K, 2)), rng.integers(0, 3, (K, 1))], 1).astype(np.float32)
+    kp[0, 2], kp[1, 2] = 2, 0
+    kp[2] = [1.3, 0.5, 2]  # outside the crop: unlabeled
+    return {"box": np.array([0.25, 0.3, 0.75, 0.7], np.float32), "keypoints": kp}
+
+
+def test_sequence_weights_and_round_trip():
+    ex = example(np.random.default_rng(0))
+    out = TASK.build_sequences(ex, 0)
+    inp, target, w = (out[k].numpy() for k in ("input_tokens", "target_tokens", "token_weights"))
+    assert inp.shape == (TASK.max_seq_len,) == (6 + 2 * K,)
+    np.testing.assert_array_equal(inp[:6], [12, 1250, 1300, 1749, 1699, 101])
+    labeled = (ex["keypoints"][:, 2] > 0) & np.all((ex["keypoints"][:, :2] >= 0) & (ex["keypoints"][:, :2] <= 1), 1)
+    assert not labeled[1] and not labeled[2]
+    resp = response_of(TASK, out)
+    pairs = resp[:2 * K].reshape(K, 2)
+    assert np.all(pairs[~labeled] == vocab.INVISIBLE)
+    assert np.all((pairs[labeled] >= 1000) & (pairs[labeled] < 2000))
+    assert resp[2 * K] == vocab.EOS
+    expected_w = np.concatenate([np.zeros(5), np.repeat(np.where(labeled, 1.0, 0.1), 2), [0.0]]).astype(np.float32)
+    np.testing.assert_array_equal(w, expected_w)
+    assert_grammar_accepts(TASK, resp, inp[5])
+    dec = TASK.decode(resp)
+    np.testing.assert_array_equal(dec["visible"].numpy(), labeled)
+    err = np.abs(dec["keypoints"].numpy()[labeled] - ex["keypoints"][labeled, :2])
+    assert err.max() <= HALF_BIN
+    assert np.all(dec["keypoints"].numpy()[~labeled] == 0) and np.all(dec["scores"].numpy()[~labeled] == 0)
+
+
+def test_deterministic_and_eager_equals_function():
+    ex = example(np.random.default_rng(1))
+    a = TASK.build_sequences(ex, 3)
+    assert_same(a, TASK.build_sequences(ex, 4))
+    assert_same(a, tf.function(TASK.build_sequences)(ex, 3))
+
+
+def test_decode_invisible_gets_best_coordinate_and_maps_to_window():
+    resp = np.full([2 * K + 1], 1500, np.int32)
+    resp[2:4] = vocab.INVISIBLE
+    resp[-1] = vocab.EOS
+    logits = np.zeros([2 * K + 1, TASK.vocab_size], np.float32)
+    logits[np.arange(2 * K), resp[:2 * K]] = 12.0
+    logits[2, 1250], logits[3, 1750] = 10.0, 10.0  # the best coordinates behind `41 41`
+    logits[2:4, vocab.INVISIBLE] = 14.0
+    window = np.array([[0.2, 0.4, 0.6, 0.6]], np.float32)  # crop canvas -> image frame
+    dec = TASK.decode(resp[None], logits[None], canvas_window=window)
+    kp, vis, scores = (dec[k].numpy()[0] for k in ("keypoints", "visible", "scores"))
+    assert vis.tolist() == [True, False] + [True] * (K - 2)
+    np.testing.assert_allclose(kp[0], [0.2 + 0.4 * 500 / 999, 0.4 + 0.2 * 500 / 999], atol=1e-6)
+    np.testing.assert_allclose(kp[1], [0.2 + 0.4 * 250 / 999, 0.4 + 0.2 * 750 / 999], atol=1e-6)
+    assert scores[1] < 0.05 and scores[0] > 0.5
+
+
+def test_grammar_mask_exact_pairs():
+    mask = lambda step, prev: TASK.grammar_mask(tf.constant(step), tf.constant(prev)).numpy()[0]
+    m = mask(0, [101])
+    assert m[1000:2000].all() and m[vocab.INVISIBLE] and m.sum() == 1001
+    assert mask(1, [vocab.INVISIBLE]).nonzero()[0].tolist() == [vocab.INVISIBLE]
+    assert mask(1, [1400]).sum() == 1000
+    assert mask(2 * K, [1400]).nonzero()[0].tolist() == [0]
+
+
+def test_wrong_keypoint_count_is_a_clear_error():
+    ex = example(np.random.default_rng(2))
+    ex["keypoints"] = ex["keypoints"][:5]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="keypoints"):
+        TASK.build_sequences(ex, 0)
