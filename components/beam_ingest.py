@@ -188,8 +188,11 @@ def run_ingest(coco_dir, examples_dir, vocab_dir, report_dir, make_pipeline,
     The report and summary are written before an IngestError is raised.
     """
     data = coco.load_coco_dir(coco_dir)
-    for split in data.splits:
-        tf.io.gfile.makedirs(_join(examples_dir, f"Split-{split}"))
+    for split in data.splits:  # a rerun into the same directory replaces, never mixes, shards
+        split_dir = _join(examples_dir, f"Split-{split}")
+        if tf.io.gfile.exists(split_dir):
+            tf.io.gfile.rmtree(split_dir)
+        tf.io.gfile.makedirs(split_dir)
     model_path = train_vocabulary(data.splits.get("train", []), vocab_dir, caption_vocab_size)
     tokenize_captions(data, model_path)
     if model_path:

@@ -1,0 +1,88 @@
+"""The Beam ingestion pipeline on `pix2seq synth` data, and the `pix2seq ingest` CLI."""
+import json
+import os
+
+import pytest
+import sentencepiece as spm
+
+import ingest_checks
+import tiny_coco
+from components import beam_ingest
+from pix2seq import cli
+
+
+@pytest.fixture(scope="module")
+def ingested(synth_coco_dir, tmp_path_factory):
+    import apache_beam as beam
+
+    out = tmp_path_factory.mktemp("ingested")
+    dirs = [str(out / d) for d in ("examples", "vocabulary", "report")]
+    summary = beam_ingest.run_ingest(synth_coco_dir, *dirs, make_pipeline=beam.Pipeline,
+                                     caption_vocab_size=500)
+    return summary, dirs
+
+
+def test_shards_equal_source_annotations(ingested, synth_coco_dir):
+    summary, (examples, vocabulary, report) = ingested
+    counts = ingest_checks.assert_examples_equal_source(
+        examples, synth_coco_dir, os.path.join(vocabulary, beam_ingest.SPM_MODEL))
+    assert counts == summary["images_written"] == {"train": 12, "eval": 6}
+
+
+def test_clean_data_gives_empty_report(ingested):
+    summary, (_, _, report) = ingested
+    with open(os.path.join(report, beam_ingest.ERRORS)) as f:
+        assert f.read() == ""
+    assert summary["dropped"] == 0 and summary["dropped_by_reason"] == {}
+    with open(os.path.join(report, beam_ingest.SUMMARY)) as f:
+        assert json.load(f) == summary
+
+
+def test_vocabulary_and_dataset_info(ingested, synth_coco_dir):
+    summary, (examples, vocabulary, _) = ingested
+    with open(os.path.join(vocabulary, beam_ingest.VOCAB_INFO)) as f:
+        info = json.load(f)
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(vocabulary, beam_ingest.SPM_MODEL))
+    assert info["caption_vocab_size"] == sp.get_piece_size() == summary["caption_vocab_size"]
+    assert 3 < info["caption_vocab_size"] <= 500  # soft limit: what the corpus supports
+    assert (sp.pad_id(), sp.eos_id(), sp.unk_id()) == (0, 1, 2)
+    with open(os.path.join(examples, beam_ingest.SPM_MODEL), "rb") as a, \
+            open(os.path.join(vocabulary, beam_ingest.SPM_MODEL), "rb") as b:
+        assert a.read() == b.read()
+    with open(os.path.join(examples, beam_ingest.DATASET_INFO)) as f:
+        dataset = json.load(f)
+    with open(os.path.join(synth_coco_dir, "annotations", "instances_train.json")) as f:
+        source = {c["id"]: c["name"] for c in json.load(f)["categories"]}
+    assert {c["id"]: c["name"] for c in dataset["categories"]} == source
+    person = next(c for c in dataset["categories"] if c.get("keypoints"))
+    assert len(person["keypoints"]) == dataset["num_keypoints"] == 17 and person["skeleton"]
+    assert dataset["splits"] == ["eval", "train"]
+
+
+def test_cli_multiprocessing_writes_the_same_examples(synth_coco_dir, ingested, tmp_path, capsys):
+    rc = cli.main(["ingest", "--coco-dir", synth_coco_dir, "--out", str(tmp_path), "--workers", "2",
+                   "--caption-vocab-size", "500"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "images written: eval=6, train=12" in printed
+    for split in ("train", "eval"):
+        assert ingest_checks.read_split(str(tmp_path / "examples"), split) == \
+            ingest_checks.read_split(ingested[1][0], split)
+    assert (tmp_path / "report" / "errors.jsonl").read_text() == ""
+
+
+def test_cli_fails_over_max_error_fraction_with_summary(tmp_path, capsys):
+    root = str(tmp_path / "coco")
+    docs = tiny_coco.make_valid(root, num_images=3)
+    docs["instances"]["images"].append({"id": 9, "file_name": "gone.jpg", "height": 8, "width": 8})
+    docs["captions"]["annotations"].append({"id": 9, "image_id": 9, "caption": "a caption"})
+    tiny_coco.write(root, docs)
+    args = ["ingest", "--coco-dir", root, "--out", str(tmp_path / "out"), "--caption-vocab-size", "40"]
+    assert cli.main(args) == 1
+    printed = capsys.readouterr().out
+    assert "rejected image_missing: 1" in printed and "FAILED" in printed
+    assert "images written: train=3" in printed
+    assert cli.main(args + ["--max-error-fraction", "0.2"]) == 0
+    with open(tmp_path / "out" / "report" / "errors.jsonl") as f:
+        (row,) = [json.loads(line) for line in f]
+    assert (row["image_id"], row["reason"], row["field"]) == (9, "image_missing", "file_name")
