@@ -35,3 +35,16 @@ test: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The main job: synthetic COCO-format data (made once) -> the whole TFX pipeline with the
+# `demo` preset (ingest, statistics, schema, validation, training, COCO evaluation with
+# blessing, push) -> a table of metrics, blessing, pushed model and time per component.
+# Prediction pictures are copied to demo_output/.
+DEMO_DATA := demo_data/synth
+DEMO_TRAIN := 400
+DEMO_VAL := 50
+
+demo: $(STAMP)
+	@test -f $(DEMO_DATA)/annotations/instances_val.json || \
+		$(VENV)/bin/pix2seq synth $(DEMO_DATA) --train $(DEMO_TRAIN) --val $(DEMO_VAL) --seed 1
+	$(VENV)/bin/pix2seq pipeline run --preset demo --coco-dir $(DEMO_DATA)
