@@ -134,10 +134,11 @@ def _candidates(scene, rng):
     out.append(f"{opener[rng.integers(len(opener))]} {_join(listing)}.")
     noun = ("objects", "things", "items")[rng.integers(3)]
     n = len(items)
+    extra = f", plus {crowd}" if crowd else ""
     if n == 1:
-        out.append(f"There is only one {noun[:-1]} in the picture: {items[0].phrase()}.")
+        out.append(f"There is only one {noun[:-1]} in the picture: {items[0].phrase()}{extra}.")
     else:
-        out.append(f"There are {_number(n)} {noun} in the picture: {_join(_counts(items))}.")
+        out.append(f"There are {_number(n)} {noun} in the picture: {_join(_counts(items))}{extra}.")
     out.append(f"{_join(_counts(items)).capitalize()} on a {bg} background.")
     largest = max(items, key=lambda it: it.area)
     out.append(f"{largest.phrase().capitalize()} {largest.region()} of the image.")
@@ -151,7 +152,7 @@ def _candidates(scene, rng):
         p = people[0]
         pose = ("with both arms raised", "with one arm raised", "with arms lowered")[2 - p.obj.arms_raised]
         others = [it for it in items if it is not p]
-        tail = f" and {_join(_groups(others))}" if others else ""
+        tail = f", together with {_join(_groups(others))}" if others else ""
         out.append(f"{p.phrase(with_size=False).capitalize()} {pose}{tail}.")
     return out
 
