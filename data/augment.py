@@ -110,20 +110,21 @@ def augment_detection(example, seed, image_size, config=AugmentConfig(), keypoin
     return _jitter_crop(example, s_crop, image_size, config)
 
 
-def augment_captioning(example, seed, image_size, config=AugmentConfig()):
+def augment_captioning(example, seed, image_size, config=AugmentConfig(), keypoint_flip_pairs=()):
     """Detection's geometry plus one random caption (the image needs >= 1 caption)."""
     s_pick, s_rest = _seeds(seed, 2)
     index = tf.random.stateless_uniform([], s_pick, 0, tf.shape(example["captions"])[0],
                                         dtype=tf.int32)
-    return augment_detection(preprocess.select_caption(example, index), s_rest, image_size, config)
+    return augment_detection(preprocess.select_caption(example, index), s_rest, image_size, config,
+                             keypoint_flip_pairs)
 
 
-def augment_segmentation(example, seed, image_size, config=AugmentConfig()):
+def augment_segmentation(example, seed, image_size, config=AugmentConfig(), keypoint_flip_pairs=()):
     """One random non-crowd instance with a polygon (`preprocess.segmentation_candidates`)."""
     s_pick, s_flip, s_crop = _seeds(seed, 3)
     instance = geometry.select_object(
         example, _random_index(preprocess.segmentation_candidates(example), s_pick))
-    instance = _random_flip_of(instance, s_flip, config)
+    instance = _random_flip_of(instance, s_flip, config, keypoint_flip_pairs)
     jittered = _jitter_crop(instance, s_crop, image_size, config)
     survived = tf.shape(jittered["boxes"])[0] > 0
     survived &= tf.size(jittered["polygon_instance"]) > 0
@@ -142,13 +143,16 @@ def augment_keypoints(example, seed, image_size, config=AugmentConfig(), keypoin
 
 
 def augment(example, task, seed, image_size, config=AugmentConfig(), keypoint_flip_pairs=()):
-    """Dispatches to the task's augmentation (task names as in model.tasks.TASK_NAMES)."""
+    """Dispatches to the task's augmentation (task names as in model.tasks.TASK_NAMES).
+
+    Every task swaps `keypoint_flip_pairs` on a flip, so keypoints carried along stay right.
+    """
     if task == "detection":
         return augment_detection(example, seed, image_size, config, keypoint_flip_pairs)
     if task == "segmentation":
-        return augment_segmentation(example, seed, image_size, config)
+        return augment_segmentation(example, seed, image_size, config, keypoint_flip_pairs)
     if task == "keypoints":
         return augment_keypoints(example, seed, image_size, config, keypoint_flip_pairs)
     if task == "captioning":
-        return augment_captioning(example, seed, image_size, config)
+        return augment_captioning(example, seed, image_size, config, keypoint_flip_pairs)
     raise ValueError(f"Unknown task {task!r}; expected detection, segmentation, keypoints or captioning.")

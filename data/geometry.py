@@ -134,6 +134,25 @@ def keep_objects(example, keep):
     return out
 
 
+def settle_objects(before, moved, box_kept):
+    """After a crop: objects whose polygon was clipped away are gone even when a corner
+    of their box survived, and a polygon object's box becomes the tight box of its
+    visible polygon (what COCO's box of the visible part is). `box_kept` [N]: the box
+    survived the crop (keras-cv's clip)."""
+    n = tf.shape(moved["boxes"])[0]
+    if "polygon_points" not in moved:
+        return keep_objects(moved, box_kept)
+    had = tf.math.bincount(before["polygon_instance"], minlength=n, maxlength=n) > 0
+    inst = moved["polygon_instance"]
+    has = tf.math.bincount(inst, minlength=n, maxlength=n) > 0
+    pts = moved["polygon_points"]
+    lo = tf.math.unsorted_segment_min(pts, inst, n)
+    hi = tf.math.unsorted_segment_max(pts, inst, n)
+    out = dict(moved)
+    out["boxes"] = tf.where(has[:, None], tf.concat([lo, hi], 1), moved["boxes"])
+    return keep_objects(out, tf.cast(box_kept, tf.bool) & (has | ~had))
+
+
 def select_object(example, index):
     """Reduces the example to the single object `index` (N = 1)."""
     n = tf.shape(example["boxes"])[0]

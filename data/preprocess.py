@@ -13,8 +13,9 @@ A canvas-prepared example is the parsed dict (CONTRACTS.md) with
   canvas_scale  float32 [2]  canvas pixels per original-image pixel (y, x)
   canvas_offset float32 [2]  original-image pixel at the canvas origin (y, x)
 so a canvas coordinate c maps back to original pixels as c * S / canvas_scale + canvas_offset.
-Objects that leave the canvas are dropped with their polygons; keypoints that leave
-it become (0, 0, 0).
+Objects that leave the canvas are dropped with their polygons (a polygon object also
+when only its polygon left), a polygon object's box is the tight box of its visible
+polygon, other boxes are clipped; keypoints that leave the canvas become (0, 0, 0).
 
 Task preparation (what the task codecs receive, CONTRACTS.md "Task-prepared example"):
 crowd objects are removed; segmentation and keypoints keep exactly one object (N = 1);
@@ -82,7 +83,7 @@ def apply_canvas_transform(example, transform, image_size):
     offsets = tf.cast(transform["offsets"][0], tf.float32)
     out = geometry.move_points(out, transform["scaled_sizes"][0] / float(image_size),
                                offsets / float(image_size))
-    out = geometry.keep_objects(out, keep)
+    out = geometry.settle_objects(example, out, keep)
     scales = tf.cast(transform["image_scales"][0], tf.float32)
     out["canvas_scale"] = scales
     out["canvas_offset"] = example.get("crop_offset", tf.zeros([2], tf.float32)) + offsets / scales
@@ -122,7 +123,7 @@ def crop_to_window(example, window):
         bounding_box_format="rel_yxyx", image_shape=(1, 1, 3))
     out["boxes"] = tf.reshape(clipped["boxes"], [-1, 4])
     out = geometry.move_points(out, scale, shift)
-    out = geometry.keep_objects(out, clipped["classes"] >= 0)
+    out = geometry.settle_objects(example, out, clipped["classes"] >= 0)
     out["crop_offset"] = example.get("crop_offset", tf.zeros([2], tf.float32)) + tf.cast(lo, tf.float32)
     return out
 

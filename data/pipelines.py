@@ -1,0 +1,199 @@
+"""tf.data input pipelines: shards -> per-task token batches, batch mixing, data mixing.
+
+Per task: parse (data/parse.py) -> keep images the task can use -> decode ->
+augment (train, data/augment.py) or prepare (eval, data/preprocess.py) -> the task
+codec's `build_sequences` (model/tasks) -> static-shape batches with drop_remainder
+(TPU). One batch (CONTRACTS.md "Training batches"):
+  image float32 [B, S, S, 3] in [0, 1], input_tokens / target_tokens int32 [B, L_t],
+  token_weights float32 [B, L_t].
+
+Randomness is stateless: element i of a stream gets the seed (base, i), base derived
+from the user seed, the task and the input pipeline, so runs repeat exactly and every
+task in batch mixing has its own augmentation. Eval pipelines never augment and
+expand segmentation/keypoints to one element per instance.
+
+Every builder takes `input_context` (tf.distribute.InputContext) and so plugs into
+`strategy.distribute_datasets_from_function` through `distributed_dataset_fn`.
+"""
+import tensorflow as tf
+
+from data import augment as augment_lib
+from data import parse, preprocess
+
+TASK_NAMES = ("detection", "segmentation", "keypoints", "captioning")
+SEQUENCE_KEYS = ("input_tokens", "target_tokens", "token_weights")
+
+
+def task_id(task):
+    if task not in TASK_NAMES:
+        raise ValueError(f"Unknown task {task!r}; expected one of {TASK_NAMES}.")
+    return TASK_NAMES.index(task)
+
+
+def usable(example, task):
+    """Whether a parsed example can make a `task` sequence (an instance/caption to use)."""
+    if task == "segmentation":
+        return tf.size(preprocess.segmentation_candidates(example)) > 0
+    if task == "keypoints":
+        return tf.size(preprocess.keypoint_candidates(example)) > 0
+    if task == "captioning":
+        return tf.size(example["captions"]) > 0
+    task_id(task)
+    return tf.constant(True)
+
+
+def codec_inputs(example, task):
+    """Task-prepared example -> the fields the task codec reads (model/tasks docstrings):
+    segmentation/keypoints get their single object as `box`/`class`, captioning its
+    single caption as flat `caption_ids`."""
+    if task == "detection":
+        return {k: example[k] for k in ("boxes", "classes", "is_crowd")}
+    if task == "captioning":
+        return {"caption_ids": example["caption_ids"].flat_values}
+    out = {"box": example["boxes"][0], "class": example["classes"][0]}
+    if task == "segmentation":
+        out.update(polygon_points=example["polygon_points"], polygon_part=example["polygon_part"])
+    else:
+        out["keypoints"] = example["keypoints"][0]
+    return out
+
+
+def _sequences(codec, example, task, seed, training):
+    inputs = codec_inputs(example, task)
+    seqs = codec.build_sequences(inputs, seed, augment=training)
+    out = {"image": example["image"]}
+    out.update({k: seqs[k] for k in SEQUENCE_KEYS})
+    return out
+
+
+def _codec(task, token_config):
+    from model.tasks import get_task
+
+    return get_task(task, token_config)
+
+
+def _base_seed(seed, task, input_context):
+    pipeline = input_context.input_pipeline_id if input_context is not None else 0
+    return (int(seed) * len(TASK_NAMES) + task_id(task)) * 65536 + pipeline
+
+
+def _per_replica(batch_size, input_context):
+    if input_context is None:
+        return batch_size
+    return input_context.get_per_replica_batch_size(batch_size)
+
+
+def _parsed(files, task, token_config, input_context, shuffle_files=False, seed=None):
+    records = parse.record_dataset(files, shuffle_files=shuffle_files, seed=seed,
+                                   input_context=input_context)
+    ds = records.map(lambda r: parse.parse_example(r, token_config.num_keypoints, decode_image=False),
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.filter(lambda e: usable(e, task))
+
+
+def task_examples(files, task, token_config, seed=0, augment_config=augment_lib.AugmentConfig(),
+                  input_context=None, shuffle_buffer=64):
+    """Endless stream of unbatched training elements of one task (augmented, tokenized)."""
+    codec = _codec(task, token_config)
+    base = _base_seed(seed, task, input_context)
+    ds = _parsed(files, task, token_config, input_context, shuffle_files=True, seed=base)
+    ds = ds.shuffle(shuffle_buffer, seed=base, reshuffle_each_iteration=True).repeat()
+    size, pairs = token_config.image_size, tuple(token_config.keypoint_flip_pairs)
+
+    def make(index, example):
+        seeds = tf.random.experimental.stateless_split(
+            tf.stack([tf.constant(base, tf.int64), index]), num=2)
+        example = parse.decode_parsed(example)
+        example = augment_lib.augment(example, task, seeds[0], size, augment_config, pairs)
+        return _sequences(codec, example, task, seeds[1], training=True)
+
+    return ds.enumerate().map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def train_dataset(files, task, token_config, batch_size, seed=0,
+                  augment_config=augment_lib.AugmentConfig(), input_context=None, shuffle_buffer=64):
+    """Endless batches of one task; `batch_size` is global when `input_context` is given."""
+    ds = task_examples(files, task, token_config, seed, augment_config, input_context, shuffle_buffer)
+    return ds.batch(_per_replica(batch_size, input_context), drop_remainder=True).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def eval_examples(files, task, token_config, input_context=None):
+    """Deterministic unbatched eval elements: one per image (detection, captioning: the
+    first caption) or one per instance (segmentation, keypoints), never augmented."""
+    codec = _codec(task, token_config)
+    size = token_config.image_size
+    ds = _parsed(files, task, token_config, input_context)
+    ds = ds.map(parse.decode_parsed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if task in ("segmentation", "keypoints"):
+        pick = (preprocess.segmentation_candidates if task == "segmentation"
+                else preprocess.keypoint_candidates)
+        ds = ds.flat_map(lambda e: tf.data.Dataset.from_tensor_slices(pick(e)).map(
+            lambda i: preprocess.prepare_eval(e, task, size, i)))
+    else:
+        ds = ds.map(lambda e: preprocess.prepare_eval(e, task, size),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    seed = tf.constant([0, task_id(task)], tf.int64)
+    return ds.map(lambda e: _sequences(codec, e, task, seed, training=False),
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def eval_dataset(files, task, token_config, batch_size, drop_remainder=True, input_context=None):
+    """One deterministic pass over the eval split in batches."""
+    ds = eval_examples(files, task, token_config, input_context)
+    return ds.batch(_per_replica(batch_size, input_context), drop_remainder=drop_remainder).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def batch_mixing_dataset(files, tasks, token_config, batch_size, seed=0,
+                         augment_config=augment_lib.AugmentConfig(), input_context=None,
+                         shuffle_buffer=64):
+    """Pix2Seq v2's batch mixing: every element is {task: batch} for every task, each
+    task with its own augmentation stream. `batch_size`: int or {task: int} (global)."""
+    if not tasks:
+        raise ValueError("batch_mixing_dataset needs at least one task.")
+    sizes = batch_size if isinstance(batch_size, dict) else {t: batch_size for t in tasks}
+    streams = {t: train_dataset(files, t, token_config, sizes[t], seed, augment_config,
+                                input_context, shuffle_buffer) for t in tasks}
+    return tf.data.Dataset.zip(streams)
+
+
+def _pad_sequences(element, length):
+    out = dict(element)
+    for key in SEQUENCE_KEYS:
+        seq = element[key]
+        out[key] = tf.ensure_shape(tf.pad(seq, [[0, length - seq.shape[0]]]), [length])
+    return out
+
+
+def data_mixing_dataset(files, weights, token_config, batch_size, seed=0,
+                        augment_config=augment_lib.AugmentConfig(), input_context=None,
+                        shuffle_buffer=64):
+    """Algorithm 1 (data mixing): one stream sampling task t with probability
+    weights[t] / sum(weights); sequences padded (PAD, weight 0) to the longest enabled
+    task; each element also carries `task_id` int32 [B] (index in TASK_NAMES)."""
+    tasks = [t for t in TASK_NAMES if weights.get(t, 0) > 0]
+    unknown = set(weights) - set(TASK_NAMES)
+    if unknown or not tasks:
+        raise ValueError(f"data_mixing_dataset weights need known tasks with weight > 0. Received: {weights}")
+    length = max(token_config.seq_len(t) for t in tasks)
+    streams = []
+    for t in tasks:
+        ds = task_examples(files, t, token_config, seed, augment_config, input_context, shuffle_buffer)
+        tid = task_id(t)
+        streams.append(ds.map(lambda e, tid=tid: dict(_pad_sequences(e, length),
+                                                      task_id=tf.constant(tid, tf.int32))))
+    total = float(sum(weights[t] for t in tasks))
+    mixed = tf.data.Dataset.sample_from_datasets(
+        streams, [weights[t] / total for t in tasks], seed=_base_seed(seed, tasks[0], input_context))
+    return mixed.batch(_per_replica(batch_size, input_context), drop_remainder=True).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def distributed_dataset_fn(builder, *args, **kwargs):
+    """`dataset_fn(input_context)` for `strategy.distribute_datasets_from_function`:
+    calls builder(*args, input_context=ctx, **kwargs); batch sizes given to the
+    builder are global and split per replica by the builder."""
+    def dataset_fn(input_context):
+        return builder(*args, input_context=input_context, **kwargs)
+    return dataset_fn

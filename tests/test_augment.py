@@ -1,0 +1,210 @@
+"""Augmentation and canvas preparation: geometry stays on the drawn objects."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from pycocotools import mask as mask_utils
+
+import example_records as er
+from data import augment, geometry, parse, preprocess
+
+S = 128
+PAIRS = tuple(zip(er.LEFT, er.RIGHT))
+NAMES = {2: "red", 3: "green", 1: "person"}
+SEEDS = range(4)
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return [parse.parse_example(tf.constant(er.serialized(*er.make_record(i, seed=i))), er.NUM_KEYPOINTS)
+            for i in (1, 2)]
+
+
+def _rasterize(points):
+    rle = mask_utils.frPyObjects([(points[:, ::-1] * S).reshape(-1).tolist()], S, S)
+    return mask_utils.decode(mask_utils.merge(rle)).astype(bool)
+
+
+def _iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def _box_of(mask):
+    ys, xs = np.nonzero(mask)
+    return np.array([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]) / S
+
+
+def _box_iou(a, b):
+    inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+    area = lambda x: np.prod(x[2:] - x[:2])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def assert_on_objects(out, min_pixels=100):
+    """Every kept object's polygon (re-rasterized) and box cover its drawn pixels."""
+    image = out["image"].numpy()
+    assert image.shape == (S, S, 3) and image.dtype == np.float32
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    masks = er.object_masks(image)
+    inst = out["polygon_instance"].numpy()
+    checked = 0
+    crowd = out["is_crowd"].numpy()
+    for i, cls in enumerate(out["classes"].numpy()):
+        drawn = masks[NAMES[int(cls)]]
+        if crowd[i] or drawn.sum() < min_pixels:  # crowd objects carry no polygon
+            continue
+        assert _iou(_rasterize(out["polygon_points"].numpy()[inst == i]), drawn) >= 0.9
+        drawn_box = _box_of(drawn)
+        if min(drawn_box[2:] - drawn_box[:2]) * S >= 16:  # a pixel off is < 10% of the box
+            assert _box_iou(out["boxes"].numpy()[i], drawn_box) >= 0.9
+        checked += 1
+    return checked
+
+
+def assert_keypoints_on_dots(out):
+    """Labelled keypoints land on their dots; the left one stays right of the right one."""
+    image = out["image"].numpy()
+    for kps in out["keypoints"].numpy():
+        for left, right in PAIRS:
+            (ly, lx, lv), (ry, rx, rv) = kps[left], kps[right]
+            if lv == 0 or rv == 0:
+                continue
+            assert lx > rx  # person faces the camera: left keypoints on the image's right
+            for y, x in ((ly, lx), (ry, rx)):
+                pixel = image[min(int(y * S), S - 1), min(int(x * S), S - 1)]
+                assert pixel[2] > 0.5 and (pixel[0] > 0.5) != (pixel[1] > 0.5)  # magenta or cyan
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation", "keypoints", "captioning"])
+def test_augmentation_keeps_geometry_on_drawn_objects(examples, task):
+    checked = 0
+    for example in examples:
+        for s in SEEDS:
+            out = augment.augment(example, task, tf.constant([s, 7], tf.int64), S,
+                                  keypoint_flip_pairs=PAIRS)
+            checked += assert_on_objects(out)
+            assert_keypoints_on_dots(out)
+            assert not np.any(out["is_crowd"].numpy())
+            if task in ("segmentation", "keypoints"):
+                assert out["boxes"].shape[0] == 1
+            if task == "keypoints":
+                assert out["classes"].numpy()[0] == 1
+            if task == "captioning":
+                assert out["captions"].shape[0] == 1
+    assert checked >= len(examples) * len(SEEDS) // 2
+
+
+def test_flip_swaps_left_and_right_keypoints(examples):
+    canvas = preprocess.resize_and_pad(examples[0], S)
+    canvas = dict(canvas, image=canvas["image"])
+    colour_at = lambda out, k: out["image"].numpy()[  # noqa: E731
+        int(out["keypoints"].numpy()[2, k, 0] * S), int(out["keypoints"].numpy()[2, k, 1] * S)]
+    plain = augment.flip_left_right(canvas, False, PAIRS)
+    flipped = augment.flip_left_right(canvas, True, PAIRS)
+    for left, right in PAIRS:
+        assert colour_at(plain, left)[0] > 0.5  # magenta: the dot drawn as the left one
+        assert colour_at(flipped, left)[1] > 0.5  # cyan: in the mirror the old right is the left
+        assert flipped["keypoints"].numpy()[2, left, 1] == pytest.approx(
+            1.0 - canvas["keypoints"].numpy()[2, right, 1])
+    assert_on_objects(flipped)
+
+
+def test_same_seed_same_result_eager_and_in_tf_data(examples):
+    seed = tf.constant([3, 4], tf.int64)
+    eager = augment.augment(examples[0], "detection", seed, S, keypoint_flip_pairs=PAIRS)
+    ds = tf.data.Dataset.from_tensors(examples[0]).map(
+        lambda e: augment.augment(e, "detection", seed, S, keypoint_flip_pairs=PAIRS))
+    graph = next(iter(ds))
+    for key in ("image", "boxes", "polygon_points", "keypoints"):
+        np.testing.assert_allclose(graph[key].numpy(), eager[key].numpy(), atol=1e-5)
+    other = augment.augment(examples[0], "detection", tf.constant([5, 4], tf.int64), S)
+    assert not np.allclose(other["image"].numpy(), eager["image"].numpy())
+
+
+def test_resize_and_pad_maps_back_to_original_pixels(examples):
+    example = examples[0]
+    out = preprocess.resize_and_pad(example, S)
+    h, w = example["orig_size"].numpy()
+    scale = out["canvas_scale"].numpy()
+    np.testing.assert_allclose(scale, [round(h * S / w) / h, 1.0 * S / w])
+    image = out["image"].numpy()
+    assert np.all(image[int(np.ceil(h * scale[0])):] == 0)  # padding at the bottom
+    assert assert_on_objects(out) == 3
+    back = out["boxes"].numpy() * S / np.tile(scale, 2) + np.tile(out["canvas_offset"].numpy(), 2)
+    np.testing.assert_allclose(back, example["boxes"].numpy() * [h, w, h, w], atol=1e-3)
+
+
+def test_keypoint_eval_crop_is_twice_the_person_box(examples):
+    example = examples[0]
+    person = int(preprocess.keypoint_candidates(example).numpy()[0])
+    out = preprocess.prepare_eval(example, "keypoints", S, person)
+    box = out["boxes"].numpy()[0]
+    hw = example["orig_size"].numpy()
+    source = example["boxes"].numpy()[person] * np.tile(hw, 2)
+    centre, half = (source[:2] + source[2:]) / 2, (source[2:] - source[:2])
+    window = np.concatenate([np.floor(np.maximum(centre - half, 0)), np.ceil(np.minimum(centre + half, hw))])
+    expected = (source - np.tile(window[:2], 2)) * S / max(window[2:] - window[:2])
+    np.testing.assert_allclose(box * S, expected, atol=0.5)
+    assert_keypoints_on_dots(out)
+    # Canvas coordinates map back onto the person's original box.
+    back = box * S / np.tile(out["canvas_scale"].numpy(), 2) + np.tile(out["canvas_offset"].numpy(), 2)
+    np.testing.assert_allclose(back, source, atol=0.6)
+
+
+def test_canvas_boxes_match_moved_polygon_corners():
+    """keras-cv moves boxes and geometry.move_points moves points: the same affine map
+    (a box-only object with keypoints on its corners)."""
+    image = tf.zeros([50, 80, 3], tf.uint8)
+    box = tf.constant([[0.3, 0.2, 0.9, 0.6]])
+    corners = tf.constant([[[0.3, 0.2, 2.0], [0.9, 0.6, 2.0]]])
+    example = {"image": image, "boxes": box, "classes": tf.constant([1]), "is_crowd": tf.constant([0]),
+               "areas": tf.constant([1.0]), "polygon_points": tf.zeros([0, 2]),
+               "polygon_instance": tf.zeros([0], tf.int32), "polygon_part": tf.zeros([0], tf.int32),
+               "keypoints": corners}
+    transform = preprocess.canvas_transform(50, 80, 64, scale=1.3, offset_fraction=(0.5, 0.25))
+    out = preprocess.apply_canvas_transform(example, transform, 64)
+    kps = out["keypoints"].numpy()[0]
+    assert np.all(kps[:, 2] == 2.0)
+    np.testing.assert_allclose(out["boxes"].numpy()[0], kps[:, :2].reshape(-1), atol=1e-5)
+    flipped = augment.flip_left_right(out, True)
+    kps = flipped["keypoints"].numpy()[0]
+    np.testing.assert_allclose(flipped["boxes"].numpy()[0], [kps[0, 0], kps[1, 1], kps[1, 0], kps[0, 1]],
+                               atol=1e-5)
+
+
+def test_clip_polygons_half_outside_square_and_dropped_parts():
+    pts = tf.constant([[-0.5, 0.2], [0.5, 0.2], [0.5, 0.6], [-0.5, 0.6],  # half outside
+                       [0.1, 0.1], [0.2, 0.1], [0.2, 0.2],  # inside, second part
+                       [2.0, 2.0], [3.0, 2.0], [3.0, 3.0]])  # outside: instance 1 vanishes
+    inst = tf.constant([0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
+    part = tf.constant([0, 0, 0, 0, 1, 1, 1, 0, 0, 0])
+    points, new_inst, new_part = geometry.clip_polygons(pts, inst, part, (0.0, 0.0), (1.0, 1.0))
+    assert new_inst.numpy().tolist() == [0] * 7
+    assert new_part.numpy().tolist() == [0, 0, 0, 0, 1, 1, 1]
+    first = points.numpy()[:4]
+    np.testing.assert_allclose(sorted(map(tuple, first)), [(0, 0.2), (0, 0.6), (0.5, 0.2), (0.5, 0.6)])
+    # Only the second part survives when the first is cut away entirely.
+    points, new_inst, new_part = geometry.clip_polygons(pts, inst, part, (0.6, 0.0), (1.0, 1.0))
+    assert points.shape[0] == 0
+    empty = geometry.clip_polygons(tf.zeros([0, 2]), tf.zeros([0], tf.int32), tf.zeros([0], tf.int32),
+                                   (0.0, 0.0), (1.0, 1.0))
+    assert empty[0].shape == (0, 2)
+
+
+def test_keep_objects_renumbers_polygon_instances(examples):
+    example = examples[0]
+    kept = geometry.keep_objects(example, [False, True, True, False])
+    assert kept["classes"].numpy().tolist() == example["classes"].numpy()[1:3].tolist()
+    assert set(kept["polygon_instance"].numpy().tolist()) == {0, 1}
+    src = example["polygon_points"].numpy()[example["polygon_instance"].numpy() == 2]
+    np.testing.assert_allclose(kept["polygon_points"].numpy()[kept["polygon_instance"].numpy() == 1], src)
+
+
+def test_bad_config_and_unknown_task_are_rejected(examples):
+    with pytest.raises(ValueError, match="scale_min"):
+        augment.AugmentConfig(scale_min=2.0, scale_max=1.0)
+    with pytest.raises(ValueError, match="flip_prob"):
+        augment.AugmentConfig(flip_prob=1.5)
+    with pytest.raises(ValueError, match="Unknown task"):
+        augment.augment(examples[0], "depth", tf.constant([0, 0], tf.int64), S)
+    with pytest.raises(ValueError, match="Unknown task"):
+        preprocess.prepare_eval(examples[0], "depth", S)
