@@ -315,3 +315,12 @@ def test_cli_help_and_errors(tmp_path):
     assert bad.returncode == 2 and "image_size" in bad.stderr
     bad = _cli(str(tmp_path / "x"), "--train", "-4")
     assert bad.returncode == 2 and "--train" in bad.stderr
+
+
+def test_empty_split_is_still_valid_coco(tmp_path):
+    synth.generate(str(tmp_path), 1, 0, image_size=64, seed=0)
+    for kind in KINDS:
+        coco = _load(str(tmp_path), kind, "val")
+        assert not coco.imgs and not coco.anns
+        assert len(_load(str(tmp_path), kind, "train").imgs) == 1
+    assert os.listdir(tmp_path / "images" / "val") == []
