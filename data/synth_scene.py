@@ -113,6 +113,7 @@ def _eroded(mask):
 
 
 def sample_shape(rng, category_id, height, width):
+    """One shape, fully inside the image, extent 16-40 % of the short side."""
     short = min(height, width)
     radius = 0.5 * rng.uniform(0.16, 0.40) * short
     cx = rng.uniform(radius + 1, width - radius - 1)
@@ -128,6 +129,7 @@ def sample_shape(rng, category_id, height, width):
 
 
 def sample_person(rng, height, width):
+    """One stick figure, 45-85 % of the image height, with its COCO keypoints."""
     tall = rng.uniform(0.45, 0.85) * height
     facing = bool(rng.random() < 0.75)
     joints, head, hr, lw = person.sample_pose(rng, tall, facing)
