@@ -32,22 +32,20 @@ def train_sentencepiece(captions, out_prefix: str, vocab_size: int) -> str:
         raise ValueError(f"vocab_size must be > {vocab.CAPTION_UNK_PIECE + 1}. Received: {vocab_size}")
     out_dir = os.path.dirname(os.path.abspath(out_prefix))
     os.makedirs(out_dir, exist_ok=True)
-    # logstream must be a real file (sentencepiece dup2()s its fd onto stderr)
-    with open(os.devnull, "w") as log:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(captions),
-            model_prefix=out_prefix,
-            vocab_size=vocab_size,
-            model_type="unigram",
-            character_coverage=1.0,
-            pad_id=vocab.CAPTION_PAD_PIECE,
-            eos_id=vocab.CAPTION_EOS_PIECE,
-            unk_id=vocab.CAPTION_UNK_PIECE,
-            bos_id=-1,
-            hard_vocab_limit=False,
-            num_threads=1,
-            logstream=log,
-        )
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(captions),
+        model_prefix=out_prefix,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        pad_id=vocab.CAPTION_PAD_PIECE,
+        eos_id=vocab.CAPTION_EOS_PIECE,
+        unk_id=vocab.CAPTION_UNK_PIECE,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        num_threads=1,
+        minloglevel=2,  # quiet; `logstream=` needs real file descriptors (fails under pytest capsys)
+    )
     return out_prefix + ".model"
 
 
