@@ -57,6 +57,7 @@ class Pix2SeqClient:
         self._channel = grpc.insecure_channel(target, options=options)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._dtypes = {}  # signature -> {input alias: dtype name}, filled on first use
 
     def close(self) -> None:
         self._channel.close()
@@ -70,17 +71,29 @@ class Pix2SeqClient:
     def predict_request(self, signature: str, images, version=None, output_filter=None, **inputs):
         """The PredictRequest `predict` sends (exposed for batching tools and tests).
 
-        `images` is a list of encoded JPEG/PNG bytes; extra keyword `inputs` are sent as
-        tensors under their alias (for signatures that take more than `images`).
+        `images` is a list of encoded JPEG/PNG bytes; extra keyword `inputs` (the `boxes`
+        of `segment`, the options of `*_with_options`) are sent as tensors under their
+        alias, converted to the dtype the signature declares.
         """
         request = predict_pb2.PredictRequest()
         _model_spec(request.model_spec, self.model_name, version, signature or DEFAULT_SIGNATURE)
         if images is not None:
             request.inputs["images"].CopyFrom(tf.make_tensor_proto(list(images), dtype=tf.string))
+        expected = self._input_dtypes(signature or DEFAULT_SIGNATURE) if inputs else {}
         for alias, value in inputs.items():
-            request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+            request.inputs[alias].CopyFrom(tf.make_tensor_proto(value, dtype=expected.get(alias)))
         request.output_filter.extend(output_filter or ())
         return request
+
+    def _input_dtypes(self, signature: str) -> dict:
+        """alias -> dtype name of a signature's inputs (asked once per signature, then cached),
+        so `predict(..., temperature=0.5)` sends float32 where a plain float would be double."""
+        if signature not in self._dtypes:
+            signatures = self.metadata()["signatures"]
+            self._dtypes.update(
+                {name: {alias: dtype for alias, (dtype, _) in sig["inputs"].items()} for name, sig in signatures.items()}
+            )
+        return self._dtypes.get(signature, {})
 
     def predict_with_version(self, signature: str, images, version=None, output_filter=None, **inputs):
         """`predict`, plus the model version that answered (from the response's model_spec)."""

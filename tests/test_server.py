@@ -118,3 +118,15 @@ def test_cli_serves_and_stops_cleanly_on_sigterm(base_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_models_config_is_a_valid_model_server_config():
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    with open(os.path.join(REPO, "serving", "configs", "models.config")) as f:
+        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert model.name == ServerConfig("unused").model_name
+    assert model.model_platform == "tensorflow"
+    assert model.model_version_policy.latest.num_versions == 1
