@@ -27,7 +27,8 @@ import os
 import tempfile
 
 import apache_beam as beam
-import tensorflow as tf
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from data import coco, features, image_io
 from data import validate as V
@@ -53,13 +54,33 @@ class IngestError(RuntimeError):
         self.summary = summary
 
 
+# File access through Beam's FileSystems (local, gs://, s3://, hdfs://): no
+# TensorFlow import here, so Beam worker processes start without it.
 def _join(base, *parts):
-    return "/".join([base.rstrip("/")] + list(parts)) if "://" in base else os.path.join(base, *parts)
+    return FileSystems.join(base, *parts)
+
+
+def _write_bytes(path, data):
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)
 
 
 def _write_text(path, text):
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(text)
+    _write_bytes(path, text.encode("utf-8"))
+
+
+def _read_text(path):
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read().decode("utf-8")
+
+
+def _delete_tree(path):
+    if "://" in path:
+        matched = FileSystems.match([_join(path, "**")])[0].metadata_list
+        if matched:
+            FileSystems.delete([m.path for m in matched])
+    elif os.path.exists(path):
+        FileSystems.delete([path])
 
 
 class BuildExample(beam.DoFn):
@@ -107,7 +128,7 @@ def build_pipeline(pipeline, staged, image_dirs, examples_dir, issues_prefix, nu
                          BuildExample.ISSUES, main="examples"))
         _ = built.examples | f"WriteExamples[{split}]" >> beam.io.WriteToTFRecord(
             _join(examples_dir, f"Split-{split}", "data_tfrecord"), file_name_suffix=".gz",
-            compression_type=beam.io.filesystem.CompressionTypes.GZIP, num_shards=num_shards)
+            compression_type=CompressionTypes.GZIP, num_shards=num_shards)
         issues.append(built[BuildExample.ISSUES])
     _ = (issues | "AllIssues" >> beam.Flatten()
          | "WriteIssues" >> beam.io.WriteToText(issues_prefix, file_name_suffix=".jsonl",
@@ -126,14 +147,14 @@ def train_vocabulary(train_records, vocab_dir, caption_vocab_size):
     captions = [c["text"] for r in train_records for c in r["captions"]]
     info = {"requested_vocab_size": caption_vocab_size, "num_training_captions": len(captions),
             "caption_vocab_size": 0, "model": None}
-    tf.io.gfile.makedirs(vocab_dir)
     local_model = None
     if captions:
         local_dir = tempfile.mkdtemp(prefix="caption_spm_")
         local_model = caption_tokenizer.train_sentencepiece(
             captions, os.path.join(local_dir, "caption_spm"), caption_vocab_size)
         for name in (SPM_MODEL, SPM_VOCAB):
-            tf.io.gfile.copy(os.path.join(local_dir, name), _join(vocab_dir, name), overwrite=True)
+            with open(os.path.join(local_dir, name), "rb") as f:
+                _write_bytes(_join(vocab_dir, name), f.read())
         import sentencepiece as spm
 
         info.update(caption_vocab_size=spm.SentencePieceProcessor(model_file=local_model).get_piece_size(),
@@ -190,27 +211,26 @@ def run_ingest(coco_dir, examples_dir, vocab_dir, report_dir, make_pipeline,
     data = coco.load_coco_dir(coco_dir)
     for split in data.splits:  # a rerun into the same directory replaces, never mixes, shards
         split_dir = _join(examples_dir, f"Split-{split}")
-        if tf.io.gfile.exists(split_dir):
-            tf.io.gfile.rmtree(split_dir)
-        tf.io.gfile.makedirs(split_dir)
+        _delete_tree(split_dir)
+        if "://" not in split_dir:
+            os.makedirs(split_dir)
     model_path = train_vocabulary(data.splits.get("train", []), vocab_dir, caption_vocab_size)
     tokenize_captions(data, model_path)
     if model_path:
-        tf.io.gfile.copy(model_path, _join(examples_dir, SPM_MODEL), overwrite=True)
+        with open(model_path, "rb") as f:
+            _write_bytes(_join(examples_dir, SPM_MODEL), f.read())
 
     staging = _join(report_dir, "staging")
-    tf.io.gfile.makedirs(staging)
+    _delete_tree(staging)
     staged = {s: _stage_records(r, staging, s) for s, r in data.splits.items() if r}
     if staged:
         with make_pipeline() as pipeline:
             build_pipeline(pipeline, staged, data.image_dirs, examples_dir,
                            _join(staging, "image_issues"), data.num_keypoints, num_shards)
-    image_issues = []
     issues_file = _join(staging, "image_issues.jsonl")
-    if tf.io.gfile.exists(issues_file):
-        with tf.io.gfile.GFile(issues_file) as f:
-            image_issues = [json.loads(line) for line in f if line.strip()]
-    tf.io.gfile.rmtree(staging)
+    image_issues = ([json.loads(line) for line in _read_text(issues_file).splitlines() if line.strip()]
+                    if FileSystems.exists(issues_file) else [])
+    _delete_tree(staging)
 
     issues = sorted(data.issues + image_issues, key=_report_key)
     summary = V.summarize(issues, data.total_records)
@@ -219,10 +239,7 @@ def run_ingest(coco_dir, examples_dir, vocab_dir, report_dir, make_pipeline,
         dropped_images[row["split"]] += row["action"] == V.DROPPED
     summary["images_written"] = {s: len(r) - dropped_images[s] for s, r in sorted(data.splits.items())}
     summary["max_error_fraction"] = max_error_fraction
-    summary["caption_vocab_size"] = json.loads(
-        tf.io.gfile.GFile(_join(vocab_dir, VOCAB_INFO)).read())["caption_vocab_size"]
-
-    tf.io.gfile.makedirs(report_dir)
+    summary["caption_vocab_size"] = json.loads(_read_text(_join(vocab_dir, VOCAB_INFO)))["caption_vocab_size"]
     _write_text(_join(report_dir, ERRORS), "".join(json.dumps(r, sort_keys=True) + "\n" for r in issues))
     _write_text(_join(report_dir, SUMMARY), json.dumps(summary, indent=1))
     _write_text(_join(examples_dir, DATASET_INFO), json.dumps({

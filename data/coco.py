@@ -48,33 +48,34 @@ class CocoData:
     total_records: int = 0  # images + annotations + captions read
 
 
+def _remote():
+    """Beam's FileSystems (gs://, s3://, hdfs://), imported only for remote paths."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
 def _join(*parts):
-    return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]]) \
-        if "://" in parts[0] else os.path.join(*parts)
+    return _remote().join(*parts) if "://" in parts[0] else os.path.join(*parts)
 
 
 def _listdir(path):
     if "://" in path:
-        import tensorflow as tf
-
-        return [p.rstrip("/") for p in tf.io.gfile.listdir(path)] if tf.io.gfile.isdir(path) else []
+        matched = _remote().match([_join(path, "*")])[0].metadata_list
+        return sorted({m.path[len(path.rstrip("/")) + 1:].split("/")[0] for m in matched})
     return os.listdir(path) if os.path.isdir(path) else []
 
 
 def _isdir(path):
     if "://" in path:
-        import tensorflow as tf
-
-        return tf.io.gfile.isdir(path)
+        return bool(_remote().match([_join(path, "*")], limits=[1])[0].metadata_list)
     return os.path.isdir(path)
 
 
 def _read_json(path):
     try:
         if "://" in path:
-            import tensorflow as tf
-
-            with tf.io.gfile.GFile(path) as f:
+            with _remote().open(path) as f:
                 return json.load(f)
         with open(path) as f:
             return json.load(f)

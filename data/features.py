@@ -1,5 +1,5 @@
 """The tf.train.Example layout of one ingested image: feature keys, the parse spec,
-and pure-Python encode / decode of the proto.
+and encode / decode of the proto without TensorFlow.
 
 This module owns the keys (docs/CONTRACTS.md, "tf.train.Example features").
 Writers (components/beam_ingest.py) call `encode_example`; the tf.data parser
@@ -10,10 +10,16 @@ Coordinates are normalized to the image height/width and written (y, x):
 `object/bbox` holds ymin, xmin, ymax, xmax per object; polygon vertices and
 keypoints are (y, x) pairs. `object/rle` holds, per object, the COCO RLE JSON
 (compressed counts) of an RLE segmentation (always for crowd objects), or b"".
+
+Beam workers build examples with `Example`, a wire-identical copy of
+tensorflow/core/example/{example,feature}.proto in a private descriptor pool:
+importing TensorFlow costs each worker process seconds of start-up, and the
+bytes are what matters (tests check they parse as tf.train.Example).
+`FEATURE_SPEC` imports TensorFlow on first use.
 """
 import json
 
-import tensorflow as tf
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 IMAGE_ENCODED = "image/encoded"
 IMAGE_FORMAT = "image/format"
@@ -41,15 +47,71 @@ _INT_KEYS = (IMAGE_ID, IMAGE_HEIGHT, IMAGE_WIDTH, OBJECT_CLASS, OBJECT_IS_CROWD,
              POLYGON_INSTANCE, POLYGON_PART, CAPTION_IDS, CAPTION_LENGTH)
 _SCALAR_KEYS = (IMAGE_ENCODED, IMAGE_FORMAT, IMAGE_FILE_NAME, IMAGE_ID, IMAGE_HEIGHT, IMAGE_WIDTH)
 
-# For tf.io.parse_single_example: scalars are fixed length, lists are VarLen
-# (sparse; densify with tf.sparse.to_dense).
-FEATURE_SPEC = {
-    **{k: tf.io.FixedLenFeature([], tf.string) for k in (IMAGE_ENCODED, IMAGE_FORMAT, IMAGE_FILE_NAME)},
-    **{k: tf.io.FixedLenFeature([], tf.int64) for k in (IMAGE_ID, IMAGE_HEIGHT, IMAGE_WIDTH)},
-    **{k: tf.io.VarLenFeature(tf.string) for k in (OBJECT_RLE, CAPTION_TEXT)},
-    **{k: tf.io.VarLenFeature(tf.float32) for k in _FLOAT_KEYS},
-    **{k: tf.io.VarLenFeature(tf.int64) for k in _INT_KEYS if k not in _SCALAR_KEYS},
-}
+
+
+def _feature_spec():
+    """For tf.io.parse_single_example: scalars fixed length, lists VarLen (tf.sparse.to_dense)."""
+    import tensorflow as tf
+
+    return {
+        **{k: tf.io.FixedLenFeature([], tf.string) for k in (IMAGE_ENCODED, IMAGE_FORMAT, IMAGE_FILE_NAME)},
+        **{k: tf.io.FixedLenFeature([], tf.int64) for k in (IMAGE_ID, IMAGE_HEIGHT, IMAGE_WIDTH)},
+        **{k: tf.io.VarLenFeature(tf.string) for k in (OBJECT_RLE, CAPTION_TEXT)},
+        **{k: tf.io.VarLenFeature(tf.float32) for k in _FLOAT_KEYS},
+        **{k: tf.io.VarLenFeature(tf.int64) for k in _INT_KEYS if k not in _SCALAR_KEYS},
+    }
+
+
+def __getattr__(name):  # FEATURE_SPEC is built (and TensorFlow imported) on first use
+    if name == "FEATURE_SPEC":
+        globals()["FEATURE_SPEC"] = _feature_spec()
+        return globals()["FEATURE_SPEC"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _example_class():
+    """tf.train.Example's message layout (same field numbers, packed lists) -> message class."""
+    F = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="pix2seq/tf_example.proto", package="pix2seq.tfexample",
+                                              syntax="proto3")
+
+    def message(name, fields, nested=(), oneofs=()):
+        msg = file.message_type.add(name=name)
+        for entry in nested:
+            msg.nested_type.add().CopyFrom(entry)
+        for oneof in oneofs:
+            msg.oneof_decl.add(name=oneof)
+        for number, (field, label, kind, type_name, oneof) in enumerate(fields, start=1):
+            f = msg.field.add(name=field, number=number, label=label, type=kind)
+            if type_name:
+                f.type_name = type_name
+            if oneof is not None:
+                f.oneof_index = oneof
+        return msg
+
+    rep, opt = F.LABEL_REPEATED, F.LABEL_OPTIONAL
+    message("BytesList", [("value", rep, F.TYPE_BYTES, None, None)])
+    message("FloatList", [("value", rep, F.TYPE_FLOAT, None, None)])
+    message("Int64List", [("value", rep, F.TYPE_INT64, None, None)])
+    message("Feature", [(f"{k}_list", opt, F.TYPE_MESSAGE, f".pix2seq.tfexample.{k.title()}List", 0)
+                        for k in ("bytes", "float", "int64")], oneofs=["kind"])
+    entry = descriptor_pb2.DescriptorProto(name="FeatureEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, label=opt, type=F.TYPE_STRING)
+    entry.field.add(name="value", number=2, label=opt, type=F.TYPE_MESSAGE,
+                    type_name=".pix2seq.tfexample.Feature")
+    message("Features", [("feature", rep, F.TYPE_MESSAGE, ".pix2seq.tfexample.Features.FeatureEntry", None)],
+            nested=[entry])
+    message("Example", [("features", opt, F.TYPE_MESSAGE, ".pix2seq.tfexample.Features", None)])
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    descriptor = pool.FindMessageTypeByName("pix2seq.tfexample.Example")
+    if hasattr(message_factory, "GetMessageClass"):
+        return message_factory.GetMessageClass(descriptor)
+    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
+
+
+Example = _example_class()
 
 
 def _clip01(v):
@@ -94,7 +156,8 @@ def normalize_objects(objects, height, width, num_keypoints):
 
 
 def encode_example(record, image_bytes, image_format, num_keypoints):
-    """One validated per-image record (data/coco.py) + final image bytes -> tf.train.Example."""
+    """One validated per-image record (data/coco.py) + final image bytes -> `Example`
+    (serialize with `.SerializeToString()`; the bytes are a tf.train.Example)."""
     values = {
         IMAGE_ENCODED: [image_bytes],
         IMAGE_FORMAT: [image_format.encode()],
@@ -108,20 +171,21 @@ def encode_example(record, image_bytes, image_format, num_keypoints):
     }
     values.update(normalize_objects(record.get("objects", []), record["height"], record["width"],
                                     num_keypoints))
-    feature = {}
+    example = Example()
     for key, vals in values.items():
+        feature = example.features.feature[key]
         if key in _BYTES_KEYS:
-            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=vals))
+            feature.bytes_list.value.extend(vals)
         elif key in _FLOAT_KEYS:
-            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=vals))
+            feature.float_list.value.extend(vals)
         else:
-            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=vals))
-    return tf.train.Example(features=tf.train.Features(feature=feature))
+            feature.int64_list.value.extend(vals)
+    return example
 
 
 def decode_example(serialized):
     """Serialized tf.train.Example -> dict of Python lists (scalars unwrapped; RLE parsed)."""
-    example = tf.train.Example.FromString(serialized)
+    example = Example.FromString(serialized)
     out = {}
     for key, feature in example.features.feature.items():
         kind = feature.WhichOneof("kind")

@@ -70,19 +70,17 @@ def resolve_image_path(image_dir, file_name):
 def read_bytes(path):
     """File bytes, ImageRejected("image_missing") when absent."""
     try:
-        if _is_url(path):
-            import tensorflow as tf
+        if _is_url(path):  # gs://, s3://, hdfs:// through Beam's FileSystems
+            from apache_beam.io.filesystems import FileSystems
 
-            with tf.io.gfile.GFile(path, "rb") as f:
+            if not FileSystems.exists(path):
+                raise FileNotFoundError(path)
+            with FileSystems.open(path) as f:
                 return f.read()
         with open(path, "rb") as f:
             return f.read()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
         raise ImageRejected("image_missing", path) from e
-    except Exception as e:  # gfile raises its own NotFoundError
-        if type(e).__name__ == "NotFoundError":
-            raise ImageRejected("image_missing", path) from e
-        raise
 
 
 def _decode(data):

@@ -86,3 +86,38 @@ def test_cli_fails_over_max_error_fraction_with_summary(tmp_path, capsys):
     with open(tmp_path / "out" / "report" / "errors.jsonl") as f:
         (row,) = [json.loads(line) for line in f]
     assert (row["image_id"], row["reason"], row["field"]) == (9, "image_missing", "file_name")
+
+
+def test_example_bytes_are_a_tf_train_example():
+    import tensorflow as tf
+
+    from data import features as F
+
+    record = {"image_id": 5, "file_name": "x.png", "height": 10, "width": 20,
+              "objects": [{"id": 9, "category_id": 3, "bbox": [2.0, 1.0, 4.0, 5.0], "area": 12.5, "iscrowd": 0,
+                           "polygons": [[2, 1, 6, 1, 6, 6]], "rle": None, "keypoints": None}],
+              "captions": [{"text": "a car", "ids": [7, 8, 9]}]}
+    ours = F.encode_example(record, b"\x89PNG", "png", 2).SerializeToString()
+    expected = tf.train.Example(features=tf.train.Features(feature={
+        F.IMAGE_ENCODED: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\x89PNG"])),
+        F.OBJECT_BBOX: tf.train.Feature(float_list=tf.train.FloatList(value=[0.1, 0.1, 0.6, 0.3])),
+        F.CAPTION_IDS: tf.train.Feature(int64_list=tf.train.Int64List(value=[7, 8, 9])),
+    }))
+    parsed = tf.train.Example.FromString(ours)
+    for key, feature in expected.features.feature.items():
+        assert parsed.features.feature[key] == feature
+    assert len(parsed.features.feature) == 19
+    tensors = tf.io.parse_single_example(ours, F.FEATURE_SPEC)
+    assert tensors[F.IMAGE_ID].numpy() == 5
+    assert tf.sparse.to_dense(tensors[F.OBJECT_KEYPOINTS]).numpy().tolist() == [0.0] * 6
+    assert F.decode_example(ours)[F.POLYGON_PART] == [0, 0, 0]
+
+
+def test_beam_workers_do_not_import_tensorflow():
+    """The DoFn's modules stay TensorFlow-free, so worker processes start fast."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import components.beam_ingest, data.features, data.image_io, data.coco; "
+            "sys.exit('tensorflow' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__))).returncode == 0
