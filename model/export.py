@@ -1,0 +1,188 @@
+"""The serving SavedModel: per-task signatures over encoded image bytes.
+
+`export_saved_model(model, export_dir, caption_vocab_file=None)` writes it with
+`keras.export.ExportArchive`, which tracks the variables the traced functions use, so
+the SavedModel loads in TF2 (`tf.saved_model.load`) and in the session-based loader
+TF Serving's C++ server uses (`saved_model_cli run`). The TFX Trainer's `run_fn`
+calls it into `fn_args.serving_model_dir`. Graph work: `model/serving_graph.py`
+(core TF ops only, no jit_compile).
+
+Signatures (every input is required, as TF Serving requires; `images` is a string
+`[B]` of encoded JPEG/PNG; coordinates are image pixels, boxes `(ymin, xmin, ymax,
+xmax)`; M = max_instances, N = instances given per image, G = mask grid, P = polygon
+points, K = keypoints):
+
+| signature | inputs | outputs |
+|---|---|---|
+| `detect` = `serving_default` | images | boxes f32 [B,M,4], classes i32 [B,M], scores f32 [B,M], num_detections i32 [B] |
+| `segment` | images, boxes f32 [B,N,4], classes i32 [B,N] | masks f32 [B,N,G,G] (over each box; >= 0.5 is the ensemble mask), polygons f32 [B,N,P,2] (y,x), polygon_parts i32 [B,N,P] |
+| `keypoints` | images, boxes f32 [B,N,4] (persons) | keypoints f32 [B,N,K,3] (x, y, score) |
+| `caption` | images | captions string [B] |
+| `detect_and_describe` | images | detect's outputs + segment's (for every detection) + keypoints (for detected persons, zeros otherwise) + captions |
+
+Padding instances (class <= 0 or an empty box) give zeros. Options per request: TF
+Serving cannot leave an input out, so each signature has a `<name>_with_options`
+twin that adds scalar inputs; the plain signature uses the paper's defaults
+(`serving_graph.PAPER_DEFAULTS`, seed 0):
+`detect_with_options`: max_objects i32, temperature f32, top_p f32, seed i32;
+`segment_with_options`: num_samples i32, temperature, top_p, seed;
+`keypoints_with_options` / `caption_with_options`: temperature, top_p, seed;
+`detect_and_describe_with_options`: max_objects, temperature, top_p (detection),
+num_samples, seed (the later stages keep their paper defaults).
+A temperature <= 0 means greedy decoding. Sampling is seeded: the same request with
+the same seed gives the same answer.
+"""
+import pix2seq  # noqa: F401  (Keras 3 guard)
+
+import keras
+import tensorflow as tf
+
+from model.serving_graph import MASK_SIZE, PAPER_DEFAULTS, InferenceGraph
+
+IMAGES = tf.TensorSpec([None], tf.string, name="images")
+BOXES = tf.TensorSpec([None, None, 4], tf.float32, name="boxes")
+CLASSES = tf.TensorSpec([None, None], tf.int32, name="classes")
+
+
+def _scalar(name, dtype):
+    return tf.TensorSpec([], dtype, name=name)
+
+
+MAX_OBJECTS = _scalar("max_objects", tf.int32)
+TEMPERATURE = _scalar("temperature", tf.float32)
+TOP_P = _scalar("top_p", tf.float32)
+NUM_SAMPLES = _scalar("num_samples", tf.int32)
+SEED = _scalar("seed", tf.int32)
+
+
+def _defaults(task, **extra):
+    return {**PAPER_DEFAULTS[task], "seed": 0, **extra}
+
+
+def signature_functions(graph: InferenceGraph):
+    """name -> (python function, input TensorSpecs), in registration order (detect first).
+
+    Image decoding + encoding and each task stage are traced once as `tf.function`s
+    and called from every signature that needs them (function calls in the
+    SavedModel graph): `detect_and_describe` reuses the detect, segment, keypoints and
+    caption stages, and a plain signature calls its `_with_options` twin with the
+    defaults. Exporting thus traces each decoding loop once.
+    """
+    det = _defaults("detection", max_objects=graph.config.max_instances)
+    seg = _defaults("segmentation")
+    kp = _defaults("keypoints")
+    cap = _defaults("captioning")
+    decoder = graph.model.decoder
+    cross_spec = tf.TensorSpec(
+        [None, decoder.depth, 2, graph.model.config.num_image_tokens, decoder.num_heads, decoder.head_dim],
+        decoder.compute_dtype, name="cross")
+    frame_specs = [IMAGES, tf.TensorSpec([None, 2], tf.int32, name="image_size"),
+                   tf.TensorSpec([None, 2], tf.float32, name="canvas_scale"), cross_spec]
+
+    def traced(*specs):
+        return lambda fn: tf.function(fn, input_signature=list(specs), autograph=False)
+
+    def as_frame(images, image_size, canvas_scale, cross):
+        return {"images": images, "image_size": image_size, "canvas_scale": canvas_scale, "cross": cross}
+
+    @traced(IMAGES)
+    def frame_stage(images):
+        f = graph.frame(images)
+        return f["image_size"], f["canvas_scale"], f["cross"]
+
+    @traced(*frame_specs, MAX_OBJECTS, TEMPERATURE, TOP_P, SEED)
+    def detect_stage(images, image_size, canvas_scale, cross, max_objects, temperature, top_p, seed):
+        return graph.detect(as_frame(images, image_size, canvas_scale, cross), max_objects, temperature, top_p, seed)
+
+    @traced(*frame_specs, BOXES, CLASSES, NUM_SAMPLES, TEMPERATURE, TOP_P, SEED)
+    def segment_stage(images, image_size, canvas_scale, cross, boxes, classes, num_samples, temperature, top_p, seed):
+        return graph.segment(as_frame(images, image_size, canvas_scale, cross), boxes, classes,
+                             num_samples, temperature, top_p, seed)
+
+    @traced(IMAGES, frame_specs[1], BOXES, TEMPERATURE, TOP_P, SEED)
+    def keypoints_stage(images, image_size, boxes, temperature, top_p, seed):
+        return graph.keypoints(images, image_size, boxes, temperature, top_p, seed)
+
+    @traced(*frame_specs, TEMPERATURE, TOP_P, SEED)
+    def caption_stage(images, image_size, canvas_scale, cross, temperature, top_p, seed):
+        return graph.caption(as_frame(images, image_size, canvas_scale, cross), temperature, top_p, seed)
+
+    def detect_with_options(images, max_objects, temperature, top_p, seed):
+        return detect_stage(images, *frame_stage(images), max_objects, temperature, top_p, seed)
+
+    def segment_with_options(images, boxes, classes, num_samples, temperature, top_p, seed):
+        return segment_stage(images, *frame_stage(images), boxes, classes, num_samples, temperature, top_p, seed)
+
+    def keypoints_with_options(images, boxes, temperature, top_p, seed):
+        hw = tf.map_fn(lambda d: tf.shape(tf.io.decode_image(d, channels=3, expand_animations=False))[:2],
+                       images, fn_output_signature=tf.TensorSpec([2], tf.int32))
+        return keypoints_stage(images, hw, boxes, temperature, top_p, seed)
+
+    def caption_with_options(images, temperature, top_p, seed):
+        return caption_stage(images, *frame_stage(images), temperature, top_p, seed)
+
+    def detect_and_describe_with_options(images, max_objects, temperature, top_p, num_samples, seed):
+        frame = (images, *frame_stage(images))
+        found = detect_stage(*frame, max_objects, temperature, top_p, seed)
+        masks = segment_stage(*frame, found["boxes"], found["classes"], num_samples,
+                              seg["temperature"], seg["top_p"], seed)
+        people = keypoints_stage(images, frame[1], graph.person_boxes(found),
+                                 kp["temperature"], kp["top_p"], seed)
+        text = caption_stage(*frame, cap["temperature"], cap["top_p"], seed)
+        return {**found, **masks, **people, **text}
+
+    table = {
+        "detect": (lambda images: detect_with_options(
+            images, det["max_objects"], det["temperature"], det["top_p"], det["seed"]), [IMAGES]),
+        "segment": (lambda images, boxes, classes: segment_with_options(
+            images, boxes, classes, seg["num_samples"], seg["temperature"], seg["top_p"], seg["seed"]),
+            [IMAGES, BOXES, CLASSES]),
+        "keypoints": (lambda images, boxes: keypoints_with_options(
+            images, boxes, kp["temperature"], kp["top_p"], kp["seed"]), [IMAGES, BOXES]),
+        "caption": (lambda images: caption_with_options(
+            images, cap["temperature"], cap["top_p"], cap["seed"]), [IMAGES]),
+        "detect_and_describe": (lambda images: detect_and_describe_with_options(
+            images, det["max_objects"], det["temperature"], det["top_p"], seg["num_samples"], det["seed"]),
+            [IMAGES]),
+        "detect_with_options": (detect_with_options, [IMAGES, MAX_OBJECTS, TEMPERATURE, TOP_P, SEED]),
+        "segment_with_options": (segment_with_options,
+                                 [IMAGES, BOXES, CLASSES, NUM_SAMPLES, TEMPERATURE, TOP_P, SEED]),
+        "keypoints_with_options": (keypoints_with_options, [IMAGES, BOXES, TEMPERATURE, TOP_P, SEED]),
+        "caption_with_options": (caption_with_options, [IMAGES, TEMPERATURE, TOP_P, SEED]),
+        "detect_and_describe_with_options": (
+            detect_and_describe_with_options, [IMAGES, MAX_OBJECTS, TEMPERATURE, TOP_P, NUM_SAMPLES, SEED]),
+    }
+    return table
+
+
+SIGNATURES = ("detect", "segment", "keypoints", "caption", "detect_and_describe",
+              "detect_with_options", "segment_with_options", "keypoints_with_options",
+              "caption_with_options", "detect_and_describe_with_options")
+
+
+def export_saved_model(model, export_dir, caption_vocab_file=None, mask_size=MASK_SIZE,
+                       signatures=None):
+    """Write the serving SavedModel of `model` (a built `Pix2SeqModel`) to `export_dir`.
+
+    Args:
+      caption_vocab_file: SentencePiece model for caption text (else piece ids).
+      mask_size: segmentation mask grid side.
+      signatures: names to export (default all of `SIGNATURES`; `detect` is always
+        first, so it is also `serving_default`).
+    Returns:
+      export_dir.
+    """
+    graph = InferenceGraph(model, caption_vocab_file=caption_vocab_file, mask_size=mask_size)
+    functions = signature_functions(graph)
+    names = list(SIGNATURES if signatures is None else signatures)
+    unknown = sorted(set(names) - set(functions))
+    if unknown:
+        raise ValueError(f"Unknown signatures {unknown}; expected names from {SIGNATURES}.")
+    names = ["detect"] + [n for n in names if n != "detect"]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name in names:
+        fn, spec = functions[name]
+        archive.add_endpoint(name, fn, input_signature=spec)
+    archive.write_out(export_dir, verbose=False)
+    return export_dir
