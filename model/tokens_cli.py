@@ -224,10 +224,10 @@ def format_text(out):
              "prompt:  " + " ".join(out["rendered"]["prompt"])]
     if "caption" in out:
         lines.append(f"caption: {out['caption']}")
-    lines.append(f"{'pos':>4}  {'target':>6}  {'weight':>6}  rendering")
+    lines.append(f"{'pos':>4}  {'input':>6}  {'target':>6}  {'weight':>6}  rendering (target)")
     rendered = out["rendered"]["target"]
-    for i, (tok, w, r) in enumerate(zip(out["target"], out["weights"], rendered)):
-        lines.append(f"{i:>4}  {tok:>6}  {w:>6g}  {r}")
+    for i, (inp, tok, w, r) in enumerate(zip(out["input"], out["target"], out["weights"], rendered)):
+        lines.append(f"{i:>4}  {inp:>6}  {tok:>6}  {w:>6g}  {r}")
     rest = len(out["target"]) - len(rendered)
     if rest:
         lines.append(f"      (+{rest} padding tokens, weight 0)")

@@ -74,6 +74,8 @@ class TokenConfig:
     person_class_id: int = 1
 
     def __post_init__(self):
+        # JSON round trips turn tuples into lists; keep the config hashable and comparable.
+        object.__setattr__(self, "keypoint_flip_pairs", tuple(tuple(p) for p in self.keypoint_flip_pairs))
         checks = (
             (2 <= self.num_bins <= MAX_NUM_BINS, "num_bins", f"in [2, {MAX_NUM_BINS}]"),
             (self.max_instances >= 1, "max_instances", ">= 1"),

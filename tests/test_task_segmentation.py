@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import given, settings, strategies as st
 
 from model import polygons, vocab
 from model.tasks import get_task
@@ -46,6 +47,18 @@ def test_round_trip_ids_and_weights(sizes, pad):
     np.testing.assert_array_equal(part[keep], ex["polygon_part"][ex["polygon_part"] >= 0])
     err = np.abs(dec["points"].numpy()[keep] - ex["polygon_points"][ex["polygon_part"] >= 0])
     assert err.max() <= HALF_BIN
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(3, 8), min_size=1, max_size=3), st.integers(0, 2**31 - 1))
+def test_random_polygons_round_trip_within_half_bin(sizes, seed):
+    ex = example(np.random.default_rng(seed), sizes)
+    resp = response_of(TASK, TASK.build_sequences(ex, seed))
+    assert np.all((resp >= 0) & (resp < 2000))
+    dec = TASK.decode(resp)
+    keep = dec["part"].numpy() >= 0
+    np.testing.assert_array_equal(dec["part"].numpy()[keep], ex["polygon_part"])
+    assert np.abs(dec["points"].numpy()[keep] - ex["polygon_points"]).max() <= HALF_BIN
 
 
 def test_long_polygon_is_resampled_not_truncated():

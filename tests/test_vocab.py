@@ -1,4 +1,7 @@
 """model/vocab.py: token layout, quantization round trip, TokenConfig validation."""
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -57,10 +60,12 @@ def test_token_config_rejects_bad_values(field, value):
         vocab.TokenConfig(**{field: value})
 
 
-def test_token_config_is_frozen():
+def test_token_config_is_frozen_and_survives_json():
     cfg = vocab.TokenConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.num_bins = 10
+    again = vocab.TokenConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert again == cfg and hash(again) == hash(cfg)
 
 
 def test_as_seed_and_masks():
