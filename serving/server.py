@@ -13,12 +13,14 @@ import logging
 import signal
 import threading
 from concurrent import futures
+from functools import partial
 
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving import errors, handlers
 from serving.version_manager import VersionManager
+from serving.warmup import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class ServerConfig:
       num_versions: newest versions kept loaded and addressable by `model_spec.version`.
       limits: image byte/pixel limits and batch limit checked before the graph runs.
       grace_seconds: on shutdown, how long in-flight requests may take to finish.
+      warmup: run each new version once (its recorded warm-up requests, else a small
+        image through the image-only signatures) before it takes traffic.
     """
 
     model_base_path: str
@@ -52,6 +56,7 @@ class ServerConfig:
     num_versions: int = 1
     limits: handlers.RequestLimits = handlers.RequestLimits()
     grace_seconds: float = 10.0
+    warmup: bool = True
 
 
 def _answer(handler, request, context, *args):
@@ -107,6 +112,7 @@ class ModelServer:
             config.model_name,
             poll_seconds=config.poll_seconds,
             num_versions=config.num_versions,
+            warmup=partial(warm_up, image_inputs=config.limits.image_inputs) if config.warmup else None,
         )
         options = [
             ("grpc.max_receive_message_length", config.max_message_bytes),

@@ -31,6 +31,9 @@ def add_arguments(parser) -> None:
                         help="how many of the newest versions stay loaded (addressable by model_spec.version)")
     parser.add_argument("--grace-seconds", type=float, default=10.0,
                         help="on SIGTERM, how long in-flight requests may take to finish")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="serve a new version without first running it once (assets.extra/"
+                             "tf_serving_warmup_requests, else a generated image)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -59,6 +62,7 @@ def config_from_args(args):
         num_versions=args.num_versions,
         limits=limits,
         grace_seconds=args.grace_seconds,
+        warmup=args.warmup,
     )
 
 

@@ -38,9 +38,12 @@ class VersionManager:
         `--file_system_poll_wait_seconds`); 0 disables the polling thread.
       num_versions: how many of the newest versions stay loaded (TF Serving `latest { num_versions }`).
       loader: `(base_path, version) -> LoadedVersion`; replaceable for tests.
+      warmup: `LoadedVersion -> None` run after loading and before the version serves
+        (`serving.warmup.warm_up`), or None to serve it cold.
     """
 
-    def __init__(self, base_path, model_name, poll_seconds=1.0, num_versions=1, loader=model_loader.load_version):
+    def __init__(self, base_path, model_name, poll_seconds=1.0, num_versions=1, loader=model_loader.load_version,
+                 warmup=None):
         if num_versions < 1:
             raise ValueError(f"num_versions must be >= 1, received: {num_versions}")
         self.base_path = base_path
@@ -48,6 +51,7 @@ class VersionManager:
         self.poll_seconds = poll_seconds
         self.num_versions = num_versions
         self._loader = loader
+        self._warmup = warmup
         self._serving = {}  # version -> LoadedVersion; replaced as a whole on every change
         self._states = {}  # version -> VersionState
         self._failed = {}  # version -> stamp of the saved_model.pb that failed to load
@@ -118,6 +122,8 @@ class VersionManager:
         start = time.monotonic()
         try:
             model = self._loader(self.base_path, version)
+            if self._warmup is not None:
+                self._warmup(model)
         except Exception as e:  # a broken or half-copied push must not stop serving
             self._failed[version] = stamp
             self._set_state(version, VersionState(END, f"{type(e).__name__}: {e}"))

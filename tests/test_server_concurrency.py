@@ -118,3 +118,26 @@ def test_older_versions_stay_addressable_with_num_versions(tmp_path):
         assert client.predict_with_version("detect", [encode_image(9)])[1] == 3
         assert client.predict_with_version("detect", [encode_image(9)], version=2)[1] == 2
         assert sorted(s["version"] for s in client.status()) == [2, 3]
+
+
+def test_warm_up_runs_recorded_requests_else_image_only_signatures(tmp_path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from serving import model_loader
+    from serving.warmup import WARMUP_FILE, warm_up
+
+    base = str(tmp_path / "pix2seq")
+    path = push_version(toy_model_dir(0), base, 1)
+    model = model_loader.load_version(base, 1)
+    assert warm_up(model) == len(model.signatures)  # every toy signature takes only images
+
+    os.makedirs(os.path.join(path, os.path.dirname(WARMUP_FILE)))
+    with tf.io.TFRecordWriter(os.path.join(path, WARMUP_FILE)) as writer:
+        for signature in ("caption", "no_such_signature"):
+            entry = prediction_log_pb2.PredictionLog()
+            request = entry.predict_log.request
+            request.model_spec.name = "pix2seq"
+            request.model_spec.signature_name = signature
+            request.inputs["images"].CopyFrom(tf.make_tensor_proto([encode_image(3)], dtype=tf.string))
+            writer.write(entry.SerializeToString())
+    assert warm_up(model) == 1  # the recorded caption request; the unknown signature is skipped
