@@ -75,18 +75,24 @@ def summarize(metadata_path: str, pipeline_name: str, run_id: Optional[str] = No
     config.sqlite.filename_uri = metadata_path
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
     store = metadata_store.MetadataStore(config)
-    runs = [c for c in store.get_contexts_by_type("pipeline_run")
-            if c.name.startswith(pipeline_name) or _context_pipeline(store, c) == pipeline_name]
-    if not runs:
+    pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline_ctx is None:
         raise RuntimeError(f"no run of pipeline {pipeline_name!r} in {metadata_path}")
-    run_ctx = max(runs, key=lambda c: c.create_time_since_epoch) if run_id is None else \
-        next(c for c in runs if c.name == run_id)
+    type_names = {t.id: t.name for t in store.get_context_types()}
+    contexts_of = {ex.id: store.get_contexts_by_execution(ex.id)
+                   for ex in store.get_executions_by_context(pipeline_ctx.id)}
+    runs = {c.id: c for ctxs in contexts_of.values() for c in ctxs if type_names[c.type_id] == "pipeline_run"}
+    if run_id is None:
+        run_ctx = max(runs.values(), key=lambda c: c.create_time_since_epoch)
+    else:
+        run_ctx = next(c for c in runs.values() if c.name == run_id)
     executions = store.get_executions_by_context(run_ctx.id)
+    prefix = pipeline_name + "."
     node_of = {}
     for ex in executions:
-        for ctx in store.get_contexts_by_execution(ex.id):
-            if ctx.type == "node" or store.get_context_types_by_id([ctx.type_id])[0].name == "node":
-                node_of[ex.id] = ctx.name.split(".")[-1]
+        for ctx in contexts_of.get(ex.id, []):
+            if type_names[ctx.type_id] == "node":
+                node_of[ex.id] = ctx.name[len(prefix):] if ctx.name.startswith(prefix) else ctx.name
     components = []
     for ex in sorted(executions, key=lambda e: e.create_time_since_epoch):
         seconds = max(0.0, (ex.last_update_time_since_epoch - ex.create_time_since_epoch) / 1000.0)
@@ -124,11 +130,6 @@ def summarize(metadata_path: str, pipeline_name: str, run_id: Optional[str] = No
         examples_uri=examples.uri if examples is not None else None,
         schema_uri=schema.uri if schema is not None else None,
     )
-
-
-def _context_pipeline(store, run_ctx) -> Optional[str]:
-    prop = run_ctx.properties.get("pipeline_name") or run_ctx.custom_properties.get("pipeline_name")
-    return prop.string_value if prop is not None else None
 
 
 def _outputs_by_node(store, executions, node_of) -> Dict[str, Dict[str, list]]:

@@ -63,7 +63,9 @@ def image_results(image_id: int, height: int, width: int, outputs: Mapping[str, 
             xmin, xmax = max(0.0, xmin), min(float(width), xmax)
             ymin, ymax = max(0.0, ymin), min(float(height), ymax)
             cat = int(classes[i])
-            if "detection" in options.tasks and xmax > xmin and ymax > ymin:
+            if xmax <= xmin or ymax <= ymin:
+                continue  # an empty box is no detection (and has no mask)
+            if "detection" in options.tasks:
                 out["bbox"].append({"image_id": int(image_id), "category_id": cat, "score": score,
                                     "bbox": [xmin, ymin, xmax - xmin, ymax - ymin]})
             if "segmentation" in options.tasks and masks is not None:
