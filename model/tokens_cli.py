@@ -84,7 +84,7 @@ def _prepared(args, data, record, token_config):
         if not 0 <= args.instance < len(candidates):
             raise TokensError(f"image {record['image_id']} has {len(candidates)} {args.task} instance(s); "
                               f"--instance {args.instance} is out of range")
-        index, object_index = int(candidates[args.instance]), int(candidates[args.instance])
+        index = object_index = int(candidates[args.instance])
     else:
         index, object_index = args.instance, None
         if args.task == "captioning" and not 0 <= index < len(record["captions"]):
@@ -126,7 +126,7 @@ def _round(values, digits=5):
     return [round(float(v), digits) for v in values]
 
 
-def decode_target(task, response, to_pixels, pieces=None):
+def decode_target(task, response, to_pixels):
     """Decoded annotations from the response tokens, in canvas and image coordinates."""
     import numpy as np
 
@@ -209,7 +209,7 @@ def run(args):
         "prompt": prompt.tolist(), "input": seqs["input_tokens"].tolist(),
         "target": seqs["target_tokens"].tolist(), "weights": _round(seqs["token_weights"], 4),
         "rendered": {"prompt": render(prompt), "target": render(seqs["target_tokens"][:used])},
-        "decoded": decode_target(task, response, to_pixels, pieces),
+        "decoded": decode_target(task, response, to_pixels),
     }
     if object_index is not None:
         out["annotation_id"] = int(record["objects"][object_index]["id"])
