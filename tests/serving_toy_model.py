@@ -1,11 +1,11 @@
-"""A seconds-fast stand-in SavedModel with the serving contract's signatures.
+"""A seconds-fast stand-in SavedModel in the serving contract's style.
 
-Same interface as `model/export.py`'s export (input `images`: string [B] of encoded
-JPEG/PNG; signatures detect = serving_default, segment, keypoints, caption,
-detect_and_describe; outputs of the contract's dtypes), written with
-`keras.export.ExportArchive` around a tiny Keras model. Serving tests use it where the
-behaviour under test is the server's (errors, concurrency, hot reload), so 200 requests
-take seconds; `tests/test_server.py` also checks the real export.
+Input `images` (string [B] of encoded JPEG/PNG) and the contract's signature names
+(detect = serving_default, segment, keypoints, caption, detect_and_describe; here all
+of them take only `images`), written with `keras.export.ExportArchive` around a tiny
+Keras model. The tests whose subject is the server (errors, concurrency, hot reload)
+use it so 200 requests take seconds; `tests/test_server.py` also serves the real export
+(`model/export.py`) and checks it against the in-process call.
 """
 import atexit
 import io

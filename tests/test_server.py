@@ -130,3 +130,60 @@ def test_models_config_is_a_valid_model_server_config():
     assert model.name == ServerConfig("unused").model_name
     assert model.model_platform == "tensorflow"
     assert model.model_version_policy.latest.num_versions == 1
+
+
+# --- the real export (model/export.py) of a random-weights model, shrunk so it traces fast ---
+REAL_SIGNATURES = ("detect", "segment", "keypoints", "caption", "detect_and_describe", "caption_with_options")
+MICRO = dict(encoder_depth=1, decoder_depth=1, image_size=64, max_instances=4, encoder_dim=32, decoder_dim=32,
+             encoder_mlp_dim=64, decoder_mlp_dim=64, encoder_heads=2, decoder_heads=2, caption_vocab_size=100,
+             max_caption_len=8, max_polygon_points=8)
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory):
+    from model.config import preset
+    from model.export import export_saved_model
+    from model.pix2seq_model import Pix2SeqModel
+
+    base = str(tmp_path_factory.mktemp("serving_real") / "pix2seq")
+    model = Pix2SeqModel(preset("tiny", **MICRO))
+    model.build()
+    export_saved_model(model, os.path.join(base, "1"), signatures=list(REAL_SIGNATURES), mask_size=16)
+    config = ServerConfig(base, port=portpicker.pick_unused_port(), poll_seconds=0)
+    with ModelServer(config) as server:
+        yield server
+
+
+def _real_inputs(signature, images, in_process):
+    """Extra inputs a signature needs, taken from an in-process detect call."""
+    det = in_process["detect"](images=tf.constant(images))
+    extra = {"segment": {"boxes": det["boxes"], "classes": det["classes"]},
+             "keypoints": {"boxes": det["boxes"]},
+             "caption_with_options": {"temperature": tf.constant(0.7), "top_p": tf.constant(0.9),
+                                      "seed": tf.constant(3)}}
+    return {k: v.numpy() for k, v in extra.get(signature, {}).items()}
+
+
+@pytest.mark.parametrize("signature", ("serving_default",) + REAL_SIGNATURES)
+def test_real_export_over_grpc_equals_in_process_call(real_server, signature):
+    # The in-process side calls the same SavedModel the server loaded (tf.saved_model.load of
+    # <base>/1), directly, without gRPC: loading it twice would double this test's cost.
+    in_process = real_server.manager.get().signatures
+    images = [encode_image(11, size=(48, 40)), encode_image(12, size=(30, 64), fmt="PNG")]
+    extra = _real_inputs(signature, images, in_process)
+    want = to_numpy_outputs(in_process[signature](
+        images=tf.constant(images), **{k: tf.constant(v) for k, v in extra.items()}))
+    with Pix2SeqClient(real_server.address) as client:
+        got, version = client.predict_with_version(signature, images, **extra)
+    assert version == 1
+    _assert_same(got, want)
+
+
+def test_real_export_metadata_lists_its_signatures_and_inputs(real_server):
+    with Pix2SeqClient(real_server.address) as client:
+        signatures = client.metadata()["signatures"]
+    assert set(signatures) == {"serving_default", *REAL_SIGNATURES}
+    assert signatures["segment"]["inputs"] == {
+        "images": ("string", (None,)), "boxes": ("float32", (None, None, 4)), "classes": ("int32", (None, None))}
+    assert signatures["detect"]["outputs"]["boxes"] == ("float32", (None, MICRO["max_instances"], 4))
+    assert signatures["caption"]["outputs"] == {"captions": ("string", (None,))}
