@@ -6,6 +6,7 @@ import time
 from concurrent import futures
 
 import numpy as np
+import pytest
 import portpicker
 import tensorflow as tf
 
@@ -141,3 +142,33 @@ def test_warm_up_runs_recorded_requests_else_image_only_signatures(tmp_path):
             request.inputs["images"].CopyFrom(tf.make_tensor_proto([encode_image(3)], dtype=tf.string))
             writer.write(entry.SerializeToString())
     assert warm_up(model) == 1  # the recorded caption request; the unknown signature is skipped
+
+
+def test_stop_lets_in_flight_requests_finish_and_refuses_new_ones(tmp_path):
+    import dataclasses
+
+    import grpc
+
+    from serving import model_loader
+    from serving.version_manager import VersionManager
+
+    def slow_loader(base_path, version):  # every call takes a second: a request surely in flight
+        model = model_loader.load_version(base_path, version)
+
+        def slow(fn):
+            return lambda **inputs: (time.sleep(1.0), fn(**inputs))[1]
+
+        return dataclasses.replace(model, signatures={k: slow(f) for k, f in model.signatures.items()})
+
+    base = str(tmp_path / "pix2seq")
+    push_version(toy_model_dir(0), base, 1)
+    config = ServerConfig(base, port=portpicker.pick_unused_port(), poll_seconds=0, warmup=False)
+    server = ModelServer(config, manager=VersionManager(base, "pix2seq", poll_seconds=0, loader=slow_loader)).start()
+    with Pix2SeqClient(server.address) as client, futures.ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(client.predict, "detect", [encode_image(1)])
+        time.sleep(0.3)
+        server.stop(grace=10)
+        assert in_flight.result()["boxes"].shape == (1, 1, 4)
+        with pytest.raises(grpc.RpcError) as err:
+            client.predict("detect", [encode_image(1)])
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
