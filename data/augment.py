@@ -64,9 +64,8 @@ def flip_left_right(example, flip, keypoint_flip_pairs=()):
     out = dict(example)
     image = example["image"]
     out["image"] = tf.ensure_shape(layer.augment_images(image[None], transform)[0], image.shape)
-    n = tf.shape(example["boxes"])[0]
     moved = layer.augment_bounding_boxes(
-        {"boxes": example["boxes"][None], "classes": tf.cast(tf.range(n), tf.float32)[None]},
+        {"boxes": example["boxes"][None], "classes": geometry.object_index(example["boxes"])[None]},
         transform)
     out["boxes"] = tf.reshape(moved["boxes"][0], [-1, 4])
     out = geometry.move_points(out, tf.ones([2]), tf.zeros([2]), flip=flip)

@@ -116,6 +116,12 @@ def swap_keypoints(keypoints, flip_pairs, flip):
     return tf.where(tf.cast(flip, tf.bool), swapped, keypoints)
 
 
+def object_index(boxes):
+    """float [N] 0..N-1 with the same static shape as boxes[:, 0]: keras-cv's "classes"
+    slot, so the objects that survive a keras-cv box op can be told apart."""
+    return tf.cumsum(tf.ones_like(boxes[..., 0])) - 1.0
+
+
 def keep_objects(example, keep):
     """Keeps the objects where `keep` [N] is true, with their polygon vertices;
     polygon_instance is renumbered to the new object order."""

@@ -24,6 +24,12 @@ TASK_NAMES = ("detection", "segmentation", "keypoints", "captioning")
 SEQUENCE_KEYS = ("input_tokens", "target_tokens", "token_weights")
 
 
+def _graph(fn):
+    """Marks a tf.data function as plain graph code: autograph's conversion of the
+    keras-cv and codec code it calls only costs tracing time."""
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 def task_id(task):
     if task not in TASK_NAMES:
         raise ValueError(f"Unknown task {task!r}; expected one of {TASK_NAMES}.")
@@ -86,9 +92,10 @@ def _per_replica(batch_size, input_context):
 def _parsed(files, task, token_config, input_context, shuffle_files=False, seed=None):
     records = parse.record_dataset(files, shuffle_files=shuffle_files, seed=seed,
                                    input_context=input_context)
-    ds = records.map(lambda r: parse.parse_example(r, token_config.num_keypoints, decode_image=False),
+    ds = records.map(_graph(lambda r: parse.parse_example(r, token_config.num_keypoints,
+                                                          decode_image=False)),
                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.filter(lambda e: usable(e, task))
+    return ds.filter(_graph(lambda e: usable(e, task)))
 
 
 def task_examples(files, task, token_config, seed=0, augment_config=augment_lib.AugmentConfig(),
@@ -100,6 +107,7 @@ def task_examples(files, task, token_config, seed=0, augment_config=augment_lib.
     ds = ds.shuffle(shuffle_buffer, seed=base, reshuffle_each_iteration=True).repeat()
     size, pairs = token_config.image_size, tuple(token_config.keypoint_flip_pairs)
 
+    @_graph
     def make(index, example):
         seeds = tf.random.experimental.stateless_split(
             tf.stack([tf.constant(base, tf.int64), index]), num=2)
@@ -124,17 +132,17 @@ def eval_examples(files, task, token_config, input_context=None):
     codec = _codec(task, token_config)
     size = token_config.image_size
     ds = _parsed(files, task, token_config, input_context)
-    ds = ds.map(parse.decode_parsed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(_graph(parse.decode_parsed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if task in ("segmentation", "keypoints"):
         pick = (preprocess.segmentation_candidates if task == "segmentation"
                 else preprocess.keypoint_candidates)
-        ds = ds.flat_map(lambda e: tf.data.Dataset.from_tensor_slices(pick(e)).map(
-            lambda i: preprocess.prepare_eval(e, task, size, i)))
+        ds = ds.flat_map(_graph(lambda e: tf.data.Dataset.from_tensor_slices(pick(e)).map(
+            _graph(lambda i: preprocess.prepare_eval(e, task, size, i)))))
     else:
-        ds = ds.map(lambda e: preprocess.prepare_eval(e, task, size),
+        ds = ds.map(_graph(lambda e: preprocess.prepare_eval(e, task, size)),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     seed = tf.constant([0, task_id(task)], tf.int64)
-    return ds.map(lambda e: _sequences(codec, e, task, seed, training=False),
+    return ds.map(_graph(lambda e: _sequences(codec, e, task, seed, training=False)),
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -181,8 +189,8 @@ def data_mixing_dataset(files, weights, token_config, batch_size, seed=0,
     for t in tasks:
         ds = task_examples(files, t, token_config, seed, augment_config, input_context, shuffle_buffer)
         tid = task_id(t)
-        streams.append(ds.map(lambda e, tid=tid: dict(_pad_sequences(e, length),
-                                                      task_id=tf.constant(tid, tf.int32))))
+        streams.append(ds.map(_graph(lambda e, tid=tid: dict(_pad_sequences(e, length),
+                                                             task_id=tf.constant(tid, tf.int32)))))
     total = float(sum(weights[t] for t in tasks))
     mixed = tf.data.Dataset.sample_from_datasets(
         streams, [weights[t] / total for t in tasks], seed=_base_seed(seed, tasks[0], input_context))

@@ -72,10 +72,9 @@ def apply_canvas_transform(example, transform, image_size):
     canvas = layer.augment_images(image[None], transform)[0]
     out["image"] = tf.ensure_shape(canvas, [image_size, image_size, 3])
 
-    n = tf.shape(example["boxes"])[0]
     moved = layer.augment_bounding_boxes(
         {"boxes": (example["boxes"] * tf.tile(hw, [2]))[None],
-         "classes": tf.cast(tf.range(n), tf.float32)[None]},  # object index tracks survivors
+         "classes": geometry.object_index(example["boxes"])[None]},  # tracks survivors
         transform)
     keep = moved["classes"][0] >= 0
     out["boxes"] = tf.reshape(moved["boxes"][0], [-1, 4]) / float(image_size)
@@ -116,10 +115,9 @@ def crop_to_window(example, window):
     size = tf.cast(hi - lo, tf.float32)
     scale = hw / size
     shift = tf.cast(lo, tf.float32) / size
-    n = tf.shape(example["boxes"])[0]
     clipped = keras_cv.bounding_box.clip_to_image(
         {"boxes": example["boxes"] * tf.tile(scale, [2]) - tf.tile(shift, [2]),
-         "classes": tf.cast(tf.range(n), tf.float32)},
+         "classes": geometry.object_index(example["boxes"])},
         bounding_box_format="rel_yxyx", image_shape=(1, 1, 3))
     out["boxes"] = tf.reshape(clipped["boxes"], [-1, 4])
     out = geometry.move_points(out, scale, shift)
