@@ -143,15 +143,13 @@ def normalize_objects(objects, height, width, num_keypoints):
                 out[POLYGON_PART].append(part)
         rle = obj.get("rle")
         out[OBJECT_RLE].append(json.dumps(rle, sort_keys=True).encode() if rle else b"")
-        kps = obj.get("keypoints")
-        if kps:
-            for kx, ky, v in zip(kps[0::3], kps[1::3], kps[2::3]):
-                if v > 0:
-                    out[OBJECT_KEYPOINTS] += [_clip01(ky / height), _clip01(kx / width), float(v)]
-                else:
-                    out[OBJECT_KEYPOINTS] += [0.0, 0.0, 0.0]
-        else:
-            out[OBJECT_KEYPOINTS] += [0.0] * (3 * num_keypoints)
+        kps = (obj.get("keypoints") or [])[:3 * num_keypoints]
+        for kx, ky, v in zip(kps[0::3], kps[1::3], kps[2::3]):
+            if v > 0:
+                out[OBJECT_KEYPOINTS] += [_clip01(ky / height), _clip01(kx / width), float(v)]
+            else:
+                out[OBJECT_KEYPOINTS] += [0.0, 0.0, 0.0]
+        out[OBJECT_KEYPOINTS] += [0.0] * (3 * num_keypoints - len(kps))  # no or fewer keypoints
     return out
 
 
