@@ -41,7 +41,9 @@ def image_results(image_id: int, height: int, width: int, outputs: Mapping[str, 
                   options: PredictOptions) -> dict:
     """COCO result entries of one image from one row of the signature outputs.
 
-    Boxes come as (ymin, xmin, ymax, xmax) pixels; COCO wants [x, y, w, h].
+    Boxes come as (ymin, xmin, ymax, xmax) pixels; COCO wants [x, y, w, h]. Every
+    entry also keeps `detection`, the index of the detection it came from (COCO
+    tools ignore it; the pictures use it to draw box, mask and keypoints together).
     Masks, when present, are [M, G, G] fractions of the sampled masks covering
     each cell of a grid laid over the instance's box (model/export.py); the
     cells >= mask_threshold are pasted into an image-size mask. Keypoints are
@@ -67,12 +69,12 @@ def image_results(image_id: int, height: int, width: int, outputs: Mapping[str, 
                 continue  # an empty box is no detection (and has no mask)
             if "detection" in options.tasks:
                 out["bbox"].append({"image_id": int(image_id), "category_id": cat, "score": score,
-                                    "bbox": [xmin, ymin, xmax - xmin, ymax - ymin]})
+                                    "bbox": [xmin, ymin, xmax - xmin, ymax - ymin], "detection": i})
             if "segmentation" in options.tasks and masks is not None:
                 mask = paste_box_mask(masks[row][i] >= options.mask_threshold,
                                       (ymin, xmin, ymax, xmax), height, width)
                 out["segm"].append({"image_id": int(image_id), "category_id": cat, "score": score,
-                                    "segmentation": coco_metrics.mask_to_rle(mask)})
+                                    "segmentation": coco_metrics.mask_to_rle(mask), "detection": i})
             if ("keypoints" in options.tasks and kps is not None
                     and cat in options.keypoint_category_ids):
                 points = np.asarray(kps[row][i], np.float64).reshape(-1, 3)
@@ -82,7 +84,7 @@ def image_results(image_id: int, height: int, width: int, outputs: Mapping[str, 
                 # person score x mean keypoint confidence, as the paper's keypoint AP does
                 kp_score = score * float(np.mean(points[:, 2])) if len(points) else score
                 out["keypoints"].append({"image_id": int(image_id), "category_id": cat,
-                                         "score": kp_score, "keypoints": flat})
+                                         "score": kp_score, "keypoints": flat, "detection": i})
     if "captioning" in options.tasks and "captions" in outputs:
         out["caption"] = _decode_text(outputs["captions"][row])
     return out
