@@ -42,6 +42,7 @@ class DropPath(keras.layers.Layer):
         self.rate = rate
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.built = True  # no weights
 
     def call(self, x, training=False):
         if not training or self.rate == 0.0:

@@ -35,10 +35,14 @@ class Pix2SeqModel(keras.Model):
     Args:
       config: a `ModelConfig` (or its `to_dict()`).
       task_weights: loss weight per task for batch mixing; defaults to the paper's.
+      global_clipnorm: clip the *global-batch* gradient to this norm (None: off).
+        Done here rather than by the optimizer because Keras' optimizers clip each
+        replica's partial gradient before the all-reduce.
     """
 
-    def __init__(self, config, task_weights=None, **kwargs):
+    def __init__(self, config, task_weights=None, global_clipnorm=None, **kwargs):
         super().__init__(**kwargs)
+        self.global_clipnorm = global_clipnorm
         if isinstance(config, dict):
             config = ModelConfig.from_dict(config)
         self.config = config
@@ -91,6 +95,10 @@ class Pix2SeqModel(keras.Model):
         self.projection.build((None, self.config.num_image_tokens, self.config.encoder_dim))
         self.decoder.build((None, None), (None, self.config.num_image_tokens, self.config.decoder_dim))
         self.built = True
+
+    def embedding_variables(self):
+        """The token and position embedding tables (excluded from weight decay)."""
+        return [self.decoder.token_embedding.embeddings, self.decoder.position_embedding]
 
     @property
     def metrics(self):
@@ -164,12 +172,33 @@ class Pix2SeqModel(keras.Model):
             total, parts = self.compute_task_losses(data, training=True)
             scaled = self.optimizer.scale_loss(total)
         grads = tape.gradient(scaled, self.trainable_variables)
+        if self.global_clipnorm:
+            grads = self._clip_global_gradient(grads)
         self.optimizer.apply(grads, self.trainable_variables)
         return self._update_metrics(total, parts)
+
+    def _clip_global_gradient(self, grads):
+        """Clips the all-replica gradient sum; returns per-replica shares the optimizer sums back."""
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        if replicas > 1:
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        # Gradients are of the scaled loss (`optimizer.scale_loss`): scale the threshold alike.
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            loss_scale = ops.cast(self.optimizer.dynamic_scale, "float32")
+        else:
+            loss_scale = self.optimizer.loss_scale_factor or 1.0
+        grads, _ = tf.clip_by_global_norm(grads, self.global_clipnorm * loss_scale)
+        return [g / replicas for g in grads] if replicas > 1 else grads
 
     def test_step(self, data):
         total, parts = self.compute_task_losses(data, training=False)
         return self._update_metrics(total, parts)
 
     def get_config(self):
-        return {**super().get_config(), "config": self.config.to_dict(), "task_weights": self.task_weights}
+        return {
+            **super().get_config(),
+            "config": self.config.to_dict(),
+            "task_weights": self.task_weights,
+            "global_clipnorm": self.global_clipnorm,
+        }

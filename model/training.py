@@ -1,0 +1,260 @@
+"""The one training function behind `pix2seq train` and the TFX Trainer's `run_fn`.
+
+`train(model_config, train_config, out_dir, train_dataset_fn, ...)`:
+
+1. picks the strategy (model/strategy.py) and the precision policy;
+2. builds the model, AdamW and the metrics inside the strategy scope;
+3. restores the newest checkpoint under `out_dir/checkpoints` if there is one —
+   weights, optimizer slots and step, and the dropout random-generator states;
+4. feeds `strategy.distribute_datasets_from_function`, asking the dataset factory
+   for the stream *from the restored step* (`train_dataset_fn(input_context,
+   start_step)`; batch sizes are global and split per replica by the factory);
+5. runs `model.fit` with one Keras "epoch" per checkpoint interval, a progress bar,
+   TensorBoard logs under `out_dir/tensorboard`, a checkpoint at each interval, and
+   a guard that raises `NonFiniteLossError` as soon as the loss is NaN/inf;
+6. writes `out_dir/model.weights.h5` and `out_dir/model_config.json`.
+
+Why not Keras' `BackupAndRestore`: it restores weights, optimizer and epoch but not
+the dropout RNG state and not the input position, so a resumed run would train on
+different data and masks than an uninterrupted one. Here a resumed run equals the
+uninterrupted run (tests/test_training.py).
+"""
+import dataclasses
+import json
+import logging
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import pix2seq  # noqa: F401  (Keras 3 guard)
+from model import strategy as strategy_lib
+from model.config import ModelConfig
+from model.optimizer import build_optimizer
+from model.pix2seq_model import Pix2SeqModel
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.weights.h5"
+CONFIG_FILE = "model_config.json"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss; the bad step is never checkpointed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train (the model's shape is the separate `ModelConfig`).
+
+    Attributes:
+      steps: total optimizer steps.
+      batch_size: global batch size per task (batch mixing) or of the mixed batch.
+      learning_rate: peak rate of the warm-up / linear-decay schedule.
+      warmup_steps: linear warm-up length (None: 10 % of `steps`, at most 1000).
+      weight_decay / end_fraction / global_clipnorm: AdamW decay, final-rate fraction,
+        global-norm gradient clipping (None: off).
+      task_weights: loss weight per task (None: the paper's).
+      checkpoint_every: steps between checkpoints (one Keras epoch each); rounded
+        down to a divisor of `steps`.
+      keep_checkpoints: how many checkpoints to keep.
+      eval_steps: validation batches after each interval (0: no validation).
+      seed: initialization / dropout seed.
+      precision: `auto`, `float32`, `mixed_bfloat16` or `mixed_float16`.
+      tpu: TPU name/address, None to discover, `"none"` to disable.
+      devices: explicit devices for a MirroredStrategy.
+      jit_compile / steps_per_execution: passed to `model.compile`.
+      tensorboard_every: steps between TensorBoard scalar writes.
+    """
+
+    steps: int
+    batch_size: int = 8
+    learning_rate: float = 1e-4
+    warmup_steps: int = None
+    weight_decay: float = 0.05
+    end_fraction: float = 0.01
+    global_clipnorm: float = 1.0
+    task_weights: dict = None
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    eval_steps: int = 0
+    seed: int = 0
+    precision: str = "auto"
+    tpu: str = None
+    devices: tuple = None
+    jit_compile: object = "auto"
+    steps_per_execution: int = 1
+    tensorboard_every: int = 10
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError(
+                "TrainConfig needs steps, batch_size and checkpoint_every >= 1. Received: "
+                f"steps={self.steps}, batch_size={self.batch_size}, checkpoint_every={self.checkpoint_every}"
+            )
+
+    @property
+    def interval(self) -> int:
+        """Steps per Keras epoch (= checkpoint interval), a divisor of `steps`."""
+        return math.gcd(self.steps, min(self.checkpoint_every, self.steps))
+
+    @property
+    def warmup(self) -> int:
+        return min(self.steps // 10, 1000) if self.warmup_steps is None else self.warmup_steps
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: Pix2SeqModel
+    history: dict
+    initial_step: int
+    strategy: tf.distribute.Strategy
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Raises `NonFiniteLossError` at the first batch whose loss is NaN/inf.
+
+    (`keras.callbacks.TerminateOnNaN` only sets `stop_training`, which lets the
+    epoch end - and a checkpoint be written - before stopping.)
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        loss = logs.get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            step = int(self.model.optimizer.iterations.numpy())
+            tasks = ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items() if k.endswith("_loss"))
+            raise NonFiniteLossError(
+                f"Non-finite training loss {float(loss)} at step {step} ({tasks}); stopped before "
+                "checkpointing. Check the input batch, lower the learning rate or enable clipping."
+            )
+
+
+class IntervalCheckpoint(keras.callbacks.Callback):
+    """Saves the full training state (see `training_checkpoint`) at each epoch end."""
+
+    def __init__(self, manager):
+        super().__init__()
+        self.manager = manager
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = self.manager.save(checkpoint_number=int(self.model.optimizer.iterations.numpy()))
+        log.info("checkpoint %s", path)
+
+
+def training_checkpoint(model):
+    """A tf.train.Checkpoint of every model variable (incl. RNG states) and optimizer variable."""
+    return tf.train.Checkpoint(
+        model_variables=list(model.variables), optimizer_variables=list(model.optimizer.variables)
+    )
+
+
+def build_model(model_config, train_config):
+    """Model + AdamW, compiled and built (call inside the strategy scope)."""
+    model = Pix2SeqModel(
+        model_config, task_weights=train_config.task_weights, global_clipnorm=train_config.global_clipnorm
+    )
+    model.build()
+    optimizer = build_optimizer(
+        model,
+        train_config.learning_rate,
+        train_config.steps,
+        train_config.warmup,
+        weight_decay=train_config.weight_decay,
+        end_fraction=train_config.end_fraction,
+    )
+    model.compile(
+        optimizer=optimizer,
+        jit_compile=train_config.jit_compile,
+        steps_per_execution=train_config.steps_per_execution,
+    )
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def train(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    out_dir,
+    train_dataset_fn,
+    eval_dataset_fn=None,
+    strategy=None,
+    verbose="auto",
+    callbacks=(),
+):
+    """Trains (or resumes) to `train_config.steps`; returns a `TrainResult`.
+
+    Args:
+      train_dataset_fn: `(input_context, start_step) -> tf.data.Dataset` of endless
+        per-replica training elements (batch-mixing dicts or data-mixing batches),
+        positioned at `start_step`.
+      eval_dataset_fn: `input_context -> tf.data.Dataset` (repeated) or None.
+      strategy: a tf.distribute.Strategy; None to create one from `train_config`.
+      callbacks: extra Keras callbacks.
+    """
+    tf.io.gfile.makedirs(out_dir)
+    if strategy is None:
+        strategy = strategy_lib.create_strategy(train_config.tpu, train_config.devices)
+    strategy_lib.apply_precision(strategy, train_config.precision)
+    keras.utils.set_random_seed(train_config.seed)
+    with strategy.scope():
+        model = build_model(model_config, train_config)
+    manager = tf.train.CheckpointManager(
+        training_checkpoint(model), os.path.join(out_dir, "checkpoints"), max_to_keep=train_config.keep_checkpoints
+    )
+    if manager.latest_checkpoint:
+        manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log.info("resumed from %s", manager.latest_checkpoint)
+    initial_step = int(model.optimizer.iterations.numpy())
+    interval = train_config.interval
+    if initial_step % interval:
+        raise ValueError(
+            f"Checkpoint at step {initial_step} is not on the checkpoint interval {interval}; "
+            "resume with the checkpoint_every the run was started with"
+        )
+    history = {}
+    if initial_step < train_config.steps:
+        train_ds = strategy.distribute_datasets_from_function(lambda ctx: train_dataset_fn(ctx, initial_step))
+        eval_ds = None
+        if eval_dataset_fn is not None and train_config.eval_steps > 0:
+            eval_ds = strategy.distribute_datasets_from_function(eval_dataset_fn)
+        all_callbacks = [
+            NonFiniteLossGuard(),
+            IntervalCheckpoint(manager),
+            keras.callbacks.TensorBoard(
+                os.path.join(out_dir, "tensorboard"), update_freq=train_config.tensorboard_every
+            ),
+            *callbacks,
+        ]
+        fit = model.fit(
+            train_ds,
+            epochs=train_config.steps // interval,
+            initial_epoch=initial_step // interval,
+            steps_per_epoch=interval,
+            validation_data=eval_ds,
+            validation_steps=train_config.eval_steps if eval_ds is not None else None,
+            callbacks=all_callbacks,
+            verbose=verbose,
+        )
+        history = fit.history
+    save_model(model, out_dir)
+    return TrainResult(model=model, history=history, initial_step=initial_step, strategy=strategy)
+
+
+def save_model(model, out_dir):
+    """`model.weights.h5` + `model_config.json`: what `load_model` needs."""
+    model.save_weights(os.path.join(out_dir, WEIGHTS_FILE))
+    with tf.io.gfile.GFile(os.path.join(out_dir, CONFIG_FILE), "w") as f:
+        json.dump({"model": model.config.to_dict(), "task_weights": model.task_weights}, f, indent=1)
+
+
+def load_model(out_dir):
+    """The trained model `save_model` wrote (weights only, no optimizer)."""
+    with tf.io.gfile.GFile(os.path.join(out_dir, CONFIG_FILE)) as f:
+        saved = json.load(f)
+    model = Pix2SeqModel(ModelConfig.from_dict(saved["model"]), task_weights=saved["task_weights"])
+    model.build()
+    model.load_weights(os.path.join(out_dir, WEIGHTS_FILE), skip_mismatch=False)
+    return model
