@@ -169,6 +169,8 @@ def _join_images(docs, issues):
 
 def _image_check(ann, images, bad_ids, file, issues):
     image_id = ann.get("image_id")
+    if not isinstance(image_id, int):
+        image_id = repr(image_id)  # unhashable or not an id: reported as unknown
     if image_id in bad_ids:
         issues.append(V.entry(file, "image_rejected", "image_id", V.DROPPED, image_id, ann.get("id")))
         return False

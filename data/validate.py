@@ -156,9 +156,10 @@ def validate_annotation(ann, image, categories, file, num_keypoints):
     def report(reason, field, action=DROPPED, detail=""):
         issues.append(entry(file, reason, field, action, image_id, ann_id, detail))
 
-    category = categories.get(ann.get("category_id"))
+    category_id = ann.get("category_id")
+    category = categories.get(category_id) if isinstance(category_id, int) else None
     if category is None:
-        report("unknown_category", "category_id", detail=ann.get("category_id"))
+        report("unknown_category", "category_id", detail=category_id)
         return None, issues
     height, width = image["height"], image["width"]
     box, reason = check_bbox(ann.get("bbox"), height, width)

@@ -101,6 +101,8 @@ def bad_run(tmp_path_factory):
         _ann(2005, 100, segmentation=[[1, 1, 5, 5, 9, 9, 3]]),  # odd
         _ann(2006, 9999),  # unknown image
         _ann(2007, 100, category_id=55),  # unknown category
+        _ann(2010, [100]),  # an image id that is not an id
+        _ann(2011, 100, category_id="3"),  # a category id that is not an id
     ]
     kps.append(dict(kps[0], id=2008, image_id=103, keypoints=kps[0]["keypoints"][:-1]))  # 50 numbers
     anns.append(_ann(2008, 103, category_id=1, bbox=(3.0, 3.0, 9.0, 9.0)))
@@ -150,6 +152,7 @@ def test_bad_image_dropped_with_reason(bad_run, image_id, reason):
     (2001, "bbox_nonpositive_size", "bbox"), (2003, "bbox_outside_image", "bbox"),
     (2004, "polygon_too_few_points", "segmentation"), (2005, "polygon_odd_coordinates", "segmentation"),
     (2006, "unknown_image", "image_id"), (2007, "unknown_category", "category_id"),
+    (2010, "unknown_image", "image_id"), (2011, "unknown_category", "category_id"),
 ])
 def test_bad_annotation_dropped_not_its_image(bad_run, ann_id, reason, field):
     rows = _rows(bad_run, annotation_id=ann_id)
