@@ -172,12 +172,12 @@ def export_saved_model(model, export_dir, caption_vocab_file=None, mask_size=MAS
     Returns:
       export_dir.
     """
-    graph = InferenceGraph(model, caption_vocab_file=caption_vocab_file, mask_size=mask_size)
-    functions = signature_functions(graph)
     names = list(SIGNATURES if signatures is None else signatures)
-    unknown = sorted(set(names) - set(functions))
+    unknown = sorted(set(names) - set(SIGNATURES))
     if unknown:
         raise ValueError(f"Unknown signatures {unknown}; expected names from {SIGNATURES}.")
+    graph = InferenceGraph(model, caption_vocab_file=caption_vocab_file, mask_size=mask_size)
+    functions = signature_functions(graph)
     names = ["detect"] + [n for n in names if n != "detect"]
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -54,12 +54,14 @@ def _decoder_step(decoder, tokens, input_cache, memory, index):
 
 
 def reference_decode(decoder, memory, prompt, max_new_tokens, sampler=None, seed=(0, 0),
-                     constraint=None, end_token=0, pad_token=0):
+                     constraint=None, end_token=0, pad_token=0, max_steps=None):
     """Reference-style decoding: always `max_new_tokens` steps, K/V recomputed each step.
 
     `memory` is the encoder output `[B, T, D]` (not a K/V cache: this loop re-projects
     it every step). Returns the same dict as `model.decoding.decode`, with tokens
-    after each row's end token replaced by padding after the loop.
+    after each row's end token replaced by padding after the loop. `max_steps` (a
+    scalar) stops early for benchmarks: every step of this loop costs the same (its
+    buffers have the full length), so timing a few steps measures its rate.
     """
     sampler = sampler or sampling.GreedySampler()
     prompt = tf.convert_to_tensor(prompt, tf.int32)
@@ -83,8 +85,9 @@ def reference_decode(decoder, memory, prompt, max_new_tokens, sampler=None, seed
         tokens = decoding.write_column(tokens, step, token)
         return step + 1, token, input_cache, tokens, scores
 
+    limit = max_new_tokens if max_steps is None else tf.minimum(tf.cast(max_steps, tf.int32), max_new_tokens)
     _, _, _, tokens, scores = tf.while_loop(
-        lambda step, *_: step < max_new_tokens, body,
+        lambda step, *_: step < limit, body,
         (tf.constant(0, tf.int32), prompt[:, -1], input_cache, tokens, scores),
     )
     truncated = decoding.truncate_after_end(tokens, end_token, pad_token)

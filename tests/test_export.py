@@ -1,0 +1,225 @@
+"""The serving SavedModel answers every signature through both loaders.
+
+A fresh subprocess that imports only TensorFlow (never tensorflow_text, keras or
+this project) loads the tiny export with TF2's `tf.saved_model.load` and with the
+session-based loader TF Serving's C++ server uses (`tf.compat.v1.saved_model.loader`,
+what `saved_model_cli run` calls), runs every signature on a PNG and a JPEG, and
+saves the outputs; the checks below run on them. `saved_model_cli show --all` and
+`saved_model_cli run` are exercised as commands.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests import tiny_export
+
+PLAIN = ("detect", "segment", "keypoints", "caption", "detect_and_describe")
+ALL = PLAIN + tuple(f"{n}_with_options" for n in PLAIN) + ("serving_default",)
+SIZES = [(100, 150), (200, 120)]  # (height, width) of the two request images
+BIN = os.path.dirname(sys.executable)
+M = tiny_export.TINY_TOKENS["max_instances"]
+P = tiny_export.TINY_TOKENS["max_polygon_points"]
+
+RUNNER = r'''
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+export_dir, request_file, out_file = sys.argv[1:4]
+request = dict(np.load(request_file, allow_pickle=True))
+options = json.loads(str(request.pop("options")))
+
+def inputs_for(arg_names):
+    feed = {k: request[k] for k in arg_names if k in request}
+    for k in arg_names:
+        if k not in feed:
+            feed[k] = np.asarray(options[k])
+    return feed
+
+results = {}
+loaded = tf.saved_model.load(export_dir)
+for name, fn in loaded.signatures.items():
+    args = fn.structured_input_signature[1]
+    feed = {k: tf.constant(v, dtype=args[k].dtype) for k, v in inputs_for(args).items()}
+    for key, value in fn(**feed).items():
+        results[f"tf2/{name}/{key}"] = value.numpy()
+again = loaded.signatures["detect_with_options"](**{k: tf.constant(v, dtype=loaded.signatures["detect_with_options"].structured_input_signature[1][k].dtype) for k, v in inputs_for(["images", "max_objects", "temperature", "top_p", "seed"]).items()})
+results["tf2/repeat/boxes"] = again["boxes"].numpy()
+options["seed"] = options["seed"] + 1
+other = loaded.signatures["detect_with_options"](**{k: tf.constant(v, dtype=loaded.signatures["detect_with_options"].structured_input_signature[1][k].dtype) for k, v in inputs_for(["images", "max_objects", "temperature", "top_p", "seed"]).items()})
+results["tf2/other_seed/boxes"] = other["boxes"].numpy()
+options["seed"] = options["seed"] - 1
+
+with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+    meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
+    for name, sig in meta.signature_def.items():
+        if name.startswith("__"):
+            continue
+        feed = {sig.inputs[k].name: v for k, v in inputs_for(list(sig.inputs)).items()}
+        fetches = {k: sig.outputs[k].name for k in sig.outputs}
+        for key, value in sess.run(fetches, feed).items():
+            results[f"session/{name}/{key}"] = value
+np.savez(out_file, **results)
+print(json.dumps({m: m in sys.modules for m in ("tensorflow_text", "pix2seq", "model")}))
+'''
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    return tiny_export.exported_tiny(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def answers(export_dir, tmp_path_factory):
+    """Outputs of every signature from both loaders in a fresh process."""
+    work = tmp_path_factory.mktemp("answers")
+    images = np.array([tiny_export.encoded_image(*SIZES[0], 0, "PNG"),
+                       tiny_export.encoded_image(*SIZES[1], 1, "JPEG")], dtype=object)
+    boxes = np.array([[[10, 20, 60, 90], [0, 0, 0, 0]], [[30, 10, 150, 100], [5, 5, 50, 40]]], np.float32)
+    classes = np.array([[3, 0], [1, 7]], np.int32)
+    options = {"max_objects": 2, "temperature": 1.0, "top_p": 1.0, "num_samples": 3, "seed": 5}
+    np.savez(work / "request.npz", images=images, boxes=boxes, classes=classes,
+             options=np.array(json.dumps(options)))
+    script = work / "runner.py"
+    script.write_text(RUNNER)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, str(script), export_dir, str(work / "request.npz"), str(work / "out.npz")],
+        capture_output=True, text=True, timeout=600, cwd=str(work), env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    modules = json.loads(proc.stdout.strip().splitlines()[-1])
+    return modules, dict(np.load(work / "out.npz", allow_pickle=True))
+
+
+def test_fresh_process_never_imports_tensorflow_text_or_our_code(answers):
+    modules, _ = answers
+    assert modules == {"tensorflow_text": False, "pix2seq": False, "model": False}
+
+
+@pytest.mark.parametrize("loader", ["tf2", "session"])
+def test_every_signature_answers(answers, loader):
+    _, out = answers
+    answered = {key.split("/")[1] for key in out if key.startswith(loader + "/")}
+    assert set(ALL) <= answered
+
+
+def test_both_loaders_give_the_same_answers(answers):
+    _, out = answers
+    for key, value in out.items():
+        if key.startswith("session/"):
+            twin = out["tf2/" + key[len("session/"):]]
+            if value.dtype.kind in "fc":
+                np.testing.assert_allclose(value, twin, rtol=1e-4, atol=1e-4, err_msg=key)
+            else:
+                np.testing.assert_array_equal(value, twin, err_msg=key)
+
+
+def _check_detections(out, prefix, max_objects):
+    boxes, classes = out[prefix + "/boxes"], out[prefix + "/classes"]
+    scores, count = out[prefix + "/scores"], out[prefix + "/num_detections"]
+    assert boxes.shape == (2, M, 4) and classes.shape == scores.shape == (2, M)
+    np.testing.assert_array_equal(count, (classes > 0).sum(axis=1))
+    assert np.all(count <= max_objects)
+    for i, (h, w) in enumerate(SIZES):
+        assert np.all(boxes[i][:, [0, 2]] <= h) and np.all(boxes[i][:, [1, 3]] <= w) and np.all(boxes[i] >= 0)
+        assert np.all(np.diff(scores[i]) <= 0)  # sorted by score
+    assert np.all((scores >= 0) & (scores <= 1)) and np.all((classes >= 0) & (classes <= 90))
+    assert np.all(scores[classes == 0] == 0)
+
+
+def test_detect_is_serving_default_and_respects_options(answers):
+    _, out = answers
+    _check_detections(out, "tf2/detect", M)
+    for key in ("boxes", "classes", "scores", "num_detections"):
+        np.testing.assert_array_equal(out[f"tf2/detect/{key}"], out[f"tf2/serving_default/{key}"])
+    _check_detections(out, "tf2/detect_with_options", 2)
+    np.testing.assert_array_equal(out["tf2/detect_with_options/boxes"], out["tf2/repeat/boxes"])
+    assert np.any(out["tf2/detect_with_options/boxes"] != out["tf2/other_seed/boxes"])
+
+
+def test_segment_masks_polygons_and_padding(answers):
+    _, out = answers
+    masks = out["tf2/segment/masks"]
+    parts = out["tf2/segment/polygon_parts"]
+    assert masks.shape == (2, 2, 64, 64) and out["tf2/segment/polygons"].shape == (2, 2, P, 2)
+    assert np.all((masks >= 0) & (masks <= 1))
+    assert np.all(masks[0, 1] == 0) and np.all(parts[0, 1] == -1)  # the padding instance
+    assert all(np.any(parts[b, n] >= 0) for b, n in ((0, 0), (1, 0), (1, 1)))
+    # 8 samples by default, 3 with options: averaged masks take multiples of 1/samples.
+    for key, samples in (("segment", 8), ("segment_with_options", 3)):
+        m = out[f"tf2/{key}/masks"]
+        np.testing.assert_allclose(m * samples, np.round(m * samples), atol=1e-4)
+    assert np.any(masks > 0)
+
+
+def test_keypoints_are_in_pixels_with_scores(answers):
+    _, out = answers
+    kp = out["tf2/keypoints/keypoints"]
+    assert kp.shape == (2, 2, 17, 3)
+    assert np.all(kp[0, 1] == 0)  # padding person
+    valid = kp[[0, 1, 1], [0, 0, 1]]
+    assert np.all((valid[..., 2] > 0) & (valid[..., 2] <= 1))
+    # Each person is decoded on a crop twice its box, resized onto the square canvas: a
+    # point lies in the square (side: the crop's longer side) from the crop's corner.
+    for pts, (y0, x0, y1, x1) in zip(valid, [(10, 20, 60, 90), (30, 10, 150, 100), (5, 5, 50, 40)]):
+        top, left = max(1.5 * y0 - 0.5 * y1, 0), max(1.5 * x0 - 0.5 * x1, 0)
+        side = 2 * max(y1 - y0, x1 - x0)
+        assert np.all((pts[:, 0] >= left - 1) & (pts[:, 0] <= left + side + 1))
+        assert np.all((pts[:, 1] >= top - 1) & (pts[:, 1] <= top + side + 1))
+
+
+def test_captions_are_text_from_the_vocabulary(answers):
+    _, out = answers
+    captions = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in out["tf2/caption/captions"]]
+    assert len(captions) == 2
+    alphabet = set("".join(tiny_export.CAPTIONS)) | {" ", "\u2047"}
+    assert any(captions) and all(set(c) <= alphabet for c in captions)
+
+
+def test_detect_and_describe_covers_every_task(answers):
+    _, out = answers
+    prefix = "tf2/detect_and_describe"
+    _check_detections(out, prefix, M)
+    assert out[prefix + "/masks"].shape == (2, M, 64, 64)
+    kp = out[prefix + "/keypoints"]
+    assert kp.shape == (2, M, 17, 3)
+    not_person = out[prefix + "/classes"] != 1
+    assert np.all(kp[not_person] == 0)
+    assert np.all(out[prefix + "/masks"][out[prefix + "/classes"] == 0] == 0)
+    assert out[prefix + "/captions"].shape == (2,)
+
+
+def test_saved_model_cli_show_lists_signatures(export_dir):
+    proc = subprocess.run([os.path.join(BIN, "saved_model_cli"), "show", "--dir", export_dir, "--all"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ALL:
+        assert f"signature_def['{name}']" in proc.stdout
+    for tensor in ("images", "boxes", "classes", "max_objects", "temperature", "top_p", "num_samples",
+                   "seed", "num_detections", "masks", "polygons", "keypoints", "captions"):
+        assert f"['{tensor}']" in proc.stdout, tensor
+
+
+def test_saved_model_cli_run_answers(export_dir, tmp_path):
+    np.save(tmp_path / "images.npy", np.array([tiny_export.encoded_image(64, 48, 3, "JPEG")], dtype=object),
+            allow_pickle=True)
+    proc = subprocess.run(
+        [os.path.join(BIN, "saved_model_cli"), "run", "--dir", export_dir, "--tag_set", "serve",
+         "--signature_def", "detect_with_options", "--inputs", f"images={tmp_path / 'images.npy'}",
+         "--input_exprs", "max_objects=2;temperature=0.0;top_p=0.5;seed=1", "--outdir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    count = np.load(tmp_path / "out" / "num_detections.npy")
+    boxes = np.load(tmp_path / "out" / "boxes.npy")
+    assert count.shape == (1,) and 0 <= count[0] <= 2 and boxes.shape == (1, M, 4)
+
+
+def test_unknown_signature_is_rejected(tmp_path):
+    from model import export
+
+    with pytest.raises(ValueError, match=r"Unknown signatures \['nope'\]"):
+        export.export_saved_model(None, str(tmp_path), signatures=["detect", "nope"])
