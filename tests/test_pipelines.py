@@ -1,0 +1,113 @@
+"""data/pipelines.py: per-task batches, batch mixing, data mixing, eval, tf.distribute."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import example_records as er
+from data import pipelines
+from model import vocab
+
+TC = vocab.TokenConfig(image_size=32, max_instances=6, max_polygon_points=16, caption_vocab_size=64,
+                       max_caption_len=10, keypoint_flip_pairs=tuple(zip(er.LEFT, er.RIGHT)))
+PROMPTS = {"detection": vocab.DETECTION_PROMPT, "segmentation": vocab.SEGMENTATION_PROMPT,
+           "keypoints": vocab.KEYPOINT_PROMPT, "captioning": vocab.CAPTION_PROMPT}
+NUM_IMAGES = 6
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return er.write_shards(str(tmp_path_factory.mktemp("shards")), NUM_IMAGES, num_shards=2)
+
+
+def assert_task_batch(batch, task, size):
+    length = TC.seq_len(task)
+    assert batch["image"].shape == (size, TC.image_size, TC.image_size, 3)
+    assert batch["image"].dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(batch["image"])) and float(tf.reduce_max(batch["image"])) <= 1.0
+    for key, dtype in (("input_tokens", tf.int32), ("target_tokens", tf.int32), ("token_weights", tf.float32)):
+        assert batch[key].shape == (size, length) and batch[key].dtype == dtype
+    np.testing.assert_array_equal(batch["input_tokens"].numpy()[:, 0], PROMPTS[task])
+    assert np.all(batch["token_weights"].numpy().sum(axis=1) > 0)
+
+
+def test_batch_mixing_one_static_batch_per_task_per_step(files):
+    ds = pipelines.batch_mixing_dataset(files, pipelines.TASK_NAMES, TC, batch_size=4, seed=1)
+    for task in pipelines.TASK_NAMES:  # static shapes, for TPU
+        assert ds.element_spec[task]["image"].shape == (4, TC.image_size, TC.image_size, 3)
+        assert ds.element_spec[task]["input_tokens"].shape == (4, TC.seq_len(task))
+    steps = list(ds.take(2))
+    for step in steps:
+        assert set(step) == set(pipelines.TASK_NAMES)
+        for task in pipelines.TASK_NAMES:
+            assert_task_batch(step[task], task, 4)
+    # Each task draws its own augmentation: the detection and captioning images differ.
+    assert not np.allclose(steps[0]["detection"]["image"], steps[0]["captioning"]["image"])
+
+
+def test_data_mixing_follows_the_weights(files):
+    weights = {"detection": 0.4, "segmentation": 0.3, "keypoints": 0.2, "captioning": 0.1}
+    ds = pipelines.data_mixing_dataset(files, weights, TC, batch_size=100, seed=2)
+    longest = max(TC.seq_len(t) for t in weights)
+    assert ds.element_spec["input_tokens"].shape == (100, longest)
+    ids, first = [], None
+    for batch in ds.take(20):
+        first = first or batch
+        ids.append(batch["task_id"].numpy())
+    ids = np.concatenate(ids)
+    assert ids.size == 2000
+    for task, w in weights.items():
+        share = np.mean(ids == pipelines.task_id(task))
+        assert abs(share - w) <= 3 * np.sqrt(w * (1 - w) / ids.size), (task, share)
+    # Shorter tasks are padded with PAD and weight 0; every row starts with its task's prompt.
+    for row, tid in enumerate(first["task_id"].numpy()):
+        task = pipelines.TASK_NAMES[tid]
+        assert first["input_tokens"].numpy()[row, 0] == PROMPTS[task]
+        assert not first["token_weights"].numpy()[row, TC.seq_len(task):].any()
+
+
+def test_eval_is_deterministic_and_covers_every_instance(files):
+    for task, expected in (("detection", NUM_IMAGES), ("segmentation", 3 * NUM_IMAGES),
+                           ("keypoints", NUM_IMAGES), ("captioning", NUM_IMAGES)):
+        ds = pipelines.eval_dataset(files, task, TC, batch_size=2)
+        runs = [list(ds), list(ds)]
+        assert sum(b["image"].shape[0] for b in runs[0]) == expected
+        for a, b in zip(*runs):
+            assert_task_batch(a, task, 2)
+            for key in a:
+                np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+        if task == "detection":  # the 3 non-crowd objects, no noise, then EOS
+            target = runs[0][0]["target_tokens"].numpy()[0]
+            assert np.all(target[:15] > 0) and target[15] == vocab.EOS
+            assert sorted(target[4:15:5] - vocab.CLASS_OFFSET) == [1, 2, 3]
+
+
+def test_training_stream_is_reproducible_for_a_seed(files):
+    take = lambda: list(pipelines.train_dataset(files, "captioning", TC, 3, seed=5).take(2))  # noqa: E731
+    a, b = take(), take()
+    for key in a[0]:
+        np.testing.assert_array_equal(a[0][key].numpy(), b[0][key].numpy())
+        np.testing.assert_array_equal(a[1][key].numpy(), b[1][key].numpy())
+    assert not np.array_equal(a[0]["image"].numpy(), a[1]["image"].numpy())
+
+
+def test_distribute_datasets_from_function_on_the_default_strategy(files):
+    strategy = tf.distribute.get_strategy()
+    fn = pipelines.distributed_dataset_fn(pipelines.batch_mixing_dataset, files,
+                                          ("detection", "captioning"), TC, 4, seed=3)
+    dist = strategy.distribute_datasets_from_function(fn)
+    step = next(iter(dist))
+    assert_task_batch(step["detection"], "detection", 4)
+    assert_task_batch(step["captioning"], "captioning", 4)
+    # Two replicas: each input pipeline gets half of the global batch.
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
+    half = pipelines.train_dataset(files, "captioning", TC, 4, input_context=ctx)
+    assert half.element_spec["image"].shape[0] == 2
+
+
+def test_bad_arguments_are_rejected(files):
+    with pytest.raises(ValueError, match="Unknown task"):
+        pipelines.train_dataset(files, "depth", TC, 2)
+    with pytest.raises(ValueError, match="weights"):
+        pipelines.data_mixing_dataset(files, {"depth": 1.0}, TC, 2)
+    with pytest.raises(ValueError, match="at least one task"):
+        pipelines.batch_mixing_dataset(files, (), TC, 2)
