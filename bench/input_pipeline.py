@@ -32,9 +32,11 @@ SECTION = "## Input pipeline: examples/s per task (`bench/input_pipeline.py`)"
 
 
 def rate(ds, batches, batch_size):
-    """Examples/s over `batches` batches after the first (which pays for tracing)."""
+    """Examples/s over `batches` batches after the first (which pays for tracing);
+    None when the split has nothing for the task."""
     it = iter(ds)
-    next(it)
+    if next(it, None) is None:
+        return None, 0
     start = time.perf_counter()
     n = 0
     for _ in range(batches):
@@ -44,6 +46,10 @@ def rate(ds, batches, batch_size):
             break
         n += batch_size(batch)
     return n / (time.perf_counter() - start), n
+
+
+def _fmt(value):
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def main(argv=None):
@@ -70,15 +76,15 @@ def main(argv=None):
         evald = pipelines.eval_dataset(data.eval_files, task, tc, args.batch, drop_remainder=False).repeat()
         eval_rate, _ = rate(evald, args.batches, lambda b: int(b["image"].shape[0]))
         rows.append((task, train_rate, eval_rate))
-        print(f"{task:13s} train {train_rate:8.1f} ex/s   eval {eval_rate:8.1f} ex/s", flush=True)
+        print(f"{task:13s} train {_fmt(train_rate):>8s} ex/s   eval {_fmt(eval_rate):>8s} ex/s", flush=True)
     mixed = pipelines.batch_mixing_dataset(data.train_files, pipelines.TASK_NAMES, tc, args.batch)
     mix_rate, _ = rate(mixed, max(args.batches // 2, 1), lambda b: sum(int(v["image"].shape[0]) for v in b.values()))
-    print(f"batch mixing  {mix_rate:8.1f} ex/s ({mix_rate / (len(pipelines.TASK_NAMES) * args.batch):.2f} steps/s)")
+    print(f"batch mixing  {_fmt(mix_rate)} ex/s")
 
     lines = ["| stream | train examples/s | eval examples/s |", "|---|---:|---:|"]
-    lines += [f"| {task} | {tr:.1f} | {ev:.1f} |" for task, tr, ev in rows]
+    lines += [f"| {task} | {_fmt(tr)} | {_fmt(ev)} |" for task, tr, ev in rows]
     lines.append(f"| batch mixing (all 4 tasks, one step = {len(pipelines.TASK_NAMES)} x {args.batch}) | "
-                 f"{mix_rate:.1f} | |")
+                 f"{_fmt(mix_rate)} | |")
     lines.append("")
     lines.append(f"{args.images} synthetic images (longest side {args.image_size}) ingested with the Beam "
                  f"ingestion; canvas {args.canvas}, batch {args.batch}, {args.batches} timed batches after the "
