@@ -8,8 +8,10 @@ README) is ignored.
 """
 import dataclasses
 import os
+import warnings
 
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -61,8 +63,18 @@ def version_path(base_path: str, version: int) -> str:
 def read_signature_defs(saved_model_dir: str, tag: str = SERVE_TAG) -> dict:
     """SignatureDef protos of the meta graph tagged `tag`, as TF Serving reports them."""
     proto = saved_model_pb2.SavedModel()
-    with tf.io.gfile.GFile(os.path.join(saved_model_dir, SAVED_MODEL_FILE), "rb") as f:
-        proto.ParseFromString(f.read())
+    path = os.path.join(saved_model_dir, SAVED_MODEL_FILE)
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    with warnings.catch_warnings(record=True) as caught:  # protobuf only warns on some garbage
+        warnings.simplefilter("always", RuntimeWarning)
+        try:
+            proto.ParseFromString(data)
+        except DecodeError as e:
+            caught.append(e)
+    if caught:
+        problem = getattr(caught[0], "message", caught[0])
+        raise ValueError(f"{path} is not a SavedModel proto ({len(data)} bytes): {problem}")
     for meta_graph in proto.meta_graphs:
         if tag in meta_graph.meta_info_def.tags:
             return {

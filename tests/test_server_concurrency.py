@@ -108,7 +108,7 @@ def test_broken_push_keeps_the_served_version(tmp_path):
         status = {s["version"]: s for s in client.status()}
     assert version == 1 and outputs["boxes"].shape == (1, 1, 4)
     assert status[1]["state"] == "AVAILABLE"
-    assert status[2]["state"] == "END" and status[2]["error_message"]
+    assert status[2]["state"] == "END" and "not a SavedModel proto" in status[2]["error_message"]
 
 
 def test_older_versions_stay_addressable_with_num_versions(tmp_path):
