@@ -60,8 +60,8 @@ def test_vocabulary_and_dataset_info(ingested, synth_coco_dir):
 
 
 def test_cli_multiprocessing_writes_the_same_examples(synth_coco_dir, ingested, tmp_path, capsys):
-    rc = cli.main(["ingest", "--coco-dir", synth_coco_dir, "--out", str(tmp_path), "--workers", "2",
-                   "--caption-vocab-size", "500"])
+    rc = cli.main(["ingest", "--coco-dir", synth_coco_dir, "--out", str(tmp_path), "--caption-vocab-size", "500",
+                   "--beam-arg=--direct_num_workers=2", "--beam-arg=--direct_running_mode=multi_processing"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert "images written: eval=6, train=12" in printed
@@ -69,6 +69,20 @@ def test_cli_multiprocessing_writes_the_same_examples(synth_coco_dir, ingested, 
         assert ingest_checks.read_split(str(tmp_path / "examples"), split) == \
             ingest_checks.read_split(ingested[1][0], split)
     assert (tmp_path / "report" / "errors.jsonl").read_text() == ""
+
+
+def test_cli_workers_flag_is_direct_runner_multiprocessing():
+    import argparse
+
+    from components import ingest_cli
+
+    parser = argparse.ArgumentParser()
+    ingest_cli.add_arguments(parser)
+    args = parser.parse_args(["--coco-dir", "d", "--out", "o", "--workers", "3", "--beam-arg=--runner=DirectRunner"])
+    assert ingest_cli.beam_args(args) == ["--runner=DirectRunner", "--direct_num_workers=3",
+                                          "--direct_running_mode=multi_processing"]
+    assert ingest_cli.output_dirs("gs://b/out") == ("gs://b/out/examples", "gs://b/out/vocabulary",
+                                                    "gs://b/out/report")
 
 
 def test_cli_fails_over_max_error_fraction_with_summary(tmp_path, capsys):
