@@ -135,3 +135,22 @@ def test_beam_workers_do_not_import_tensorflow():
     code = ("import sys; import components.beam_ingest, data.features, data.image_io, data.coco; "
             "sys.exit('tensorflow' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__))).returncode == 0
+
+
+def test_annotation_files_are_parsed_once_per_run(tmp_path, monkeypatch):
+    """The driver parses each JSON once; no element or worker reads annotation files."""
+    import apache_beam as beam
+
+    from data import coco
+
+    root = str(tmp_path / "coco")
+    tiny_coco.make_valid(root, num_images=6)
+    tiny_coco.make_valid(root, suffix="val", num_images=2)
+    reads = []
+    real = coco._read_json
+    monkeypatch.setattr(coco, "_read_json", lambda path: reads.append(os.path.basename(path)) or real(path))
+    dirs = [str(tmp_path / d) for d in ("examples", "vocabulary", "report")]
+    summary = beam_ingest.run_ingest(root, *dirs, make_pipeline=beam.Pipeline, caption_vocab_size=40)
+    assert summary["images_written"] == {"train": 6, "eval": 2}
+    assert sorted(reads) == sorted(f"{kind}_{split}.json" for kind in ("instances", "person_keypoints", "captions")
+                                   for split in ("train", "val"))
