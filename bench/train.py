@@ -1,0 +1,129 @@
+"""Training throughput per preset vs this machine's measured dense-matmul peak.
+
+    python bench/train.py [--presets tiny small base] [--batch-size 2] [--steps 3] [--write]
+
+For each preset: one batch-mixing training step (all four tasks, `--batch-size`
+images each) timed over `--steps` steps after a warm-up step; examples/s counts
+images (all tasks); achieved FLOP/s uses the analytic count of model/flops.py.
+The peak is the best of several square matmuls in the same run, same dtype as
+training (float32 on CPU, the mixed-precision compute dtype on accelerators).
+`--write` puts the table into BENCHMARKS.md.
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pix2seq  # noqa: E402,F401  (Keras 3 guard)
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench.report import write_section  # noqa: E402
+from model import flops, strategy as strategy_lib  # noqa: E402
+from model.config import TASK_NAMES, preset  # noqa: E402
+from model.training import TrainConfig, build_model  # noqa: E402
+
+
+def matmul_peak(dtype, size=2048, repeats=5):
+    """Best FLOP/s of `size`^3 matmuls (each timed call runs 4 chained products)."""
+    a = tf.random.normal([size, size], dtype=tf.float32)
+    a = tf.cast(a / size**0.5, dtype)
+
+    @tf.function
+    def chain(x):
+        for _ in range(4):
+            x = tf.matmul(x, a)
+        return x
+
+    chain(a).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        chain(a).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 4 * 2 * size**3 / best
+
+
+def random_batch(config, batch_size, seed=0):
+    rng = np.random.default_rng(seed)
+    batch = {}
+    for task in TASK_NAMES:
+        length = config.tokens.seq_len(task)
+        batch[task] = {
+            "image": rng.random((batch_size, config.image_size, config.image_size, 3), dtype=np.float32),
+            "input_tokens": rng.integers(0, config.vocab_size, (batch_size, length), dtype=np.int32),
+            "target_tokens": rng.integers(0, config.vocab_size, (batch_size, length), dtype=np.int32),
+            "token_weights": np.ones((batch_size, length), np.float32),
+        }
+    return batch
+
+
+def bench_preset(name, batch_size, steps, strategy):
+    config = preset(name)
+    settings = TrainConfig(steps=1000, batch_size=batch_size, jit_compile=False)
+    with strategy.scope():
+        model = build_model(config, settings)
+    batch = random_batch(config, batch_size)
+    dataset = tf.data.Dataset.from_tensors(batch).repeat()
+    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)  # trace + warm up
+    start = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+    seconds = (time.perf_counter() - start) / steps
+    images = batch_size * len(TASK_NAMES)
+    step_flops = flops.train_step_flops(config, batch_size, TASK_NAMES)
+    return {
+        "preset": name,
+        "params": model.count_params(),
+        "images": images,
+        "step_s": seconds,
+        "examples_per_s": images / seconds,
+        "flops_per_s": step_flops / seconds,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small", "base"])
+    parser.add_argument("--batch-size", type=int, default=2, help="images per task per step")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
+    args = parser.parse_args(argv)
+
+    strategy = strategy_lib.create_strategy(tpu="none")
+    policy = strategy_lib.apply_precision(strategy, args.precision)
+    compute_dtype = keras.mixed_precision.Policy(policy).compute_dtype
+    peak = matmul_peak(compute_dtype)
+    rows = [bench_preset(name, args.batch_size, args.steps, strategy) for name in args.presets]
+    peak_again = matmul_peak(compute_dtype)
+    peak = max(peak, peak_again)
+
+    lines = [
+        "| preset | params | images/step | s/step | examples/s | achieved GFLOP/s | % of matmul peak |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['preset']} | {r['params'] / 1e6:.1f} M | {r['images']} | {r['step_s']:.2f} | "
+            f"{r['examples_per_s']:.2f} | {r['flops_per_s'] / 1e9:.1f} | {100 * r['flops_per_s'] / peak:.0f} % |"
+        )
+    devices = ", ".join(d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU") or "CPU only"
+    lines += [
+        "",
+        f"Measured dense-matmul peak ({compute_dtype}, 2048^3, best of 10): {peak / 1e9:.1f} GFLOP/s. "
+        f"Batch mixing, {args.batch_size} images per task per step, {args.steps} timed steps after warm-up; "
+        f"FLOPs counted analytically (model/flops.py, training = 3x forward); devices: {devices}; "
+        f"{os.cpu_count()} CPUs, TF {tf.__version__}, precision {policy}.",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        write_section("## Training throughput (`bench/train.py`)", table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

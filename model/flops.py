@@ -1,0 +1,38 @@
+"""Analytic FLOP counts of the model (multiply-add = 2 FLOPs), for benchmarks.
+
+Counts the matrix products (dense layers, attention scores and mixing, the tied
+output projection), which are all but a few percent of the work; elementwise
+ops, norms and softmax are left out. A training step is taken as 3x the forward
+pass (backward = 2x forward).
+"""
+import pix2seq  # noqa: F401  (Keras 3 guard)
+
+
+def _attention(q_len, kv_len, dim):
+    return 2 * 2 * q_len * kv_len * dim  # scores + weighted sum
+
+
+def encoder_flops(config):
+    """Forward FLOPs of the ViT + projection for one image."""
+    t, d, m = config.num_image_tokens, config.encoder_dim, config.encoder_mlp_dim
+    patch = 2 * t * (config.patch_size**2 * 3) * d
+    layer = 2 * t * 4 * d * d + _attention(t, t, d) + 2 * t * 2 * d * m
+    dd, dm = config.decoder_dim, config.decoder_mlp_dim
+    projection = 2 * t * d * dd + 2 * t * 2 * dd * dm
+    return patch + config.encoder_depth * layer + projection
+
+
+def decoder_flops(config, length):
+    """Forward FLOPs of the decoder for one sequence of `length` tokens (teacher forcing)."""
+    t, d, m = config.num_image_tokens, config.decoder_dim, config.decoder_mlp_dim
+    self_attention = 2 * length * 4 * d * d + _attention(length, length, d)
+    cross_attention = 2 * length * 2 * d * d + 2 * t * 2 * d * d + _attention(length, t, d)
+    mlp = 2 * length * 2 * d * m
+    logits = 2 * length * d * config.vocab_size
+    return config.decoder_depth * (self_attention + cross_attention + mlp) + logits
+
+
+def train_step_flops(config, batch_size, tasks):
+    """FLOPs of one batch-mixing training step: `batch_size` images and sequences per task."""
+    forward = sum(batch_size * (encoder_flops(config) + decoder_flops(config, config.tokens.seq_len(t))) for t in tasks)
+    return 3 * forward
