@@ -111,3 +111,19 @@ def test_bad_arguments_are_rejected(files):
         pipelines.data_mixing_dataset(files, {"depth": 1.0}, TC, 2)
     with pytest.raises(ValueError, match="at least one task"):
         pipelines.batch_mixing_dataset(files, (), TC, 2)
+
+
+def test_coco_dir_source_ingests_once_and_feeds_the_pipelines(synth_coco_dir, tmp_path):
+    from data import coco_source
+
+    data = coco_source.ingest_coco_dir(synth_coco_dir, str(tmp_path), caption_vocab_size=200)
+    info_file = tmp_path / "examples" / "dataset_info.json"
+    stamp = info_file.stat().st_mtime_ns
+    again = coco_source.ingest_coco_dir(synth_coco_dir, str(tmp_path))
+    assert again == data and info_file.stat().st_mtime_ns == stamp  # reused, not re-ingested
+    assert data.info["num_images"] == {"eval": 6, "train": 12} and data.caption_model
+    tc = vocab.TokenConfig(image_size=32, max_instances=6, max_polygon_points=16,
+                           caption_vocab_size=data.caption_vocab_size, max_caption_len=10)
+    batches = list(pipelines.eval_dataset(data.eval_files, "captioning", tc, batch_size=2))
+    assert sum(b["image"].shape[0] for b in batches) == 6
+    assert_task_batch(batches[0], "captioning", 2)
