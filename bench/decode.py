@@ -1,0 +1,128 @@
+"""Decoding speed: our K/V-cached while_loop vs the reference-style loop, same weights.
+
+  .venv/bin/python bench/decode.py [--presets tiny,base] [--lengths 50,250,500]
+                                   [--batches 1,16] [--budget 60] [--write]
+
+For each preset (random weights; `tiny` gets 512 learned positions so it can run
+500 tokens), detection prompt, sequence length L and batch B, both loops run as
+graph-mode `tf.function`s (no XLA, as in TF Serving) on the same encoder output:
+
+* ours: `model.decoding.decode`, greedy, `stop_at_end=False` so every row really
+  emits L tokens (per-row early stop would only make ours faster);
+* reference: `model.reference_decoding.reference_decode` (caches layer inputs,
+  re-projects every self-/cross-attention key/value each step, always L steps).
+
+tokens/s = B * steps / seconds, after a 2-step warm-up call that traces the graph.
+Every reference step costs the same (its buffers always have length L), so when a
+full reference run would take longer than `--budget` seconds it is timed on fewer
+steps, extrapolated from a 2-step probe; the table says how many steps were timed.
+--write puts the table into BENCHMARKS.md (section "Decoding").
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pix2seq  # noqa: E402,F401  (Keras 3 guard)
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench.report import write_section  # noqa: E402
+from model import decoding, reference_decoding, vocab  # noqa: E402
+from model.config import preset  # noqa: E402
+from model.pix2seq_model import Pix2SeqModel  # noqa: E402
+
+SECTION = "## Decoding: K/V-cached while_loop vs reference-style loop (`bench/decode.py`)"
+
+
+def build(name, longest):
+    keras.utils.set_random_seed(0)
+    config = preset(name)
+    if config.max_seq_len < longest + 1:
+        config = config.replace(max_seq_len=longest + 1)
+    model = Pix2SeqModel(config)
+    model.build()
+    return model
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    tf.nest.map_structure(lambda t: t.numpy(), out)
+    return time.perf_counter() - start
+
+
+def measure(model, length, batch, budget):
+    size = model.config.image_size
+    images = tf.random.stateless_uniform([batch, size, size, 3], [1, 2])
+    memory = model.encode(images)
+    cross = model.decoder.compute_cross_cache(memory)
+    prompt = tf.fill([batch, 1], vocab.DETECTION_PROMPT)
+
+    @tf.function
+    def ours(steps):
+        return decoding.decode(model.decoder, cross, prompt, length, stop_at_end=False, max_steps=steps)["tokens"]
+
+    @tf.function
+    def reference(steps):
+        return reference_decoding.reference_decode(model.decoder, memory, prompt, length, max_steps=steps)["tokens"]
+
+    row = {"preset": model.config.name, "L": length, "B": batch}
+    timed(ours, tf.constant(2))
+    row["ours_s"] = timed(ours, tf.constant(length))
+    row["ours_tps"] = batch * length / row["ours_s"]
+    timed(reference, tf.constant(2))
+    probe = timed(reference, tf.constant(2)) / 2
+    steps = length if probe * length <= budget else max(2, min(length, int(budget / probe)))
+    seconds = timed(reference, tf.constant(steps))
+    row["ref_steps"] = steps
+    row["ref_s"] = seconds * length / steps
+    row["ref_tps"] = batch * steps / seconds
+    row["ratio"] = row["ours_tps"] / row["ref_tps"]
+    return row
+
+
+def table(rows):
+    lines = ["| preset | L | batch | ours tokens/s | reference tokens/s | reference steps timed | speed-up |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['preset']} | {r['L']} | {r['B']} | {r['ours_tps']:.0f} | {r['ref_tps']:.1f} | "
+                     f"{r['ref_steps']}/{r['L']} | {r['ratio']:.1f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="tiny,base")
+    parser.add_argument("--lengths", default="50,250,500")
+    parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds allowed per reference run")
+    parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    lengths = [int(v) for v in args.lengths.split(",")]
+    rows = []
+    for name in args.presets.split(","):
+        model = build(name, max(lengths))
+        for length in lengths:
+            for batch in (int(v) for v in args.batches.split(",")):
+                rows.append(measure(model, length, batch, args.budget))
+                r = rows[-1]
+                print(f"{name} L={length} B={batch}: ours {r['ours_tps']:.0f} tok/s, reference "
+                      f"{r['ref_tps']:.1f} tok/s ({r['ref_steps']} steps), {r['ratio']:.1f}x", flush=True)
+    body = table(rows)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, TF {tf.__version__}, graph mode, no XLA"
+    print(body)
+    if args.write:
+        note = (f"Machine: {machine}. Random weights, greedy, detection prompt, every row emits L tokens "
+                "(no early stop). Reference steps all cost the same, so a reference run over the "
+                f"--budget ({args.budget:.0f} s) is timed on fewer steps and its rate extrapolated.")
+        write_section(SECTION, f"{note}\n\n{body}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

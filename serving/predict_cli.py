@@ -1,0 +1,206 @@
+"""`pix2seq predict`: run the serving SavedModel on images, print, write COCO JSON and pictures.
+
+    pix2seq predict --model DIR --task detect|segment|keypoints|caption|all IMAGE...
+                    [--json OUT] [--viz DIR] [--annotations COCO.json]
+
+`--model` is a SavedModel directory or a TF Serving base directory (its highest
+numbered version is used). The model is reached through a *backend*: any object
+with `predict(signature, images, **inputs) -> {name: np.ndarray}` — here the
+SavedModel in process (`SavedModelBackend`); `serving/client.Pix2SeqClient` has the
+same method for a model behind gRPC. Everything after the call (result dicts, COCO
+JSON, pictures) is shared, so both give the same output.
+
+Tasks and the signatures they call: detect -> `detect`; segment -> `detect`, then
+`segment` on the detections; keypoints -> `detect`, then `keypoints` on the person
+detections; caption -> `caption`; all -> `detect_and_describe` (one encoding). Any
+sampling option given switches to the `*_with_options` signatures.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+from serving import results as results_lib
+
+TASKS = ("detect", "segment", "keypoints", "caption", "all")
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", required=True, help="SavedModel dir, or a base dir of numbered versions")
+    parser.add_argument("--task", choices=TASKS, default="detect")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG/PNG files")
+    parser.add_argument("--json", dest="json_out", help="write COCO-format results here")
+    parser.add_argument("--viz", help="write one PNG per image here")
+    parser.add_argument("--annotations", help="COCO annotation JSON: image ids by file name, category names")
+    parser.add_argument("--min-score", type=float, default=0.0, help="drop detections scoring below")
+    parser.add_argument("--person-class", type=int, default=1, help="category id that gets keypoints")
+    parser.add_argument("--max-objects", type=int, help="detection: at most this many objects")
+    parser.add_argument("--temperature", type=float, help="sampling temperature (<= 0: greedy)")
+    parser.add_argument("--top-p", type=float, help="nucleus sampling mass")
+    parser.add_argument("--num-samples", type=int, help="segmentation: sampled polygons per mask")
+    parser.add_argument("--seed", type=int, help="sampling seed")
+
+
+class SavedModelBackend:
+    """The serving SavedModel in this process (TF2 loader)."""
+
+    def __init__(self, model_dir):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.model_dir = resolve_model_dir(model_dir)
+        self._loaded = tf.saved_model.load(self.model_dir)
+
+    def predict(self, signature, images, **inputs):
+        fn = self._loaded.signatures[signature]
+        specs = fn.structured_input_signature[1]
+        feed = {"images": self._tf.constant(list(images), self._tf.string)}
+        for name, value in inputs.items():
+            feed[name] = self._tf.constant(value, dtype=specs[name].dtype)
+        missing = sorted(set(specs) - set(feed))
+        if missing:
+            raise ValueError(f"signature {signature!r} needs inputs {missing}")
+        return {k: v.numpy() for k, v in fn(**feed).items()}
+
+
+def resolve_model_dir(path):
+    """A SavedModel dir as given, or the highest numbered version under a base dir."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = [int(n) for n in (os.listdir(path) if os.path.isdir(path) else [])
+                if n.isdigit() and os.path.exists(os.path.join(path, n, "saved_model.pb"))]
+    if not versions:
+        raise FileNotFoundError(f"--model {path}: no saved_model.pb there nor in a numbered version dir")
+    return os.path.join(path, str(max(versions)))
+
+
+def _options(args, names):
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return given
+
+
+def _call(backend, name, images, option_names, options_defaults, args, **inputs):
+    """Call `name`, or `name_with_options` (filling missing options with defaults) when any option is set."""
+    given = _options(args, option_names)
+    if not given:
+        return backend.predict(name, images, **inputs)
+    full = {n: given.get(n, options_defaults[n]) for n in option_names}
+    return backend.predict(f"{name}_with_options", images, **inputs, **full)
+
+
+def predict(backend, task, images, args, defaults=None):
+    """Run `task` on encoded images through `backend`; returns the signature-style outputs."""
+    from model.serving_graph import PAPER_DEFAULTS
+
+    d = defaults or PAPER_DEFAULTS
+    det_defaults = {"max_objects": 1 << 16, "temperature": d["detection"]["temperature"],
+                    "top_p": d["detection"]["top_p"], "seed": 0}
+    det_names = ("max_objects", "temperature", "top_p", "seed")
+    if task == "caption":
+        cap = {**d["captioning"], "seed": 0}
+        return _call(backend, "caption", images, ("temperature", "top_p", "seed"), cap, args)
+    if task == "all":
+        names = ("max_objects", "temperature", "top_p", "num_samples", "seed")
+        return _call(backend, "detect_and_describe", images, names,
+                     {**det_defaults, "num_samples": d["segmentation"]["num_samples"]}, args)
+    found = _call(backend, "detect", images, det_names, det_defaults, args)
+    if task == "detect":
+        return found
+    if task == "segment":
+        seg = {**d["segmentation"], "seed": 0}
+        masks = _call(backend, "segment", images, ("num_samples", "temperature", "top_p", "seed"), seg, args,
+                      boxes=found["boxes"], classes=found["classes"])
+        return {**found, **masks}
+    person = found["classes"] == args.person_class
+    found = {**found, "classes": np.where(person, found["classes"], 0),
+             "scores": np.where(person, found["scores"], 0.0)}
+    people = _call(backend, "keypoints", images, ("temperature", "top_p", "seed"), {**d["keypoints"], "seed": 0},
+                   args, boxes=np.where(person[..., None], found["boxes"], 0.0).astype(np.float32))
+    return {**found, **people}
+
+
+def _image_infos(paths, annotations):
+    from PIL import Image
+
+    ids = {}
+    if annotations:
+        ids = {img["file_name"]: img["id"] for img in annotations.get("images", [])}
+    infos = []
+    for i, path in enumerate(paths):
+        name = os.path.basename(path)
+        stem = os.path.splitext(name)[0]
+        image_id = ids.get(name, int(stem) if stem.isdigit() else i + 1)
+        with Image.open(path) as im:
+            width, height = im.size
+        infos.append({"file": path, "image_id": image_id, "height": height, "width": width})
+    return infos
+
+
+def _print(results, names):
+    for r in results:
+        print(f"{r['file']} (image_id {r['image_id']}, {r['width']}x{r['height']})")
+        for obj in r.get("objects", []):
+            x, y, w, h = obj["bbox"]
+            extra = " +mask" if "mask" in obj else ""
+            extra += " +keypoints" if "keypoints" in obj else ""
+            label = names.get(obj["category_id"], f"class {obj['category_id']}")
+            print(f"  {label:<16} {obj['score']:.3f}  x={x:.1f} y={y:.1f} w={w:.1f} h={h:.1f}{extra}")
+        if "caption" in r:
+            print(f"  caption: {r['caption']}")
+
+
+def _write_json(path, results, task):
+    captions = results_lib.coco_captions(results)
+    instances = results_lib.coco_instances(results)
+    first = captions if task == "caption" else instances
+    with open(path, "w") as f:
+        json.dump(first, f)
+    written = [path]
+    if task == "all":
+        root, ext = os.path.splitext(path)
+        written.append(f"{root}_captions{ext or '.json'}")
+        with open(written[-1], "w") as f:
+            json.dump(captions, f)
+    return written
+
+
+def run(backend, args):
+    annotations = None
+    if args.annotations:
+        with open(args.annotations) as f:
+            annotations = json.load(f)
+    names = {c["id"]: c["name"] for c in (annotations or {}).get("categories", [])}
+    infos = _image_infos(args.images, annotations)
+    encoded = []
+    for path in args.images:
+        with open(path, "rb") as f:
+            encoded.append(f.read())
+    outputs = predict(backend, args.task, encoded, args)
+    results = results_lib.to_results(outputs, infos, min_score=args.min_score)
+    _print(results, names)
+    if args.json_out:
+        for path in _write_json(args.json_out, results, args.task):
+            print(f"wrote {path}")
+    if args.viz:
+        from PIL import Image
+
+        from serving import visualize
+
+        os.makedirs(args.viz, exist_ok=True)
+        for r in results:
+            with Image.open(r["file"]) as im:
+                picture = visualize.draw_result(im, r, names)
+            out = os.path.join(args.viz, os.path.splitext(os.path.basename(r["file"]))[0] + ".png")
+            picture.save(out)
+            print(f"wrote {out}")
+    return results
+
+
+def main(args) -> int:
+    for path in args.images:
+        if not os.path.isfile(path):
+            print(f"pix2seq predict: no such image file: {path}", file=sys.stderr)
+            return 2
+    run(SavedModelBackend(args.model), args)
+    return 0
