@@ -37,6 +37,29 @@ def test_base_has_the_papers_parameter_count():
     assert abs(model.count_params() - 131.6e6) / 131.6e6 < 0.01
 
 
+@pytest.mark.parametrize("name", ["small", "base", "large"])
+def test_every_preset_builds_and_runs_each_task(name):
+    """The real architecture of each preset on a 32-pixel canvas (positions are fixed sin-cos
+    tables, so the canvas changes no weight); batch 1, each task's full sequence length."""
+    config = preset(name, image_size=32)
+    model = Pix2SeqModel(config)
+    model.build()
+    memory = model.encode(np.zeros((1, 32, 32, 3), "float32"))
+    assert tuple(memory.shape) == (1, 4, config.decoder_dim)
+    for task in TASK_NAMES:
+        tokens = np.ones((1, config.tokens.seq_len(task)), "int32")
+        logits = model.decoder(tokens, memory)
+        assert tuple(logits.shape) == (1, config.tokens.seq_len(task), config.vocab_size)
+    if name == "base":
+        assert abs(model.count_params() - 131.6e6) / 131.6e6 < 0.01
+
+
+def test_canvas_size_changes_no_weight(tiny_model):
+    small_canvas = Pix2SeqModel(preset("tiny", image_size=32))
+    small_canvas.build()
+    assert small_canvas.count_params() == tiny_model.count_params()
+
+
 @pytest.mark.parametrize("name", ["tiny", "small", "base", "large"])
 def test_presets_are_consistent(name):
     config = preset(name)
