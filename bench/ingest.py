@@ -10,7 +10,11 @@ real ingestion (components/beam_ingest.run_ingest) for each worker count with
 Two rates per worker count: end-to-end images/s over the Beam pipeline of the
 larger set (worker process start-up included), and the marginal rate
 (N_large - N_small) / (T_large - T_small), which cancels the fixed start-up cost
-and is what a COCO-sized run (118k images) sees. The driver part (parse the
+and is what a COCO-sized run (118k images) sees. Fixed costs the marginal rate
+removes: worker process start-up (import Beam; the workers never import
+TensorFlow), and with 2+ workers ~5 s at shutdown (observed: the last worker
+exits ~5 s after the first; Beam 2.59's FnApiRunner stops its shared gRPC
+server with a 5 s grace while that worker's streams are open). The driver part (parse the
 JSON once, train SentencePiece, stage records) is the same for every run and is
 printed separately. --write puts the table into BENCHMARKS.md (section
 "Ingestion"). Target: 2 workers >= 1.7x one worker.
