@@ -14,6 +14,7 @@ instance). --write puts the table into BENCHMARKS.md (section "Input pipeline").
 import argparse
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -31,21 +32,27 @@ from model import vocab  # noqa: E402
 SECTION = "## Input pipeline: examples/s per task (`bench/input_pipeline.py`)"
 
 
-def rate(ds, batches, batch_size):
-    """Examples/s over `batches` batches after the first (which pays for tracing);
-    None when the split has nothing for the task."""
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rate(ds, batches, batch_size, warmup=3):
+    """(examples/s, process CPU ms per example) over `batches` batches after `warmup`
+    batches (tracing, tf.data autotuning); (None, None) when the split has nothing for
+    the task. CPU ms/example moves less with machine load than examples/s."""
     it = iter(ds)
-    if next(it, None) is None:
-        return None, 0
-    start = time.perf_counter()
+    for _ in range(warmup):
+        if next(it, None) is None:
+            return None, None
+    start, cpu = time.perf_counter(), _cpu_seconds()
     n = 0
     for _ in range(batches):
-        try:
-            batch = next(it)
-        except StopIteration:
+        batch = next(it, None)
+        if batch is None:
             break
         n += batch_size(batch)
-    return n / (time.perf_counter() - start), n
+    return n / (time.perf_counter() - start), 1000.0 * (_cpu_seconds() - cpu) / max(n, 1)
 
 
 def _fmt(value):
@@ -70,25 +77,29 @@ def main(argv=None):
     tc = vocab.TokenConfig(image_size=args.canvas, caption_vocab_size=data.caption_vocab_size,
                            num_keypoints=data.num_keypoints or 17)
     rows = []
+    count = lambda b: int(b["image"].shape[0])  # noqa: E731
     for task in pipelines.TASK_NAMES:
         train = pipelines.train_dataset(data.train_files, task, tc, args.batch, seed=0)
-        train_rate, _ = rate(train, args.batches, lambda b: int(b["image"].shape[0]))
         evald = pipelines.eval_dataset(data.eval_files, task, tc, args.batch, drop_remainder=False).repeat()
-        eval_rate, _ = rate(evald, args.batches, lambda b: int(b["image"].shape[0]))
-        rows.append((task, train_rate, eval_rate))
-        print(f"{task:13s} train {_fmt(train_rate):>8s} ex/s   eval {_fmt(eval_rate):>8s} ex/s", flush=True)
+        rows.append((task,) + rate(train, args.batches, count) + rate(evald, args.batches, count))
+        print(f"{task:13s} train {_fmt(rows[-1][1]):>8s} ex/s {_fmt(rows[-1][2]):>6s} cpu ms/ex   "
+              f"eval {_fmt(rows[-1][3]):>8s} ex/s {_fmt(rows[-1][4]):>6s} cpu ms/ex", flush=True)
     mixed = pipelines.batch_mixing_dataset(data.train_files, pipelines.TASK_NAMES, tc, args.batch)
-    mix_rate, _ = rate(mixed, max(args.batches // 2, 1), lambda b: sum(int(v["image"].shape[0]) for v in b.values()))
-    print(f"batch mixing  {_fmt(mix_rate)} ex/s")
+    mix = rate(mixed, max(args.batches // 2, 1), lambda b: sum(count(v) for v in b.values()))
+    print(f"batch mixing  {_fmt(mix[0])} ex/s {_fmt(mix[1])} cpu ms/ex")
 
-    lines = ["| stream | train examples/s | eval examples/s |", "|---|---:|---:|"]
-    lines += [f"| {task} | {_fmt(tr)} | {_fmt(ev)} |" for task, tr, ev in rows]
-    lines.append(f"| batch mixing (all 4 tasks, one step = {len(pipelines.TASK_NAMES)} x {args.batch}) | "
-                 f"{_fmt(mix_rate)} | |")
+    lines = ["| stream | train examples/s | train CPU ms/example | eval examples/s | eval CPU ms/example |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {row[0]} | " + " | ".join(_fmt(v) for v in row[1:]) + " |" for row in rows]
+    lines.append(f"| batch mixing (one step = {len(pipelines.TASK_NAMES)} tasks x {args.batch}) | "
+                 f"{_fmt(mix[0])} | {_fmt(mix[1])} | | |")
     lines.append("")
     lines.append(f"{args.images} synthetic images (longest side {args.image_size}) ingested with the Beam "
-                 f"ingestion; canvas {args.canvas}, batch {args.batch}, {args.batches} timed batches after the "
-                 f"first; tf.data AUTOTUNE; {platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}.")
+                 f"ingestion; canvas {args.canvas}, batch {args.batch}, {args.batches} timed batches after 3 "
+                 f"warm-up batches; tf.data AUTOTUNE; {platform.machine()}, {os.cpu_count()} CPUs, "
+                 f"TF {tf.__version__}, 1-min load average {os.getloadavg()[0]:.1f} at the end (a shared machine "
+                 f"inflates examples/s swings; CPU ms/example is steadier). Train = parse, decode, flip + scale jitter [0.3, 2] + crop (keypoints: "
+                 f"flip + 2x person crop), task codec; eval = parse, decode, resize/pad, codec.")
     body = "\n".join(lines)
     print(body)
     if args.write:
