@@ -1,13 +1,13 @@
 """`pix2seq predict`: run the serving SavedModel on images, print, write COCO JSON and pictures.
 
-    pix2seq predict --model DIR --task detect|segment|keypoints|caption|all IMAGE...
+    pix2seq predict (--model DIR | --server HOST:PORT) --task detect|segment|keypoints|caption|all IMAGE...
                     [--json OUT] [--viz DIR] [--annotations COCO.json]
 
 `--model` is a SavedModel directory or a TF Serving base directory (its highest
 numbered version is used). The model is reached through a *backend*: any object
 with `predict(signature, images, **inputs) -> {name: np.ndarray}` — here the
-SavedModel in process (`SavedModelBackend`); `serving/client.Pix2SeqClient` has the
-same method for a model behind gRPC. Everything after the call (result dicts, COCO
+SavedModel in process (`SavedModelBackend`), or with `--server` the gRPC client
+`serving/client.Pix2SeqClient` (TF Serving or `pix2seq serve`). Everything after the call (result dicts, COCO
 JSON, pictures) is shared, so both give the same output.
 
 Tasks and the signatures they call: detect -> `detect`; segment -> `detect`, then
@@ -27,7 +27,11 @@ TASKS = ("detect", "segment", "keypoints", "caption", "all")
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", required=True, help="SavedModel dir, or a base dir of numbered versions")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="SavedModel dir, or a base dir of numbered versions")
+    source.add_argument("--server", metavar="HOST:PORT",
+                        help="call a TF Serving / `pix2seq serve` gRPC endpoint instead of loading --model")
+    parser.add_argument("--model-name", default="pix2seq", help="with --server: the served model's name")
     parser.add_argument("--task", choices=TASKS, default="detect")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG/PNG files")
     parser.add_argument("--json", dest="json_out", help="write COCO-format results here")
@@ -202,5 +206,11 @@ def main(args) -> int:
         if not os.path.isfile(path):
             print(f"pix2seq predict: no such image file: {path}", file=sys.stderr)
             return 2
-    run(SavedModelBackend(args.model), args)
+    if args.server:
+        from serving.client import Pix2SeqClient
+
+        with Pix2SeqClient(args.server, model_name=args.model_name) as backend:
+            run(backend, args)
+    else:
+        run(SavedModelBackend(args.model), args)
     return 0

@@ -187,3 +187,33 @@ def test_real_export_metadata_lists_its_signatures_and_inputs(real_server):
         "images": ("string", (None,)), "boxes": ("float32", (None, None, 4)), "classes": ("int32", (None, None))}
     assert signatures["detect"]["outputs"]["boxes"] == ("float32", (None, MICRO["max_instances"], 4))
     assert signatures["caption"]["outputs"] == {"captions": ("string", (None,))}
+
+
+def test_predict_cli_over_grpc_writes_what_the_in_process_run_writes(real_server, tmp_path):
+    import argparse
+    import json
+
+    from serving import predict_cli
+
+    files = []
+    for i, (size, fmt) in enumerate([((48, 40), "JPEG"), ((30, 64), "PNG")]):
+        path = tmp_path / f"{i + 1}.{fmt.lower()}"
+        path.write_bytes(encode_image(20 + i, size=size, fmt=fmt))
+        files.append(str(path))
+    written = {}
+    for source in (["--model", real_server.config.model_base_path], ["--server", real_server.address]):
+        name = source[0].lstrip("-")
+        parser = argparse.ArgumentParser()
+        predict_cli.add_arguments(parser)
+        args = parser.parse_args([*source, "--task", "all", "--json", str(tmp_path / f"{name}.json"),
+                                  "--viz", str(tmp_path / name), *files])
+        assert predict_cli.main(args) == 0
+        written[name] = {p.name: p.read_bytes() for p in sorted(tmp_path.glob(f"{name}*")) if p.is_file()}
+        written[name].update({p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())})
+    assert sorted(written["model"]) == ["1.png", "2.png", "model.json", "model_captions.json"]
+    for local, remote in [("model.json", "server.json"), ("model_captions.json", "server_captions.json")]:
+        entries = json.loads(written["model"][local])
+        assert len(entries) >= len(files)  # at least one detection / one caption per image
+        assert entries == json.loads(written["server"][remote])
+    for picture in ("1.png", "2.png"):
+        assert written["model"][picture] == written["server"][picture]
