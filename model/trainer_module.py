@@ -17,7 +17,12 @@ def run_fn(fn_args):
     from model.pix2seq_model import DEFAULT_TASK_WEIGHTS
     from model.training import TrainConfig, train
 
+    import tensorflow as tf
+
     config = dict(fn_args.custom_config or {})
+    # TFX passes split patterns (`.../Split-train/*`); tf.data wants file names.
+    train_files = sorted(f for p in fn_args.train_files for f in tf.io.gfile.glob(p))
+    eval_files = sorted(f for p in fn_args.eval_files for f in tf.io.gfile.glob(p))
     examples = train_data.examples_root(fn_args.train_files[0])
     weights = {t: float(w) for t, w in (config.get("task_weights") or DEFAULT_TASK_WEIGHTS).items() if w > 0}
     model_config = train_data.model_config_for(
@@ -45,9 +50,9 @@ def run_fn(fn_args):
         settings,
         fn_args.model_run_dir,
         train_data.train_dataset_fn(
-            fn_args.train_files, model_config.tokens, batch_size, weights, config.get("mixing", "batch"), seed
+            train_files, model_config.tokens, batch_size, weights, config.get("mixing", "batch"), seed
         ),
-        train_data.eval_dataset_fn(fn_args.eval_files, model_config.tokens, batch_size, list(weights))
+        train_data.eval_dataset_fn(eval_files, model_config.tokens, batch_size, list(weights))
         if eval_steps
         else None,
         verbose=2,
