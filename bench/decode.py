@@ -63,11 +63,11 @@ def measure(model, length, batch, budget):
     cross = model.decoder.compute_cross_cache(memory)
     prompt = tf.fill([batch, 1], vocab.DETECTION_PROMPT)
 
-    @tf.function
+    @tf.function(autograph=False)
     def ours(steps):
         return decoding.decode(model.decoder, cross, prompt, length, stop_at_end=False, max_steps=steps)["tokens"]
 
-    @tf.function
+    @tf.function(autograph=False)
     def reference(steps):
         return reference_decoding.reference_decode(model.decoder, memory, prompt, length, max_steps=steps)["tokens"]
 

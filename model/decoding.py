@@ -8,15 +8,17 @@ What makes it fast (DESIGN.md §6), against the reference loop in
   image (every instance to segment, the 8 samples of the segmentation ensemble)
   without encoding again;
 * the prompt goes through the decoder in one call (all but its last token, which
-  the first step feeds); afterwards each step feeds one token and writes its self-attention keys/values at the step index of a
-  preallocated, static-shape cache (`decoder.call_cached`);
+  the first step feeds); afterwards each step feeds one token and writes its
+  self-attention keys/values at the step index of a preallocated, static-shape
+  cache (`decoder.call_cached`);
 * each row stops at its end token (later positions are padding) and the loop ends
   as soon as every row has ended, or at the length limit;
 * a task's grammar masks the logits each step, so every output parses.
 
 All shapes are static except the loop trip count, so the same code runs eagerly,
 under `tf.function` (the exported SavedModel; no `jit_compile` there) and under
-XLA (`jit_compile=True`) for in-process use.
+XLA (`tf.function(..., jit_compile=True)`) for in-process use: greedy tokens are
+identical there; sampled ones differ because XLA picks another stateless RNG stream.
 
 A *constraint* is a callable `constraint(step, tokens) -> bool [B, V] or [V]`: the
 tokens allowed at generated position `step` (scalar int32, 0-based after the

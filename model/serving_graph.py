@@ -133,6 +133,9 @@ class InferenceGraph:
         scores = tf.where(parsed["valid"], class_scores, 0.0)
         order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
         boxes = self._to_pixels(tf.gather(parsed["boxes"], order, batch_dims=1), frame["canvas_scale"])
+        # The grammar fixes which tokens are coordinates, not their order: report
+        # (min, max) corners so a box is well formed even when the model swapped them.
+        boxes = tf.concat([tf.minimum(boxes[..., :2], boxes[..., 2:]), tf.maximum(boxes[..., :2], boxes[..., 2:])], -1)
         return {
             "boxes": self._clip_to_image(boxes, frame["image_size"]),
             "classes": tf.gather(parsed["classes"], order, batch_dims=1),

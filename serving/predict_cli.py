@@ -121,6 +121,10 @@ def predict(backend, task, images, args, defaults=None):
              "scores": np.where(person, found["scores"], 0.0)}
     people = _call(backend, "keypoints", images, ("temperature", "top_p", "seed"), {**d["keypoints"], "seed": 0},
                    args, boxes=np.where(person[..., None], found["boxes"], 0.0).astype(np.float32))
+    # A person whose box collapsed to a line (clipped at the border) gets no keypoints:
+    # leave it out, so every keypoint result carries its 17 points.
+    has_points = np.any(people["keypoints"] != 0, axis=(-2, -1))
+    found["classes"] = np.where(has_points, found["classes"], 0)
     return {**found, **people}
 
 

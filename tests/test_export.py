@@ -54,6 +54,12 @@ other = loaded.signatures["detect_with_options"](**{k: tf.constant(v, dtype=load
 results["tf2/other_seed/boxes"] = other["boxes"].numpy()
 options["seed"] = options["seed"] - 1
 
+images = tf.constant(request["images"].tolist(), tf.string)
+empty = loaded.signatures["segment"](images=images, boxes=tf.zeros([2, 1, 4]), classes=tf.zeros([2, 1], tf.int32))
+results["tf2/empty_segment/masks"] = empty["masks"].numpy()
+empty = loaded.signatures["keypoints"](images=images, boxes=tf.zeros([2, 1, 4]))
+results["tf2/empty_keypoints/keypoints"] = empty["keypoints"].numpy()
+
 with tf.compat.v1.Session(graph=tf.Graph()) as sess:
     meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
     for name, sig in meta.signature_def.items():
@@ -127,6 +133,7 @@ def _check_detections(out, prefix, max_objects):
     for i, (h, w) in enumerate(SIZES):
         assert np.all(boxes[i][:, [0, 2]] <= h) and np.all(boxes[i][:, [1, 3]] <= w) and np.all(boxes[i] >= 0)
         assert np.all(np.diff(scores[i]) <= 0)  # sorted by score
+        assert np.all(boxes[i][:, :2] <= boxes[i][:, 2:])  # well-formed corners
     assert np.all((scores >= 0) & (scores <= 1)) and np.all((classes >= 0) & (classes <= 90))
     assert np.all(scores[classes == 0] == 0)
 
@@ -154,6 +161,13 @@ def test_segment_masks_polygons_and_padding(answers):
         m = out[f"tf2/{key}/masks"]
         np.testing.assert_allclose(m * samples, np.round(m * samples), atol=1e-4)
     assert np.any(masks > 0)
+
+
+def test_no_instances_give_empty_answers(answers):
+    _, out = answers
+    masks, kp = out["tf2/empty_segment/masks"], out["tf2/empty_keypoints/keypoints"]
+    assert masks.shape == (2, 1, 64, 64) and not masks.any()
+    assert kp.shape == (2, 1, 17, 3) and not kp.any()
 
 
 def test_keypoints_are_in_pixels_with_scores(answers):
