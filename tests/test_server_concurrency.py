@@ -172,3 +172,30 @@ def test_stop_lets_in_flight_requests_finish_and_refuses_new_ones(tmp_path):
         with pytest.raises(grpc.RpcError) as err:
             client.predict("detect", [encode_image(1)])
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_pusher_style_copy_is_served_once_saved_model_pb_is_complete(tmp_path):
+    """The TFX Pusher copies saved_model.pb last; a half-written one must be retried, not given up."""
+    import shutil
+
+    from serving.version_manager import VersionManager
+
+    base = str(tmp_path / "pix2seq")
+    push_version(toy_model_dir(0), base, 1)
+    manager = VersionManager(base, "pix2seq", poll_seconds=0)
+    assert manager.poll_once() == [1]
+
+    target = os.path.join(base, "2")
+    shutil.copytree(toy_model_dir(0), target, ignore=shutil.ignore_patterns("saved_model.pb"))
+    assert manager.poll_once() == [1]  # no saved_model.pb yet: not a version
+    with open(os.path.join(toy_model_dir(0), "saved_model.pb"), "rb") as f:
+        graph = f.read()
+    with open(os.path.join(target, "saved_model.pb"), "wb") as f:
+        f.write(graph[: len(graph) // 3])  # the copy is under way
+    assert manager.poll_once() == [1]
+    assert manager.states()[2].state == "END" and manager.states()[2].error
+    with open(os.path.join(target, "saved_model.pb"), "wb") as f:
+        f.write(graph)
+    assert manager.poll_once() == [2]
+    assert manager.states()[2].state == "AVAILABLE" and manager.states()[1].state == "END"
+    assert manager.get().version == 2
