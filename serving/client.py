@@ -91,7 +91,8 @@ class Pix2SeqClient:
         if signature not in self._dtypes:
             signatures = self.metadata()["signatures"]
             self._dtypes.update(
-                {name: {alias: dtype for alias, (dtype, _) in sig["inputs"].items()} for name, sig in signatures.items()}
+                {name: {alias: dtype for alias, (dtype, _) in sig["inputs"].items()}
+                 for name, sig in signatures.items()}
             )
         return self._dtypes.get(signature, {})
 

@@ -8,7 +8,7 @@ import portpicker
 import pytest
 import tensorflow as tf
 from PIL import Image
-from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
 
 from serving import handlers, image_check
 from serving.client import Pix2SeqClient
@@ -75,7 +75,8 @@ def _images(*images):
 BAD_REQUESTS = {
     "not_an_image": (dict(i=_images(encode_image(2), b"this is not an image")), CODE.INVALID_ARGUMENT,
                      ["'images'[1]", "not a JPEG or PNG"]),
-    "truncated_jpeg": (dict(i=_images(encode_image(3)[:-200])), CODE.INVALID_ARGUMENT, ["'images'[0]", "truncated JPEG"]),
+    "truncated_jpeg": (dict(i=_images(encode_image(3)[:-200])), CODE.INVALID_ARGUMENT,
+                       ["'images'[0]", "truncated JPEG"]),
     "truncated_png": (dict(i=_images(encode_image(3, fmt="PNG")[:-40])), CODE.INVALID_ARGUMENT, ["truncated PNG"]),
     "corrupt_pixels": (dict(i=_images(_corrupt_png_pixels())), CODE.INVALID_ARGUMENT, ["PNG"]),
     "empty_batch": (dict(i=_images()), CODE.INVALID_ARGUMENT, ["'images'", "empty batch"]),
@@ -86,7 +87,8 @@ BAD_REQUESTS = {
     "wrong_dtype": (dict(i=lambda r: r.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros(2, np.float32)))),
                     CODE.INVALID_ARGUMENT, ["'images'", "DT_FLOAT", "DT_STRING"]),
     "wrong_shape": (dict(i=lambda r: r.inputs["images"].CopyFrom(
-        tf.make_tensor_proto([[encode_image(5)]], dtype=tf.string))), CODE.INVALID_ARGUMENT, ["'images'", "shape [1,1]"]),
+        tf.make_tensor_proto([[encode_image(5)]], dtype=tf.string))), CODE.INVALID_ARGUMENT,
+                    ["'images'", "shape [1,1]"]),
     "unknown_model": (dict(m=lambda r: setattr(r.model_spec, "name", "resnet")), CODE.NOT_FOUND, ["resnet"]),
     "no_model_name": (dict(m=lambda r: r.model_spec.ClearField("name")), CODE.INVALID_ARGUMENT, ["no name"]),
     "unknown_version": (dict(v=lambda r: r.model_spec.version.__setattr__("value", 7)), CODE.NOT_FOUND,
@@ -95,7 +97,8 @@ BAD_REQUESTS = {
                       ["version_label", "stable"]),
     "unknown_signature": (dict(s=lambda r: setattr(r.model_spec, "signature_name", "classify")),
                           CODE.FAILED_PRECONDITION, ['"classify" not found']),
-    "missing_input": (dict(i=lambda r: r.inputs.pop("images")), CODE.INVALID_ARGUMENT, ["Missing but required: {images}"]),
+    "missing_input": (dict(i=lambda r: r.inputs.pop("images")), CODE.INVALID_ARGUMENT,
+                      ["Missing but required: {images}"]),
     "extra_input": (dict(i=lambda r: r.inputs["scale"].CopyFrom(tf.make_tensor_proto(1.0))), CODE.INVALID_ARGUMENT,
                     ["Sent extra: {scale}"]),
     "unknown_output_filter": (dict(o=lambda r: r.output_filter.append("masks")), CODE.INVALID_ARGUMENT,
