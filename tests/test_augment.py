@@ -95,7 +95,6 @@ def test_augmentation_keeps_geometry_on_drawn_objects(examples, task):
 
 def test_flip_swaps_left_and_right_keypoints(examples):
     canvas = preprocess.resize_and_pad(examples[0], S)
-    canvas = dict(canvas, image=canvas["image"])
     colour_at = lambda out, k: out["image"].numpy()[  # noqa: E731
         int(out["keypoints"].numpy()[2, k, 0] * S), int(out["keypoints"].numpy()[2, k, 1] * S)]
     plain = augment.flip_left_right(canvas, False, PAIRS)
@@ -208,3 +207,16 @@ def test_bad_config_and_unknown_task_are_rejected(examples):
         augment.augment(examples[0], "depth", tf.constant([0, 0], tf.int64), S)
     with pytest.raises(ValueError, match="Unknown task"):
         preprocess.prepare_eval(examples[0], "depth", S)
+
+
+def test_segmentation_always_keeps_one_instance_even_when_the_crop_misses_it(examples):
+    zoomed = augment.AugmentConfig(scale_min=2.0, scale_max=2.0)  # crops a quarter of the image
+    fit = S / max(examples[1]["orig_size"].numpy())
+    scales = set()
+    for s in range(6):
+        out = augment.augment(examples[1], "segmentation", tf.constant([s, 1], tf.int64), S, zoomed)
+        assert out["boxes"].shape[0] == 1 and out["polygon_points"].shape[0] >= 3
+        assert np.all(out["polygon_instance"].numpy() == 0)
+        assert_on_objects(out)
+        scales.add(round(float(out["canvas_scale"][1]) / fit, 3))
+    assert scales == {1.0, 2.0}  # zoomed crops that kept the instance, and the un-jittered fallback
