@@ -22,6 +22,9 @@ from data import parse, preprocess
 
 TASK_NAMES = ("detection", "segmentation", "keypoints", "captioning")
 SEQUENCE_KEYS = ("input_tokens", "target_tokens", "token_weights")
+USABLE_NEEDS = {"detection": "any image", "segmentation": "a non-crowd object with a polygon",
+                "keypoints": "a non-crowd object with a labelled keypoint",
+                "captioning": "a caption"}
 
 
 def _graph(fn):
@@ -100,10 +103,16 @@ def _parsed(files, task, token_config, input_context, shuffle_files=False, seed=
 
 def task_examples(files, task, token_config, seed=0, augment_config=augment_lib.AugmentConfig(),
                   input_context=None, shuffle_buffer=64):
-    """Endless stream of unbatched training elements of one task (augmented, tokenized)."""
+    """Endless stream of unbatched training elements of one task (augmented, tokenized).
+
+    Raises ValueError when no example in `files` (this input pipeline's shard) is usable.
+    """
     codec = _codec(task, token_config)
     base = _base_seed(seed, task, input_context)
     ds = _parsed(files, task, token_config, input_context, shuffle_files=True, seed=base)
+    if next(iter(ds.take(1)), None) is None:  # an endless stream must not end at once
+        raise ValueError(f"no example in {files!r} can make a {task} sequence "
+                         f"(needs: {USABLE_NEEDS[task]}).")
     ds = ds.shuffle(shuffle_buffer, seed=base, reshuffle_each_iteration=True).repeat()
     size, pairs = token_config.image_size, tuple(token_config.keypoint_flip_pairs)
 

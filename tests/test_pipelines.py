@@ -104,6 +104,17 @@ def test_distribute_datasets_from_function_on_the_default_strategy(files):
     assert half.element_spec["image"].shape[0] == 2
 
 
+def test_training_on_files_without_a_task_fails_clearly(tmp_path):
+    rec, png = er.make_record(1, seed=1)
+    rec = dict(rec, objects=[o for o in rec["objects"] if o["keypoints"] is None])
+    path = str(tmp_path / "no_people.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        writer.write(er.serialized(rec, png))
+    with pytest.raises(ValueError, match="can make a keypoints sequence"):
+        pipelines.train_dataset([path], "keypoints", TC, 2)
+    assert list(pipelines.eval_dataset([path], "keypoints", TC, 2)) == []  # eval: simply empty
+
+
 def test_bad_arguments_are_rejected(files):
     with pytest.raises(ValueError, match="Unknown task"):
         pipelines.train_dataset(files, "depth", TC, 2)
