@@ -27,7 +27,8 @@ def runs(synth_coco_dir, tmp_path_factory):
     versions_after_first = sorted(os.listdir(config.serving_dir))
     impossible = dataclasses.replace(config.eval, thresholds={"detection": {"AP50": 1.01}})
     second = runner_local.run(config.replace(eval=impossible))
-    return config, first, versions_after_first, second
+    third = runner_local.run(config.replace(eval=impossible))  # nothing changed
+    return config, first, versions_after_first, second, third
 
 
 def _states(summary):
@@ -35,14 +36,14 @@ def _states(summary):
 
 
 def test_every_component_ran(runs):
-    _, first, _, _ = runs
+    _, first, _, _, _ = runs
     states = _states(first)
     for component in pipeline_lib.COMPONENT_IDS:
         assert states.get(component) == "COMPLETE", (component, states)
 
 
 def test_examples_and_schema(runs):
-    _, first, _, _ = runs
+    _, first, _, _, _ = runs
     for split in ("train", "eval"):
         assert glob.glob(os.path.join(first.examples_uri, f"Split-{split}", "*.gz")), split
     schema = open(os.path.join(first.schema_uri, "schema.pbtxt")).read()
@@ -53,14 +54,14 @@ def test_examples_and_schema(runs):
 def test_model_has_the_serving_signatures(runs):
     from tensorflow.python.tools import saved_model_utils
 
-    _, first, _, _ = runs
+    _, first, _, _, _ = runs
     serving = os.path.join(first.model_uri, "Format-Serving")
     meta = saved_model_utils.get_meta_graph_def(serving, "serve")
     assert SIGNATURES <= set(meta.signature_def.keys())
 
 
 def test_metrics_json_has_every_task_metric(runs):
-    _, first, _, _ = runs
+    _, first, _, _, _ = runs
     metrics = first.metrics["candidate"]
     for task, names in cli.TABLE_METRICS:
         for name in names:
@@ -83,7 +84,7 @@ def test_metrics_json_has_every_task_metric(runs):
 
 
 def test_first_run_is_blessed_and_pushed(runs):
-    config, first, versions, _ = runs
+    config, first, versions, _, _ = runs
     assert first.blessed is True
     assert first.pushed and len(versions) == 1
     pushed = os.path.join(config.serving_dir, versions[0])
@@ -93,7 +94,7 @@ def test_first_run_is_blessed_and_pushed(runs):
 
 
 def test_rerun_reuses_cache_and_impossible_threshold_pushes_nothing(runs):
-    config, first, versions, second = runs
+    config, first, versions, second, third = runs
     states = _states(second)
     for component in UPSTREAM:
         assert states[component] == "CACHED", (component, states)
@@ -103,10 +104,15 @@ def test_rerun_reuses_cache_and_impossible_threshold_pushes_nothing(runs):
     assert sorted(os.listdir(config.serving_dir)) == versions
     # The baseline was the latest blessed model (the first run's, i.e. this same model).
     assert second.metrics["baseline_model"] == first.model_uri
+    # A rerun with nothing changed reuses every output.
+    for component, state in _states(third).items():
+        if component != pipeline_lib.RESOLVER:
+            assert state == "CACHED", (component, state)
+    assert third.evaluation_uri == second.evaluation_uri and third.blessed is False
 
 
 def test_table_reports_everything(runs):
-    _, first, _, second = runs
+    _, first, _, second, _ = runs
     table = cli.format_table(first)
     assert "BLESSED" in table and first.pushed_destination in table
     for component in pipeline_lib.COMPONENT_IDS:
@@ -120,7 +126,7 @@ def test_ground_truth_rebuilt_from_examples_equals_the_source(runs, synth_coco_d
     from components.coco_evaluator import ground_truth as gt_lib
     from data import features
 
-    _, first, _, _ = runs
+    _, first, _, _, _ = runs
     decoded = [features.decode_example(r)
                for r in gt_lib.read_examples(os.path.join(first.examples_uri, "Split-eval", "*"))]
     categories = gt_lib.load_categories(first.examples_uri)
