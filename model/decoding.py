@@ -48,6 +48,13 @@ def gather_rows(cache, rows):
     return tf.nest.map_structure(lambda t: tf.gather(t, rows, axis=0), cache)
 
 
+def split_layers(cache):
+    """Stacked cache `[B, layers, ...]` -> list of per-layer tensors (done once per decode)."""
+    if isinstance(cache, (list, tuple)):
+        return list(cache)
+    return tf.unstack(cache, axis=1)
+
+
 def truncate_after_end(tokens, end_token, pad_token=0):
     """Replace everything after each row's first `end_token` by `pad_token`.
 
@@ -120,8 +127,10 @@ def decode(decoder, cross_cache, prompt, max_new_tokens, sampler=None, seed=(0, 
     if max_steps is not None:
         limit = tf.clip_by_value(tf.cast(max_steps, tf.int32), 0, max_new_tokens)
 
+    # Per-layer lists: slicing a layer out of a stacked cache would copy it every step.
+    cross_cache = split_layers(cross_cache)
     # Positions 0 .. P + max_new_tokens - 2 are ever fed: the last token is not.
-    self_cache = decoder.init_self_cache(batch, prompt_len + max_new_tokens - 1)
+    self_cache = split_layers(decoder.init_self_cache(batch, prompt_len + max_new_tokens - 1))
     if prompt_len > 1:  # all but the last prompt token in one call
         _, self_cache = decoder.call_cached(prompt[:, :-1], self_cache, cross_cache, 0)
 

@@ -74,7 +74,7 @@ def signature_functions(graph: InferenceGraph):
     cap = _defaults("captioning")
     decoder = graph.model.decoder
     cross_spec = tf.TensorSpec(
-        [None, decoder.depth, 2, graph.model.config.num_image_tokens, decoder.num_heads, decoder.head_dim],
+        [None, decoder.depth, 2, decoder.num_heads, graph.model.config.num_image_tokens, decoder.head_dim],
         decoder.compute_dtype, name="cross")
     frame_specs = [IMAGES, tf.TensorSpec([None, 2], tf.int32, name="image_size"),
                    tf.TensorSpec([None, 2], tf.float32, name="canvas_scale"), cross_spec]

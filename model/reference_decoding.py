@@ -42,15 +42,15 @@ def _block_step(block, x, inputs, memory, index):
 
 
 def _decoder_step(decoder, tokens, input_cache, memory, index):
-    """All blocks on `n` tokens at `index` -> (logits [B, n, V], input_cache [B, layers, L, D])."""
+    """All blocks on `n` tokens at `index` -> (logits [B, n, V], per-layer input caches [B, L, D])."""
     n = tokens.shape[1]
     positions = tf.gather(decoder.position_embedding, index + tf.range(n), axis=0)
     x = decoder._embed(tokens, positions)
     new_cache = []
     for i, block in enumerate(decoder.blocks):
-        x, layer_inputs = _block_step(block, x, input_cache[:, i], memory, index)
+        x, layer_inputs = _block_step(block, x, input_cache[i], memory, index)
         new_cache.append(layer_inputs)
-    return decoder._logits(x), tf.stack(new_cache, axis=1)
+    return decoder._logits(x), new_cache
 
 
 def reference_decode(decoder, memory, prompt, max_new_tokens, sampler=None, seed=(0, 0),
@@ -70,7 +70,7 @@ def reference_decode(decoder, memory, prompt, max_new_tokens, sampler=None, seed
     batch = tf.shape(prompt)[0]
     prompt_len = prompt.shape[1]
     total = prompt_len + max_new_tokens - 1
-    input_cache = tf.zeros([batch, decoder.depth, total, decoder.dim], decoder.compute_dtype)
+    input_cache = [tf.zeros([batch, total, decoder.dim], decoder.compute_dtype) for _ in range(decoder.depth)]
     if prompt_len > 1:
         _, input_cache = _decoder_step(decoder, prompt[:, :-1], input_cache, memory, 0)
     tokens = tf.fill([batch, max_new_tokens], tf.constant(pad_token, tf.int32))

@@ -5,7 +5,8 @@ import pytest
 import keras
 
 from model import layers as L
-from model.config import TASK_NAMES, ModelConfig, preset
+from model.config import ModelConfig, preset
+from model.tasks import TASK_NAMES
 from model.decoder import DecoderBlock, Pix2SeqDecoder
 from model.encoder import ImageProjection, VisionTransformer
 from model.pix2seq_model import Pix2SeqModel
@@ -143,9 +144,9 @@ def test_cached_decoding_equals_full_pass():
     memory = rng.normal(size=(3, 7, 32)).astype("float32")
     full = np.asarray(decoder(tokens, memory, training=False))
     cross = decoder.compute_cross_cache(memory)
-    assert tuple(cross.shape) == (3, 3, 2, 7, 4, 8)
+    assert tuple(cross.shape) == (3, 3, 2, 4, 7, 8)
     cache = decoder.init_self_cache(3, 16)
-    assert tuple(cache.shape) == (3, 3, 2, 16, 4, 8)
+    assert tuple(cache.shape) == (3, 3, 2, 4, 16, 8)
     prompt = 4
     logits, cache = decoder.call_cached(tokens[:, :prompt], cache, cross, 0)
     steps = [np.asarray(logits)]
@@ -154,7 +155,7 @@ def test_cached_decoding_equals_full_pass():
         steps.append(np.asarray(logits))
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
     # Slots past the last written position stay empty.
-    assert not np.asarray(cache)[:, :, :, 12:].any()
+    assert not np.asarray(cache)[:, :, :, :, 12:].any()
 
 
 def test_cached_call_works_inside_tf_function(tiny_model):
