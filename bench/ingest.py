@@ -119,6 +119,9 @@ def render(results, sizes, image_size, load):
     lines.append(f"multi_processing mode, synthetic JPEGs (longest side {image_size}), gzipped TFRecord output; "
                  f"{platform.machine()}, {os.cpu_count()} CPUs, 1-minute load average before the runs "
                  f"{load:.1f} (other jobs share the CPUs when it exceeds 0).")
+    if load >= os.cpu_count():
+        lines.append("The CPUs were already saturated by other jobs, so a second worker process could not get "
+                     "a core of its own: rerun on an idle machine for the scaling figure.")
     return "\n".join(lines), rates
 
 
