@@ -3,7 +3,8 @@
 `custom_config` keys (pipeline/presets.py `TrainConfig.custom_config()`):
 `model_preset`, `model_overrides`, `batch_size`, `learning_rate`, `warmup_steps`,
 `weight_decay`, `task_weights`, `seed`; optional `mixing` ("batch" | "data"),
-`precision`, `tpu`, `checkpoint_every`, `clipnorm`. Steps come from TrainArgs /
+`precision`, `tpu`, `checkpoint_every`, `clipnorm`, `task_batch_sizes` ({task: global
+batch} for batch mixing, overriding `batch_size` per task). Steps come from TrainArgs /
 EvalArgs. Checkpoints and TensorBoard logs go under `fn_args.model_run_dir`; the
 serving SavedModel (model/export.py) into `fn_args.serving_model_dir`.
 """
@@ -50,7 +51,8 @@ def run_fn(fn_args):
         settings,
         fn_args.model_run_dir,
         train_data.train_dataset_fn(
-            train_files, model_config.tokens, batch_size, weights, config.get("mixing", "batch"), seed
+            train_files, model_config.tokens, _train_batch_size(config, batch_size, weights),
+            config.get("mixing", "batch"), seed
         ),
         train_data.eval_dataset_fn(eval_files, model_config.tokens, batch_size, list(weights))
         if eval_steps
@@ -58,3 +60,13 @@ def run_fn(fn_args):
         verbose=2,
     )
     export_saved_model(result.model, fn_args.serving_model_dir, train_data.caption_model_file(examples))
+
+
+def _train_batch_size(config, batch_size, weights):
+    """`batch_size`, or {task: size} when `task_batch_sizes` is set (batch mixing)."""
+    per_task = dict(config.get("task_batch_sizes") or {})
+    if not per_task:
+        return batch_size
+    if config.get("mixing", "batch") != "batch":
+        raise ValueError("custom_config task_batch_sizes needs mixing='batch'")
+    return {t: int(per_task.get(t, batch_size)) for t in weights}

@@ -29,6 +29,9 @@ class TrainConfig:
     warmup_steps: int = 10
     weight_decay: float = 0.05
     task_weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(PAPER_TASK_WEIGHTS))
+    # per-task global batch for batch mixing ({} : `batch_size` for every task)
+    task_batch_sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    checkpoint_every: int = 500
     seed: int = 0
 
     def custom_config(self) -> Dict[str, object]:
@@ -41,6 +44,8 @@ class TrainConfig:
             "weight_decay": self.weight_decay,
             "task_weights": dict(self.task_weights),
             "tasks": [t for t in TASKS if self.task_weights.get(t, 0) > 0],
+            "task_batch_sizes": dict(self.task_batch_sizes),
+            "checkpoint_every": self.checkpoint_every,
             "seed": self.seed,
         }
 
@@ -117,7 +122,9 @@ def _micro() -> PipelineConfig:
         pipeline_root="pipeline_root/micro",
         serving_dir="serving_models/micro",
         metadata_path="pipeline_root/micro/metadata.sqlite",
-        train=TrainConfig(steps=3, eval_steps=1, batch_size=2, warmup_steps=1),
+        train=TrainConfig(steps=3, eval_steps=1, batch_size=2, warmup_steps=1,
+                          task_batch_sizes={"detection": 2, "segmentation": 1, "keypoints": 1,
+                                            "captioning": 1}),
         eval=EvalConfig(batch_size=4, num_pictures=2, thresholds={}, baseline_margin=1.0),
         caption_vocab_size=64,
         beam_pipeline_args=("--direct_num_workers=1",),
