@@ -1,9 +1,9 @@
 """Training throughput per preset vs this machine's measured dense-matmul peak.
 
-    python bench/train.py [--presets tiny small base] [--batch-size 2] [--steps 3] [--write]
+    python bench/train.py [--presets tiny small base] [--tasks detection ...] [--batch-size 2] [--steps 3] [--write]
 
-For each preset: one batch-mixing training step (all four tasks, `--batch-size`
-images each) timed over `--steps` steps after a warm-up step; examples/s counts
+For each preset: one batch-mixing training step (`--tasks`, default all four,
+`--batch-size` images each) timed over `--steps` steps after a warm-up step; examples/s counts
 images (all tasks); achieved FLOP/s uses the analytic count of model/flops.py.
 The peak is the best of several square matmuls in the same run, same dtype as
 training (float32 on CPU, the mixed-precision compute dtype on accelerators).
@@ -23,7 +23,8 @@ import tensorflow as tf  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
 from model import flops, strategy as strategy_lib  # noqa: E402
-from model.config import TASK_NAMES, preset  # noqa: E402
+from model.config import preset  # noqa: E402
+from model.tasks import TASK_NAMES  # noqa: E402
 from model.training import TrainConfig, build_model  # noqa: E402
 
 
@@ -47,10 +48,10 @@ def matmul_peak(dtype, size=2048, repeats=5):
     return 4 * 2 * size**3 / best
 
 
-def random_batch(config, batch_size, seed=0):
+def random_batch(config, batch_size, tasks, seed=0):
     rng = np.random.default_rng(seed)
     batch = {}
-    for task in TASK_NAMES:
+    for task in tasks:
         length = config.tokens.seq_len(task)
         batch[task] = {
             "image": rng.random((batch_size, config.image_size, config.image_size, 3), dtype=np.float32),
@@ -61,19 +62,19 @@ def random_batch(config, batch_size, seed=0):
     return batch
 
 
-def bench_preset(name, batch_size, steps, strategy):
+def bench_preset(name, batch_size, steps, strategy, tasks, jit_compile=False):
     config = preset(name)
-    settings = TrainConfig(steps=1000, batch_size=batch_size, jit_compile=False)
+    settings = TrainConfig(steps=1000, batch_size=batch_size, jit_compile=jit_compile)
     with strategy.scope():
         model = build_model(config, settings)
-    batch = random_batch(config, batch_size)
+    batch = random_batch(config, batch_size, tasks)
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
     model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)  # trace + warm up
     start = time.perf_counter()
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
     seconds = (time.perf_counter() - start) / steps
-    images = batch_size * len(TASK_NAMES)
-    step_flops = flops.train_step_flops(config, batch_size, TASK_NAMES)
+    images = batch_size * len(tasks)
+    step_flops = flops.train_step_flops(config, batch_size, tasks)
     return {
         "preset": name,
         "params": model.count_params(),
@@ -87,9 +88,11 @@ def bench_preset(name, batch_size, steps, strategy):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "small", "base"])
+    parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), choices=TASK_NAMES)
     parser.add_argument("--batch-size", type=int, default=2, help="images per task per step")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args(argv)
 
@@ -97,7 +100,7 @@ def main(argv=None):
     policy = strategy_lib.apply_precision(strategy, args.precision)
     compute_dtype = keras.mixed_precision.Policy(policy).compute_dtype
     peak = matmul_peak(compute_dtype)
-    rows = [bench_preset(name, args.batch_size, args.steps, strategy) for name in args.presets]
+    rows = [bench_preset(name, args.batch_size, args.steps, strategy, args.tasks, args.jit_compile) for name in args.presets]
     peak_again = matmul_peak(compute_dtype)
     peak = max(peak, peak_again)
 
@@ -114,9 +117,10 @@ def main(argv=None):
     lines += [
         "",
         f"Measured dense-matmul peak ({compute_dtype}, 2048^3, best of 10): {peak / 1e9:.1f} GFLOP/s. "
-        f"Batch mixing, {args.batch_size} images per task per step, {args.steps} timed steps after warm-up; "
+        f"Tasks {', '.join(args.tasks)}, {args.batch_size} image(s) per task per step, "
+        f"{args.steps} timed steps after warm-up; "
         f"FLOPs counted analytically (model/flops.py, training = 3x forward); devices: {devices}; "
-        f"{os.cpu_count()} CPUs, TF {tf.__version__}, precision {policy}.",
+        f"{os.cpu_count()} CPUs, TF {tf.__version__}, precision {policy}, XLA {'on' if args.jit_compile else 'off'}.",
     ]
     table = "\n".join(lines)
     print(table)

@@ -9,9 +9,8 @@ the embedded `TokenConfig`; `preset(name, caption_vocab_size=...)` overrides the
 import dataclasses
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
+from model.tasks import TASK_NAMES
 from model.vocab import TokenConfig
-
-TASK_NAMES = ("detection", "segmentation", "keypoints", "captioning")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -97,8 +97,8 @@ class Attention(keras.layers.Layer):
 
     def attend(self, q, k, v, mask=None, training=False):
         """q `[B, L, H, Dh]`, k/v `[B, T, H, Dh]`, mask broadcastable to `[B, H, L, T]` (True = may attend)."""
-        scores = ops.einsum("blhk,bthk->bhlt", q, k)
-        scores = ops.cast(scores, "float32") / math.sqrt(self.head_dim)
+        q = q * ops.cast(1.0 / math.sqrt(self.head_dim), q.dtype)  # scale the small tensor, not the scores
+        scores = ops.cast(ops.einsum("blhk,bthk->bhlt", q, k), "float32")
         if mask is not None:
             scores = ops.where(mask, scores, ops.full_like(scores, -1e9))
         probs = ops.cast(ops.softmax(scores, axis=-1), q.dtype)

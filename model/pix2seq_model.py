@@ -19,7 +19,8 @@ import tensorflow as tf
 from keras import ops
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
-from model.config import ModelConfig, TASK_NAMES
+from model.config import ModelConfig
+from model.tasks import TASK_NAMES
 from model.decoder import Pix2SeqDecoder
 from model.encoder import ImageProjection, VisionTransformer
 from model.losses import global_sum, token_xent, weighted_xent_parts
