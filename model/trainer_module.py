@@ -51,7 +51,7 @@ def run_fn(fn_args):
         settings,
         fn_args.model_run_dir,
         train_data.train_dataset_fn(
-            train_files, model_config.tokens, _train_batch_size(config, batch_size, weights),
+            train_files, model_config.tokens, _train_batch_size(config, batch_size, weights), weights,
             config.get("mixing", "batch"), seed
         ),
         train_data.eval_dataset_fn(eval_files, model_config.tokens, batch_size, list(weights))
