@@ -5,7 +5,8 @@
 
 `--coco-dir` first runs the ingestion pipeline (components/beam_ingest.py, Beam
 DirectRunner) into OUT/ingest. Training resumes from OUT/checkpoints when present;
-TensorBoard logs go to OUT/tensorboard; the trained weights to OUT/model.weights.h5.
+TensorBoard logs go to OUT/tensorboard; the trained weights to OUT/model.weights.h5;
+with `--export DIR` the serving SavedModel (the one the TFX Trainer pushes) to DIR.
 """
 import logging
 import os
@@ -38,6 +39,7 @@ def add_arguments(parser):
     parser.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
     parser.add_argument("--tpu", default=None, help="TPU name or grpc:// address; 'none' disables discovery")
     parser.add_argument("--caption-vocab-size", type=int, default=1000, help="with --coco-dir: SentencePiece size")
+    parser.add_argument("--export", metavar="DIR", help="also write the serving SavedModel here (for pix2seq predict/serve)")
 
 
 def task_weights(args):
@@ -91,4 +93,9 @@ def main(args) -> int:
     final = {k: round(float(v[-1]), 4) for k, v in result.history.items()}
     print(f"trained {args.preset} to step {int(result.model.optimizer.iterations.numpy())}: {final}")
     print(f"weights: {os.path.join(args.out, 'model.weights.h5')}  TensorBoard: {os.path.join(args.out, 'tensorboard')}")
+    if args.export:
+        from model.export import export_saved_model
+
+        export_saved_model(result.model, args.export, train_data.caption_model_file(examples))
+        print(f"serving SavedModel: {args.export}")
     return 0
