@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import portpicker  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench.report import write_section  # noqa: E402
 from serving import model_loader  # noqa: E402
 from serving.client import Pix2SeqClient  # noqa: E402
 from serving.server import ModelServer, ServerConfig  # noqa: E402
@@ -103,18 +104,6 @@ def render(rows, base_p50, requests, overhead_ms) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: str, body: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md."""
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start >= 0:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + text[end + 1:] if end >= 0 else text[:start]
-    text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{body}\n"
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-base-path", help="served directory (<version>/saved_model.pb); default: export tiny")
@@ -151,8 +140,7 @@ def main(argv=None) -> int:
     table = render(rows, rows[0][1], args.requests, overhead_ms)
     print(table)
     if args.write:
-        write_section(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md"),
-                      table)
+        write_section(SECTION, table)
     return 0
 
 

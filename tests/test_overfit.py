@@ -67,7 +67,7 @@ def test_train_cli_shows_progress_and_writes_logs_and_checkpoints(examples_dir, 
 
 @pytest.mark.slow
 def test_tiny_overfits_eight_images_on_all_tasks(examples_dir, tmp_path):
-    from model import decoding, train_data
+    from model import decoding, reference_decoding, train_data
     from model.training import TrainConfig, train
     from model.vocab import CAPTION_EOS, CAPTION_PROMPT, DETECTION_PROMPT
 
@@ -91,6 +91,10 @@ def test_tiny_overfits_eight_images_on_all_tasks(examples_dir, tmp_path):
     length = det["target_tokens"].shape[1]
     prompt = np.full((NUM_IMAGES, 1), DETECTION_PROMPT, np.int32)
     out = decoding.generate(model, det["image"], prompt, length, end_token=0)["tokens"].numpy()
+    # On trained weights too, the K/V-cached loop emits exactly the recompute-everything loop's tokens.
+    reference = reference_decoding.reference_decode(
+        model.decoder, model.encode(det["image"]), prompt, length, end_token=0)["tokens"].numpy()
+    np.testing.assert_array_equal(out, reference)
     for row in range(NUM_IMAGES):
         truth = _objects(det["target_tokens"][row].tolist())
         found = _objects(out[row].tolist())
