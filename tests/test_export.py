@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests import tiny_export
+import tiny_export
 
 PLAIN = ("detect", "segment", "keypoints", "caption", "detect_and_describe")
 ALL = PLAIN + tuple(f"{n}_with_options" for n in PLAIN) + ("serving_default",)

@@ -11,7 +11,7 @@ from pycocotools.coco import COCO
 
 from pix2seq import cli
 from serving import predict_cli, results
-from tests import tiny_export
+import tiny_export
 
 
 @pytest.fixture(scope="module")
