@@ -44,6 +44,9 @@ CAPTION_EOS = TEXT_OFFSET + CAPTION_EOS_PIECE
 COCO_KEYPOINT_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 
 
+OBJECT_ORDERS = ("random", "area", "dist2ori")
+
+
 @dataclasses.dataclass(frozen=True)
 class TokenConfig:
     """Sizes of the token interface; one instance is shared by all tasks.
@@ -60,6 +63,9 @@ class TokenConfig:
       image_size: side of the padded square canvas in pixels.
       max_class_id: largest category id (COCO: 90); class tokens 101..100+max_class_id.
       person_class_id: category whose instances carry keypoints (prompt class token).
+      object_order: order of the objects in a detection training sequence: "random"
+        (the paper's default), "area" (largest first) or "dist2ori" (nearest box
+        top-left corner to the image origin first), the paper's ablation choices.
     """
 
     num_bins: int = 1000
@@ -72,6 +78,7 @@ class TokenConfig:
     image_size: int = 640
     max_class_id: int = 90
     person_class_id: int = 1
+    object_order: str = "random"
 
     def __post_init__(self):
         # JSON round trips turn tuples into lists; keep the config hashable and comparable.
@@ -86,6 +93,7 @@ class TokenConfig:
             (self.image_size >= 1, "image_size", ">= 1"),
             (1 <= self.max_class_id <= MAX_CLASS_TOKEN_ID, "max_class_id", f"in [1, {MAX_CLASS_TOKEN_ID}]"),
             (1 <= self.person_class_id <= self.max_class_id, "person_class_id", "in [1, max_class_id]"),
+            (self.object_order in OBJECT_ORDERS, "object_order", f"one of {OBJECT_ORDERS}"),
         )
         for ok, name, rule in checks:
             if not ok:

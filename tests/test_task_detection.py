@@ -156,3 +156,27 @@ def test_decode_with_logits_scores_class_range():
     cut = resp.copy()
     cut[5] = 0
     assert TASK.decode(cut)["valid"].numpy().tolist() == [True] + [False] * (M - 1)
+
+
+@pytest.mark.parametrize("order", ["area", "dist2ori"])
+def test_fixed_object_orders(order):
+    """`object_order` sorts the real objects of an augmented sequence the same way every time."""
+    ex = random_example(np.random.default_rng(3), 6, pad=2)
+    task = get_task("detection", vocab.TokenConfig(max_instances=10, caption_vocab_size=64, object_order=order))
+    boxes = ex["boxes"][:6]
+    if order == "area":
+        key = -(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    else:
+        key = np.hypot(boxes[:, 0], boxes[:, 1])
+    expected = vocab.quantize(tf.constant(boxes[np.argsort(key, kind="stable")]), task.config.num_bins).numpy()
+    for seed in (0, 1, 2):
+        objects = task.build_sequences(ex, seed)["target_tokens"].numpy()[:30].reshape(6, 5)  # prompt excluded
+        np.testing.assert_array_equal(objects[:, :4], expected)
+
+
+def test_random_object_order_varies_and_bad_order_is_refused():
+    ex = random_example(np.random.default_rng(4), 6)
+    firsts = {tuple(TASK.build_sequences(ex, s)["target_tokens"].numpy()[:4]) for s in range(8)}
+    assert len(firsts) > 1
+    with pytest.raises(ValueError, match="object_order"):
+        vocab.TokenConfig(object_order="size")
