@@ -93,8 +93,12 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
+    parser.add_argument("--inter-op-threads", type=int, default=None,
+                        help="TF inter-op thread pool size (default: TF's choice, one per core)")
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args(argv)
+    if args.inter_op_threads is not None:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
 
     strategy = strategy_lib.create_strategy(tpu="none")
     policy = strategy_lib.apply_precision(strategy, args.precision)
