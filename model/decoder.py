@@ -7,29 +7,37 @@ docs/CONTRACTS.md:
 - `compute_cross_cache(memory)` projects the image tokens to keys/values once per
   image: `[B, layers, 2, heads, T, head_dim]`.
 - `init_self_cache(batch, max_len)` gives zeros `[B, layers, 2, heads, max_len, head_dim]`.
-
-Caches are head-major so each step's attention is two batched matmuls over the
-cache as stored; the `[B, T, heads, head_dim]` layout needed a transpose of the
-whole cache per step (measured ~10x slower for the 1600 image tokens of `base`).
 - `call_cached(tokens [B, n], self_cache, cross_cache, index)` runs `n` new tokens
   at positions `index .. index + n - 1` and returns `(logits [B, n, V], self_cache)`.
 
-Cache writes use gather + select (core TF ops) rather than XLA's dynamic-update-slice,
-so an exported decoding loop loads in stock TF Serving. The input and output token
-embeddings are shared, with a separate output bias.
+Caches are head-major so attention is two batched matmuls over a cache as stored.
+`call_cached` is functional (its input cache is not modified). A decoding loop instead
+uses `prepare_decoding(...)` -> `CachedDecoder`, which sets everything up once per
+decode so that a step touches little memory and runs few ops:
+
+- the cross cache is split once into per-layer keys and values `[B, heads, T, head_dim]`
+  (slicing K or V out of the stacked tensor copies it, every step);
+- the self cache is, per layer, flat K and V buffers `[B * heads * max_len, head_dim]`
+  written *in place* with the core op `InplaceUpdate` at the step's rows, so a step
+  writes `2 * heads * head_dim` values per row instead of rewriting the whole cache;
+  under XLA (no `InplaceUpdate` kernel) `tensor_scatter_nd_update`, which XLA does in place;
+- query/key/value kernels are fused into one matmul, the query scale is folded into
+  its kernel, and for a single new token every head split is a reshape, not a transpose;
+- logits may be computed for the first `vocab_limit` ids only (tasks whose grammar
+  never emits a higher id), which skips most of the `dim x vocab` output projection.
+
+Only core TF ops (no XLA dynamic-update-slice), so an exported loop loads in stock TF
+Serving. The input and output token embeddings are shared, with a separate output bias.
 """
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
+from tensorflow.python.ops import control_flow_util  # the XLA-context check; no public API has it
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from model.layers import Attention, DropPath, MlpBlock, layer_norm
-
-
-def _length(x):
-    """Static length of axis 1 when known, else the dynamic one."""
-    return x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
 
 
 @keras.saving.register_keras_serializable(package="pix2seq")
@@ -75,26 +83,6 @@ class DecoderBlock(keras.layers.Layer):
         """`[B, 2, heads, T, head_dim]`: this block's cross-attention keys and values (head-major)."""
         k, v = self.cross_attention.project_key_value(memory)
         return ops.transpose(ops.stack([k, v], axis=1), (0, 1, 3, 2, 4))
-
-    def call_cached(self, x, self_kv, cross_kv, index):
-        """Inference step on `n` tokens at `index`; `self_kv` is `[B, 2, heads, max_len, head_dim]`."""
-        n = _length(x)
-        max_len = self_kv.shape[3]
-        h = self.self_norm(x)
-        k_new, v_new = self.self_attention.project_key_value(h)
-        new = ops.transpose(ops.stack([k_new, v_new], axis=1), (0, 1, 3, 2, 4))  # [B, 2, H, n, Dh]
-        slots = ops.arange(max_len)
-        offset = slots - index
-        written = (offset >= 0) & (offset < n)
-        spread = ops.take(new, ops.clip(offset, 0, n - 1), axis=3)
-        self_kv = ops.where(written[None, None, None, :, None], ops.cast(spread, self_kv.dtype), self_kv)
-        query_positions = index + ops.arange(n)
-        mask = slots[None, :] <= query_positions[:, None]  # [n, max_len]
-        q = self.self_attention.project_query(h)
-        x = x + _attend_cached(self.self_attention, q, self_kv[:, 0], self_kv[:, 1], mask=mask[None, None])
-        q = self.cross_attention.project_query(self.cross_norm(x))
-        x = x + _attend_cached(self.cross_attention, q, cross_kv[:, 0], cross_kv[:, 1])
-        return self.mlp_block(x), self_kv
 
     def get_config(self):
         return {
@@ -189,20 +177,22 @@ class Pix2SeqDecoder(keras.layers.Layer):
         """Run `n = tokens.shape[1]` tokens at positions `index ..`; returns `(logits [B, n, V], self_cache)`.
 
         Either cache may also be a list of per-layer tensors `[B, 2, heads, L, head_dim]`
-        (the self cache then comes back as a list): slicing a layer out of the stacked
-        tensor copies it, so a decoding loop splits the caches once, outside the loop.
+        (the self cache then comes back as a list). Functional: the given cache is not
+        modified. Loops should use `prepare_decoding`, which keeps the cache in a layout
+        it can write in place.
         """
-        n = _length(tokens)
-        index = ops.convert_to_tensor(index, "int32")
-        positions = ops.take(self.position_embedding, index + ops.arange(n), axis=0)
-        x = self._embed(tokens, positions)
-        layers = []
-        for i, block in enumerate(self.blocks):
-            x, kv = block.call_cached(x, _layer(self_cache, i), _layer(cross_cache, i), index)
-            layers.append(kv)
+        cache_len = self_cache[0].shape[3] if isinstance(self_cache, (list, tuple)) else self_cache.shape[4]
+        runner = self.prepare_decoding(cross_cache, cache_len, in_place=False)
+        cache = [runner.to_layout(*tf.unstack(_layer(self_cache, i), axis=1)) for i in range(self.depth)]
+        logits, cache = runner(tokens, cache, index)
+        layers = [tf.stack(runner.from_layout(k, v), axis=1) for k, v in cache]
         if isinstance(self_cache, (list, tuple)):
-            return self._logits(x), layers
-        return self._logits(x), ops.stack(layers, axis=1)
+            return logits, layers
+        return logits, tf.stack(layers, axis=1)
+
+    def prepare_decoding(self, cross_cache, max_len, vocab_limit=None, in_place=None):
+        """A `CachedDecoder` for one decode against `cross_cache` with `max_len` cache slots."""
+        return CachedDecoder(self, cross_cache, max_len, vocab_limit=vocab_limit, in_place=in_place)
 
     def get_config(self):
         return {
@@ -223,14 +213,191 @@ def _layer(cache, i):
     return cache[i] if isinstance(cache, (list, tuple)) else cache[:, i]
 
 
-def _attend_cached(attention, q, k, v, mask=None):
-    """`attention`'s dot-product attention with head-major keys/values `[B, H, T, Dh]`
-    (the cache layout): q `[B, n, H, Dh]`, mask broadcastable to `[B, H, n, T]`."""
-    q = q * ops.cast(1.0 / math.sqrt(attention.head_dim), q.dtype)
-    q = ops.transpose(q, (0, 2, 1, 3))  # [B, H, n, Dh], small
-    scores = ops.cast(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), "float32")  # grappler folds the transpose
-    if mask is not None:
-        scores = ops.where(mask, scores, ops.full_like(scores, -1e9))
-    probs = ops.cast(ops.softmax(scores, axis=-1), q.dtype)
-    out = ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3))  # [B, n, H, Dh]
-    return attention.output_dense(out)
+def _in_xla_context():
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _split_cross(cross_cache, depth):
+    """Cross cache (stacked, or per-layer `[B, 2, H, T, Dh]`, or per-layer (k, v)) -> [(k, v)] per layer."""
+    if isinstance(cross_cache, (list, tuple)):
+        if len(cross_cache) != depth:
+            raise ValueError(f"Cross cache has {len(cross_cache)} layers; the decoder has {depth}.")
+        return [tuple(c) if isinstance(c, (list, tuple)) else tuple(tf.unstack(c, axis=1)) for c in cross_cache]
+    shape = cross_cache.shape
+    kv = tf.unstack(tf.reshape(cross_cache, [-1, 2 * depth] + shape[3:].as_list()), axis=1)
+    return [(kv[2 * i], kv[2 * i + 1]) for i in range(depth)]
+
+
+def _norm_params(norm):
+    """A LayerNormalization's (gamma, beta, epsilon), gamma/beta as float32 tensors."""
+    return (tf.identity(tf.cast(norm.gamma.value, tf.float32)), tf.identity(tf.cast(norm.beta.value, tf.float32)),
+            norm.epsilon)
+
+
+def _layer_norm(x, params):
+    """Keras' `LayerNormalization` formula, op for op (same numbers as the training path)."""
+    gamma, beta, epsilon = params
+    y = tf.cast(x, tf.float32)
+    mean = tf.reduce_mean(y, axis=-1, keepdims=True)
+    variance = tf.reduce_mean(tf.math.squared_difference(y, mean), axis=-1, keepdims=True)
+    inv = tf.math.rsqrt(variance + epsilon) * gamma
+    return tf.cast(y * inv + (-mean * inv + beta), x.dtype)
+
+
+class CachedDecoder:
+    """A decoder's incremental forward pass, set up once per decode (see module docstring).
+
+    `runner = decoder.prepare_decoding(cross_cache, max_len, vocab_limit)`, then
+    `cache = runner.init_cache(batch)` and `logits, cache = runner(tokens [B, n], cache, index)`
+    as often as needed (inside or outside `tf.while_loop`). Weights are read and fused
+    and the cross cache laid out here, so build the runner outside the loop.
+
+    Layouts (chosen for the step's matmuls, measured on CPU): keys are stored transposed,
+    `[B, H, Dh, T]`, so the scores are a plain batched matmul (with the transpose flag,
+    oneDNN's batched matrix-vector products ran ~1.6x slower at batch 16); the self
+    cache of a layer is a pair of flat buffers, keys `[B * H * Dh * max_len]` and values
+    `[B * H * max_len, Dh]`, which a step writes at its own elements (`InplaceUpdate`
+    updates leading-axis rows of a buffer it may overwrite).
+
+    Args:
+      decoder: a built `Pix2SeqDecoder`.
+      cross_cache: `compute_cross_cache(memory)` (stacked), or per-layer `[B, 2, H, T, Dh]`
+        tensors or (k, v) pairs `[B, H, T, Dh]`.
+      max_len: static number of self-cache slots (positions `0 .. max_len - 1`).
+      vocab_limit: compute logits for ids `< vocab_limit` only (None: the whole vocabulary).
+        Only for tasks whose grammar never allows a higher id; softmax scores are then
+        over those ids.
+      in_place: write the self cache with `InplaceUpdate` (default: yes, except under XLA,
+        which has no kernel for it; `tensor_scatter_nd_update` there, done in place by XLA).
+        `init_cache` then returns fresh buffers on every run, and a step's input cache
+        must not be used after the step (a loop variable never is).
+    """
+
+    def __init__(self, decoder, cross_cache, max_len, vocab_limit=None, in_place=None):
+        if max_len > decoder.max_seq_len:
+            raise ValueError(f"Cache length {max_len} exceeds the decoder's max_seq_len={decoder.max_seq_len}")
+        vocab = decoder.vocab_size if vocab_limit is None else int(vocab_limit)
+        if not 1 <= vocab <= decoder.vocab_size:
+            raise ValueError(f"vocab_limit must be in [1, {decoder.vocab_size}]. Received: {vocab_limit}")
+        self.max_len = int(max_len)
+        self.vocab_size = vocab
+        self.heads, self.head_dim, self.dim = decoder.num_heads, decoder.head_dim, decoder.dim
+        self.in_place = (not _in_xla_context()) if in_place is None else bool(in_place)
+        self.dtype = tf.as_dtype(decoder.compute_dtype)
+        # `identity`: a loop capturing a variable's value re-reads the variable every step.
+        cast = lambda v: tf.identity(tf.cast(v.value, self.dtype))  # noqa: E731
+        self.cross = [(tf.transpose(tf.cast(k, self.dtype), [0, 1, 3, 2]), tf.cast(v, self.dtype))
+                      for k, v in _split_cross(cross_cache, decoder.depth)]
+        self.layers = [self._block_weights(block, cast) for block in decoder.blocks]
+        self.final_norm = _norm_params(decoder.final_norm)
+        self.embeddings = cast(decoder.token_embedding.embeddings)
+        self.positions = cast(decoder.position_embedding)
+        # The tied output projection as a [dim, vocab_limit] kernel (x @ E^T with the
+        # transpose flag ran ~4x slower for one row).
+        self.output_kernel = tf.transpose(self.embeddings[:vocab])
+        self.output_bias = tf.identity(tf.cast(decoder.output_bias.value[:vocab], tf.float32))
+
+    def _block_weights(self, block, cast):
+        d = self.dim
+        scale = tf.constant(1.0 / math.sqrt(self.head_dim), self.dtype)
+        sa, ca, mlp = block.self_attention, block.cross_attention, block.mlp_block
+
+        def proj(dense):  # EinsumDense "bld,dhk->blhk": kernel [d, H, Dh] -> [d, d], bias [H, Dh] -> [d]
+            return tf.reshape(cast(dense.kernel), [d, d]), tf.reshape(cast(dense.bias), [d])
+
+        def out(dense):  # EinsumDense "blhk,hkd->bld": kernel [H, Dh, d] -> [d, d]
+            return tf.reshape(cast(dense.kernel), [d, d]), cast(dense.bias)
+
+        (wq, bq), (wk, bk), (wv, bv) = proj(sa.query), proj(sa.key), proj(sa.value)
+        cq, cbq = proj(ca.query)
+        return {
+            "self_norm": _norm_params(block.self_norm),
+            "qkv": (tf.concat([wq * scale, wk, wv], axis=1), tf.concat([bq * scale, bk, bv], axis=0)),
+            "self_out": out(sa.output_dense),
+            "cross_norm": _norm_params(block.cross_norm),
+            "cross_q": (cq * scale, cbq * scale),
+            "cross_out": out(ca.output_dense),
+            "mlp_norm": _norm_params(mlp.norm),
+            "fc1": (cast(mlp.mlp.fc1.kernel), cast(mlp.mlp.fc1.bias)),
+            "fc2": (cast(mlp.mlp.fc2.kernel), cast(mlp.mlp.fc2.bias)),
+        }
+
+    def init_cache(self, batch):
+        """Per layer (keys, values) zeros in the runner's layout, fresh buffers every run."""
+        rows = tf.cast(batch, tf.int32) * (self.heads * self.max_len)
+        if self.in_place:  # `Empty` is stateful: never constant-folded or shared, so safe to write into
+            fresh = lambda shape: tf.raw_ops.Empty(shape=shape, dtype=self.dtype, init=True)  # noqa: E731
+        else:
+            fresh = lambda shape: tf.zeros(shape, self.dtype)  # noqa: E731
+        return [(fresh(tf.reshape(rows * self.head_dim, [1])), fresh(tf.stack([rows, self.head_dim])))
+                for _ in self.layers]
+
+    def to_layout(self, k, v):
+        """Keys and values `[B, H, max_len, Dh]` -> this runner's cache layout (copies)."""
+        return tf.reshape(tf.transpose(k, [0, 1, 3, 2]), [-1]), tf.reshape(v, [-1, self.head_dim])
+
+    def from_layout(self, k, v):
+        """This runner's cache layout -> keys and values `[B, H, max_len, Dh]`."""
+        return tf.transpose(self._keys(k), [0, 1, 3, 2]), self._values(v)
+
+    def _keys(self, k):
+        return tf.reshape(k, [-1, self.heads, self.head_dim, self.max_len])
+
+    def _values(self, v):
+        return tf.reshape(v, [-1, self.heads, self.max_len, self.head_dim])
+
+    def _write(self, flat, rows, values):
+        if self.in_place:
+            return tf.raw_ops.InplaceUpdate(x=flat, i=rows, v=values)
+        return tf.tensor_scatter_nd_update(flat, rows[:, tf.newaxis], values)
+
+    def _heads(self, t, n):
+        """`[B * n, d]` -> `[B, H, n, Dh]`."""
+        if isinstance(n, int) and n == 1:
+            return tf.reshape(t, [-1, self.heads, 1, self.head_dim])
+        return tf.transpose(tf.reshape(t, [-1, n, self.heads, self.head_dim]), [0, 2, 1, 3])
+
+    def _attend(self, q, k_t, v, n, out, mask_bias=None):
+        """q `[B * n, d]` (pre-scaled), keys `[B, H, Dh, T]`, values `[B, H, T, Dh]` ->
+        projected output `[B * n, d]`."""
+        scores = tf.cast(tf.matmul(self._heads(q, n), k_t), tf.float32)
+        if mask_bias is not None:
+            scores = scores + mask_bias
+        probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.dtype)
+        att = tf.matmul(probs, v)  # [B, H, n, Dh]
+        if not (isinstance(n, int) and n == 1):
+            att = tf.transpose(att, [0, 2, 1, 3])
+        return tf.matmul(tf.reshape(att, [-1, self.dim]), out[0]) + out[1]
+
+    def __call__(self, tokens, cache, index):
+        """tokens int32 `[B, n]` at positions `index ..` -> (float32 logits
+        `[B, n, vocab_limit]`, the cache with their keys/values written)."""
+        tokens = tf.convert_to_tensor(tokens, tf.int32)
+        n = tokens.shape[1] if tokens.shape[1] is not None else tf.shape(tokens)[1]
+        index = tf.cast(index, tf.int32)
+        positions = index + tf.range(n)
+        x = tf.gather(self.embeddings, tokens) + tf.gather(self.positions, positions)
+        x = tf.reshape(x, [-1, self.dim])  # [B * n, d]
+        # Where the new keys/values go: rows of `[B * n, d]` reshaped to (b, j, h[, e]).
+        batch = tf.shape(tokens)[0]
+        head = tf.range(batch)[:, None, None] * self.heads + tf.range(self.heads)[None, None, :]  # [B, 1, H]
+        value_rows = tf.reshape(head * self.max_len + positions[None, :, None], [-1])
+        key_rows = (head[..., None] * self.head_dim + tf.range(self.head_dim)) * self.max_len
+        key_rows = tf.reshape(key_rows + positions[None, :, None, None], [-1])
+        slots = tf.range(self.max_len)
+        mask_bias = tf.where(slots[None, :] <= positions[:, None], 0.0, -1e9)  # [n, max_len]
+        new_cache = []
+        for w, (k_cache, v_cache), (cross_k, cross_v) in zip(self.layers, cache, self.cross):
+            qkv = tf.matmul(_layer_norm(x, w["self_norm"]), w["qkv"][0]) + w["qkv"][1]
+            q, k, v = tf.split(qkv, 3, axis=1)
+            k_cache = self._write(k_cache, key_rows, tf.reshape(k, [-1]))
+            v_cache = self._write(v_cache, value_rows, tf.reshape(v, [-1, self.head_dim]))
+            x = x + self._attend(q, self._keys(k_cache), self._values(v_cache), n, w["self_out"], mask_bias)
+            q = tf.matmul(_layer_norm(x, w["cross_norm"]), w["cross_q"][0]) + w["cross_q"][1]
+            x = x + self._attend(q, cross_k, cross_v, n, w["cross_out"])
+            h = tf.matmul(_layer_norm(x, w["mlp_norm"]), w["fc1"][0]) + w["fc1"][1]
+            x = x + (tf.matmul(tf.nn.gelu(h, approximate=False), w["fc2"][0]) + w["fc2"][1])
+            new_cache.append((k_cache, v_cache))
+        logits = tf.matmul(_layer_norm(x, self.final_norm), self.output_kernel)
+        logits = tf.cast(logits, tf.float32) + self.output_bias
+        return tf.reshape(logits, [-1, n, self.vocab_size]), new_cache

@@ -7,13 +7,16 @@ What makes it fast (DESIGN.md §6), against the reference loop in
   (`decoder.compute_cross_cache`); `gather_rows` repeats them for many prompts per
   image (every instance to segment, the 8 samples of the segmentation ensemble)
   without encoding again;
+* the decoder's weights are fused and its caches laid out once per decode
+  (`decoder.prepare_decoding`, see `model/decoder.py`): each step writes only the new
+  token's keys/values into the self cache (in place) and reads the caches as stored;
 * the prompt goes through the decoder in one call (all but its last token, which
-  the first step feeds); afterwards each step feeds one token and writes its
-  self-attention keys/values at the step index of a preallocated, static-shape
-  cache (`decoder.call_cached`);
+  the first step feeds); afterwards each step feeds one token;
 * each row stops at its end token (later positions are padding) and the loop ends
   as soon as every row has ended, or at the length limit;
-* a task's grammar masks the logits each step, so every output parses.
+* a task's grammar masks the logits each step, so every output parses; with
+  `vocab_limit` (detection, segmentation, keypoints: nothing above the coordinate
+  bins) only the logits of ids below it are computed, sampled and scored.
 
 All shapes are static except the loop trip count, so the same code runs eagerly,
 under `tf.function` (the exported SavedModel; no `jit_compile` there) and under
@@ -23,7 +26,8 @@ identical there; sampled ones differ because XLA picks another stateless RNG str
 A *constraint* is a callable `constraint(step, tokens) -> bool [B, V] or [V]`: the
 tokens allowed at generated position `step` (scalar int32, 0-based after the
 prompt) given the tokens generated so far (`tokens` int32 `[B, max_new_tokens]`,
-positions >= step hold padding). Task classes in `model/tasks/` provide them.
+positions >= step hold padding). Task classes in `model/tasks/` provide them. With
+`vocab_limit`, a mask wider than the logits is cut to their width.
 """
 import pix2seq  # noqa: F401  (Keras 3 guard)
 
@@ -48,13 +52,6 @@ def gather_rows(cache, rows):
     return tf.nest.map_structure(lambda t: tf.gather(t, rows, axis=0), cache)
 
 
-def split_layers(cache):
-    """Stacked cache `[B, layers, ...]` -> list of per-layer tensors (done once per decode)."""
-    if isinstance(cache, (list, tuple)):
-        return list(cache)
-    return tf.unstack(cache, axis=1)
-
-
 def truncate_after_end(tokens, end_token, pad_token=0):
     """Replace everything after each row's first `end_token` by `pad_token`.
 
@@ -68,7 +65,7 @@ def truncate_after_end(tokens, end_token, pad_token=0):
 
 
 def token_probs(logits, tokens):
-    """Probability of each emitted token under the model's raw softmax (the score)."""
+    """Probability of each emitted token under the raw softmax of `logits` (the score)."""
     probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
     return tf.gather(probs, tokens, batch_dims=1)
 
@@ -77,6 +74,9 @@ def _allowed(constraint, step, tokens, logits):
     if constraint is None:
         return logits
     allowed = constraint(step, tokens)
+    width = logits.shape[-1]
+    if width is not None and allowed.shape[-1] is not None and allowed.shape[-1] > width:
+        allowed = allowed[..., :width]  # a vocab_limit-ed decode: ids above the limit are not scored
     return sampling.mask_logits(logits, allowed)
 
 
@@ -94,7 +94,8 @@ def write_column(buffer, step, values):
 
 
 def decode(decoder, cross_cache, prompt, max_new_tokens, sampler=None, seed=(0, 0),
-           constraint=None, end_token=0, pad_token=0, stop_at_end=True, max_steps=None):
+           constraint=None, end_token=0, pad_token=0, stop_at_end=True, max_steps=None,
+           vocab_limit=None):
     """Generate up to `max_new_tokens` tokens after `prompt` with the K/V cache.
 
     Args:
@@ -109,12 +110,17 @@ def decode(decoder, cross_cache, prompt, max_new_tokens, sampler=None, seed=(0, 
       pad_token: emitted by ended rows.
       stop_at_end: False runs every row to the limit (for equivalence tests).
       max_steps: optional scalar int32 <= max_new_tokens, a per-request length limit.
+      vocab_limit: Python int or None. Logits are computed for ids `< vocab_limit`
+        only: for grammars that never allow a higher id (detection, segmentation and
+        keypoints end at `vocab.COORD_OFFSET + num_bins`) the tokens are those of the
+        full vocabulary, while the scores become probabilities over those ids.
 
     Returns:
       dict with `tokens` int32 `[B, max_new_tokens]` (padding after the end),
       `scores` float32 `[B, max_new_tokens]` (raw-softmax probability of each
-      emitted token, 0 for padding), `lengths` int32 `[B]` (tokens before padding,
-      the end token included) and `steps` (int32, loop iterations run).
+      emitted token among the ids below `vocab_limit`, 0 for padding), `lengths`
+      int32 `[B]` (tokens before padding, the end token included) and `steps`
+      (int32, loop iterations run).
     """
     sampler = sampler or sampling.GreedySampler()
     prompt = tf.convert_to_tensor(prompt, tf.int32)
@@ -127,12 +133,11 @@ def decode(decoder, cross_cache, prompt, max_new_tokens, sampler=None, seed=(0, 
     if max_steps is not None:
         limit = tf.clip_by_value(tf.cast(max_steps, tf.int32), 0, max_new_tokens)
 
-    # Per-layer lists: slicing a layer out of a stacked cache would copy it every step.
-    cross_cache = split_layers(cross_cache)
     # Positions 0 .. P + max_new_tokens - 2 are ever fed: the last token is not.
-    self_cache = split_layers(decoder.init_self_cache(batch, prompt_len + max_new_tokens - 1))
+    runner = decoder.prepare_decoding(cross_cache, prompt_len + max_new_tokens - 1, vocab_limit=vocab_limit)
+    self_cache = runner.init_cache(batch)
     if prompt_len > 1:  # all but the last prompt token in one call
-        _, self_cache = decoder.call_cached(prompt[:, :-1], self_cache, cross_cache, 0)
+        _, self_cache = runner(prompt[:, :-1], self_cache, 0)
 
     tokens = tf.fill([batch, max_new_tokens], tf.constant(pad_token, tf.int32))
     scores = tf.zeros([batch, max_new_tokens], tf.float32)
@@ -144,9 +149,8 @@ def decode(decoder, cross_cache, prompt, max_new_tokens, sampler=None, seed=(0, 
         return tf.logical_and(step < limit, not_finished)
 
     def body(step, last, self_cache, tokens, scores, done, lengths):
-        logits, self_cache = decoder.call_cached(
-            last[:, tf.newaxis], self_cache, cross_cache, prompt_len - 1 + step)
-        next_logits = tf.cast(logits[:, -1, :], tf.float32)
+        logits, self_cache = runner(last[:, tf.newaxis], self_cache, prompt_len - 1 + step)
+        next_logits = logits[:, -1, :]
         token = sample_step(next_logits, step, tokens, sampler, seed, constraint)
         score = token_probs(next_logits, token)
         if stop_at_end:

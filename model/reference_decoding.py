@@ -54,7 +54,7 @@ def _decoder_step(decoder, tokens, input_cache, memory, index):
 
 
 def reference_decode(decoder, memory, prompt, max_new_tokens, sampler=None, seed=(0, 0),
-                     constraint=None, end_token=0, pad_token=0, max_steps=None):
+                     constraint=None, end_token=0, pad_token=0, max_steps=None, vocab_limit=None):
     """Reference-style decoding: always `max_new_tokens` steps, K/V recomputed each step.
 
     `memory` is the encoder output `[B, T, D]` (not a K/V cache: this loop re-projects
@@ -62,6 +62,8 @@ def reference_decode(decoder, memory, prompt, max_new_tokens, sampler=None, seed
     after each row's end token replaced by padding after the loop. `max_steps` (a
     scalar) stops early for benchmarks: every step of this loop costs the same (its
     buffers have the full length), so timing a few steps measures its rate.
+    `vocab_limit` keeps the logits of ids below it only, as `decode`'s option does
+    (same tokens and scores; this loop still computes every logit).
     """
     sampler = sampler or sampling.GreedySampler()
     prompt = tf.convert_to_tensor(prompt, tf.int32)
@@ -79,7 +81,7 @@ def reference_decode(decoder, memory, prompt, max_new_tokens, sampler=None, seed
     def body(step, last, input_cache, tokens, scores):
         logits, input_cache = _decoder_step(
             decoder, last[:, tf.newaxis], input_cache, memory, prompt_len - 1 + step)
-        next_logits = tf.cast(logits[:, -1, :], tf.float32)
+        next_logits = tf.cast(logits[:, -1, :vocab_limit], tf.float32)
         token = decoding.sample_step(next_logits, step, tokens, sampler, seed, constraint)
         scores = decoding.write_column(scores, step, decoding.token_probs(next_logits, token))
         tokens = decoding.write_column(tokens, step, token)
