@@ -6,7 +6,11 @@
   cutting after the first end token;
 * one encoding serves many prompts (`gather_rows`) with the same tokens as decoding
   each image on its own;
-* with random weights, 100 sampled outputs per task all parse.
+* computing logits only below `vocab_limit` emits exactly the tokens of the full
+  vocabulary under a detection / keypoint grammar (and matches the reference loop's
+  option, tokens and scores);
+* with random weights, 100 sampled outputs per task (detection, segmentation,
+  keypoints) all parse into well-formed predictions.
 """
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ from model import decoding, reference_decoding, sampling, vocab
 from model.config import preset
 from model.pix2seq_model import Pix2SeqModel
 from model.tasks.detection import DetectionTask
+from model.tasks.keypoints import KeypointTask
 from model.tasks.segmentation import SegmentationTask
 
 
@@ -140,6 +145,110 @@ def test_100_sampled_detections_parse(tiny):
     assert classes.size > 0 and np.all((classes >= 1) & (classes <= config.tokens.max_class_id))
     boxes = parsed["boxes"].numpy()[valid]
     assert np.all((boxes >= 0) & (boxes <= 1))
+
+
+def _random_boxes(n, seed):
+    corners = tf.sort(tf.random.stateless_uniform([n, 2, 2], [seed, 1]), axis=1)  # (min, max) per axis
+    return tf.reshape(tf.transpose(corners, [0, 2, 1]), [n, 4])  # ymin xmin ymax xmax
+
+
+def _sample_100(model, images, task, prompt, seed, **kw):
+    rows = tf.repeat(tf.range(3), 34)[:100]
+    return decoding.generate(model, images, prompt, task.max_response_len, rows=rows,
+                             sampler=sampling.RandomSampler(temperature=1.5), seed=seed,
+                             constraint=decoding.task_constraint(task), **kw)
+
+
+@pytest.mark.parametrize("name", ["detection", "keypoints"])
+def test_restricted_output_vocabulary_emits_the_full_vocabulary_tokens(tiny, name):
+    model, config, images = tiny
+    task = DetectionTask(config.tokens) if name == "detection" else KeypointTask(config.tokens)
+    prompt = task.inference_prompt(6) if name == "detection" else task.inference_prompt(_random_boxes(6, 3))
+    rows = tf.repeat(tf.range(3), 2)
+    limit = vocab.COORD_OFFSET + config.tokens.num_bins
+    assert limit < config.tokens.vocab_size
+    n = min(task.max_response_len, 30)
+    for sampler in (sampling.GreedySampler(), sampling.TopPSampler(p=0.9, temperature=1.5)):
+        kw = dict(rows=rows, sampler=sampler, seed=[5, 6], constraint=decoding.task_constraint(task))
+        full = decoding.generate(model, images, prompt, n, **kw)
+        cut = decoding.generate(model, images, prompt, n, vocab_limit=limit, **kw)
+        np.testing.assert_array_equal(cut["tokens"].numpy(), full["tokens"].numpy())
+        np.testing.assert_array_equal(cut["lengths"].numpy(), full["lengths"].numpy())
+        # Scores are probabilities among fewer ids: never lower, zero exactly where padding.
+        emitted = full["scores"].numpy() > 0
+        np.testing.assert_array_equal(cut["scores"].numpy() > 0, emitted)
+        assert np.all(cut["scores"].numpy()[emitted] >= full["scores"].numpy()[emitted] * (1 - 1e-5))
+        # The reference loop with the same option: same tokens and scores.
+        memory = tf.gather(model.encode(images), rows)
+        ref = reference_decoding.reference_decode(
+            model.decoder, memory, prompt, n, sampler=sampler, seed=[5, 6],
+            constraint=decoding.task_constraint(task), vocab_limit=limit)
+        np.testing.assert_array_equal(cut["tokens"].numpy(), ref["tokens"].numpy())
+        np.testing.assert_allclose(cut["scores"].numpy(), ref["scores"].numpy(), rtol=1e-4, atol=1e-6)
+    assert len(set(full["tokens"].numpy().ravel())) > 5
+
+
+def test_100_sampled_segmentations_parse(tiny):
+    model, config, images = tiny
+    task = SegmentationTask(config.tokens)
+    classes = tf.random.stateless_uniform([100], [2, 2], 1, config.tokens.max_class_id + 1, tf.int32)
+    prompt = task.inference_prompt(_random_boxes(100, 5), classes)
+    out = _sample_100(model, images, task, prompt, [4, 4], vocab_limit=vocab.COORD_OFFSET + config.tokens.num_bins)
+    tokens, lengths = out["tokens"].numpy(), out["lengths"].numpy()
+    parsed = task.decode(tokens)
+    points, part = parsed["points"].numpy(), parsed["part"].numpy()
+    coord = (tokens >= vocab.COORD_OFFSET) & (tokens < vocab.COORD_OFFSET + config.tokens.num_bins)
+    ends = set()
+    for row in range(100):
+        body = tokens[row, :lengths[row]]
+        if body[-1] == vocab.EOS:
+            body = body[:-1]
+            ends.add(len(body))
+        assert len(body) % 2 == 0 and not np.any(body == vocab.EOS)
+        pairs = body.reshape(-1, 2)
+        is_point = coord[row, :len(body)].reshape(-1, 2).all(axis=1)
+        is_sep = (pairs == vocab.SEPARATOR).all(axis=1)
+        assert np.all(is_point | is_sep) and is_point[0]  # every pair is a point or `40 40`
+        assert not np.any(is_sep[1:] & is_sep[:-1])  # no empty part in the middle
+        # decode: one row per pair; a point's part counts the separators before it, other rows -1.
+        expected = np.full(part.shape[1], -1)
+        expected[:len(pairs)][is_point] = np.cumsum(is_sep)[is_point]
+        np.testing.assert_array_equal(part[row], expected)
+        used = expected >= 0
+        assert np.all((points[row][used] >= 0) & (points[row][used] <= 1)) and np.all(points[row][~used] == 0)
+    assert len(ends) > 3  # sampled polygons have different lengths
+
+
+@pytest.fixture()
+def invisible_biased(tiny):
+    """Make the invisible token compete with the ~1000 coordinates, so both kinds of pairs occur."""
+    model, config, images = tiny
+    bias = model.decoder.output_bias
+    saved = bias.numpy()
+    bias.assign(saved + np.eye(1, saved.shape[0], vocab.INVISIBLE, dtype=np.float32)[0] * 6.0)
+    yield tiny
+    bias.assign(saved)
+
+
+def test_100_sampled_keypoints_parse(invisible_biased):
+    model, config, images = invisible_biased
+    task = KeypointTask(config.tokens)
+    k = config.tokens.num_keypoints
+    out = _sample_100(model, images, task, task.inference_prompt(_random_boxes(100, 7)), [8, 1],
+                      vocab_limit=vocab.COORD_OFFSET + config.tokens.num_bins)
+    tokens = out["tokens"].numpy()
+    np.testing.assert_array_equal(out["lengths"].numpy(), 2 * k + 1)
+    assert np.all(tokens[:, 2 * k] == vocab.EOS)
+    pairs = tokens[:, :2 * k].reshape(100, k, 2)
+    coord = (pairs >= vocab.COORD_OFFSET) & (pairs < vocab.COORD_OFFSET + config.tokens.num_bins)
+    invisible = pairs == vocab.INVISIBLE
+    assert np.all(coord.all(-1) | invisible.all(-1))  # a pair is two coordinates or `41 41`
+    parsed = task.decode(tokens)
+    np.testing.assert_array_equal(parsed["visible"].numpy(), coord.all(-1))
+    assert 0 < parsed["visible"].numpy().mean() < 1
+    yx = parsed["keypoints"].numpy()
+    assert np.all((yx >= 0) & (yx <= 1))
+    np.testing.assert_array_equal(yx[~parsed["visible"].numpy()], 0.0)
 
 
 def test_decoding_compiles_under_tf_function(tiny):
