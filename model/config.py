@@ -13,6 +13,10 @@ from model.tasks import TASK_NAMES
 from model.vocab import TokenConfig
 
 
+STEMS = ("patch", "conv")
+COORDINATE_INITS = ("random", "sincos")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one Pix2Seq model.
@@ -24,6 +28,11 @@ class ModelConfig:
       decoder_dim / decoder_depth / decoder_heads / decoder_mlp_dim: the token decoder
         (the image projection uses the decoder widths).
       patch_size: ViT patch side in pixels.
+      stem: how pixels become patch tokens: "patch" (ViT's one strided projection) or
+        "conv" (stride-2 3x3 convolutions down to the patch grid, "early convolutions"),
+        which a from-scratch model on little data and few steps learns much faster with.
+      coordinate_init: initial coordinate-token embeddings: "random" or "sincos"
+        (sine-cosine of the bin position, so neighbouring bins start out similar).
       max_seq_len: learned decoder positions; 0 means the longest task sequence.
       dropout / drop_path: regularization rates used in training.
     """
@@ -39,6 +48,8 @@ class ModelConfig:
     decoder_heads: int
     decoder_mlp_dim: int
     patch_size: int = 16
+    stem: str = "patch"
+    coordinate_init: str = "random"
     max_seq_len: int = 0
     dropout: float = 0.1
     drop_path: float = 0.1
@@ -65,6 +76,11 @@ class ModelConfig:
                 f"ModelConfig.max_seq_len={self.max_seq_len} is shorter than the longest task sequence "
                 f"({self.longest_sequence})"
             )
+        for field, allowed in (("stem", STEMS), ("coordinate_init", COORDINATE_INITS)):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"ModelConfig.{field} must be one of {allowed}. Received: {getattr(self, field)!r}")
+        if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
+            raise ValueError(f"ModelConfig: the conv stem needs a power-of-two patch_size. Received: {self.patch_size}")
         for rate in ("dropout", "drop_path"):
             if not 0.0 <= getattr(self, rate) < 1.0:
                 raise ValueError(f"ModelConfig.{rate} must be in [0, 1). Received: {getattr(self, rate)}")

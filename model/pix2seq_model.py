@@ -15,10 +15,12 @@ gives float32 logits. `train_step`/`test_step` take either
 Either way the total `loss` and one `<task>_loss` per task are reported.
 """
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
+from model import vocab
 from model.config import ModelConfig
 from model.tasks import TASK_NAMES
 from model.decoder import Pix2SeqDecoder
@@ -62,6 +64,7 @@ class Pix2SeqModel(keras.Model):
             config.encoder_mlp_dim,
             config.dropout,
             config.drop_path,
+            stem=config.stem,
             name="encoder",
             dtype=policy,
         )
@@ -95,6 +98,10 @@ class Pix2SeqModel(keras.Model):
         self.encoder.build((None, size, size, 3))
         self.projection.build((None, self.config.num_image_tokens, self.config.encoder_dim))
         self.decoder.build((None, None), (None, self.config.num_image_tokens, self.config.decoder_dim))
+        if self.config.coordinate_init == "sincos":
+            embeddings = self.decoder.token_embedding.embeddings
+            rows = coordinate_embeddings(self.config.tokens.num_bins, embeddings.shape[1], float(ops.std(embeddings)))
+            embeddings.assign(ops.slice_update(embeddings, (vocab.COORD_OFFSET, 0), ops.cast(rows, embeddings.dtype)))
         self.built = True
 
     def embedding_variables(self):
@@ -203,3 +210,19 @@ class Pix2SeqModel(keras.Model):
             "task_weights": self.task_weights,
             "global_clipnorm": self.global_clipnorm,
         }
+
+
+def coordinate_embeddings(num_bins, dim, scale):
+    """`[num_bins, dim]` sine-cosine features of each bin's position in [0, 1], std `scale`.
+
+    Frequencies span 1 to 64 half-turns over the canvas, so nearby bins get nearby
+    vectors while every bin stays distinguishable: the tied output layer can then
+    express "about here" before it has learned every bin separately.
+    """
+    position = np.arange(num_bins, dtype=np.float64)[:, None] / max(num_bins - 1, 1)
+    half = dim // 2
+    omega = np.pi * 2.0 ** (np.arange(half, dtype=np.float64)[None, :] * 6.0 / half)
+    table = np.concatenate([np.sin(position * omega), np.cos(position * omega)], axis=1)
+    if table.shape[1] < dim:
+        table = np.pad(table, ((0, 0), (0, dim - table.shape[1])))
+    return (table * (scale / table.std())).astype(np.float32)
