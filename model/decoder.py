@@ -228,20 +228,32 @@ def _split_cross(cross_cache, depth):
     return [(kv[2 * i], kv[2 * i + 1]) for i in range(depth)]
 
 
-def _norm_params(norm):
-    """A LayerNormalization's (gamma, beta, epsilon), gamma/beta as float32 tensors."""
-    return (tf.identity(tf.cast(norm.gamma.value, tf.float32)), tf.identity(tf.cast(norm.beta.value, tf.float32)),
-            norm.epsilon)
-
-
-def _layer_norm(x, params):
-    """Keras' `LayerNormalization` formula, op for op (same numbers as the training path)."""
-    gamma, beta, epsilon = params
+def _normalize(x, epsilon):
+    """LayerNorm without its scale and offset, which `_fold_norm` moves into the next matmul."""
     y = tf.cast(x, tf.float32)
-    mean = tf.reduce_mean(y, axis=-1, keepdims=True)
-    variance = tf.reduce_mean(tf.math.squared_difference(y, mean), axis=-1, keepdims=True)
-    inv = tf.math.rsqrt(variance + epsilon) * gamma
-    return tf.cast(y * inv + (-mean * inv + beta), x.dtype)
+    centered = y - tf.reduce_mean(y, axis=-1, keepdims=True)
+    variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
+    return tf.cast(centered * tf.math.rsqrt(variance + epsilon), x.dtype)
+
+
+def _dense(x, weights, normalize=False):
+    """`x @ kernel + bias` (as MatMul + BiasAdd, which grappler fuses), after `_normalize`
+    when `weights` come from `_fold_norm`."""
+    if normalize:
+        kernel, bias, epsilon = weights
+        x = _normalize(x, epsilon)
+    else:
+        kernel, bias = weights
+    return tf.nn.bias_add(tf.matmul(x, kernel), tf.cast(bias, x.dtype))
+
+
+def _fold_norm(norm, kernel, bias, dtype):
+    """`LayerNorm(x) @ kernel + bias == normalized(x) @ (gamma * kernel) + (beta @ kernel + bias)`:
+    the (kernel, bias, epsilon) to use after `_normalize` (folded in float32, once per decode)."""
+    gamma, beta = tf.cast(norm.gamma.value, tf.float32), tf.cast(norm.beta.value, tf.float32)
+    kernel = tf.cast(kernel, tf.float32)
+    folded_bias = tf.linalg.matvec(kernel, beta, transpose_a=True) + tf.cast(bias, tf.float32)
+    return tf.cast(gamma[:, None] * kernel, dtype), folded_bias, norm.epsilon
 
 
 class CachedDecoder:
@@ -289,13 +301,12 @@ class CachedDecoder:
         self.cross = [(tf.transpose(tf.cast(k, self.dtype), [0, 1, 3, 2]), tf.cast(v, self.dtype))
                       for k, v in _split_cross(cross_cache, decoder.depth)]
         self.layers = [self._block_weights(block, cast) for block in decoder.blocks]
-        self.final_norm = _norm_params(decoder.final_norm)
         self.embeddings = cast(decoder.token_embedding.embeddings)
         self.positions = cast(decoder.position_embedding)
         # The tied output projection as a [dim, vocab_limit] kernel (x @ E^T with the
-        # transpose flag ran ~4x slower for one row).
-        self.output_kernel = tf.transpose(self.embeddings[:vocab])
-        self.output_bias = tf.identity(tf.cast(decoder.output_bias.value[:vocab], tf.float32))
+        # transpose flag ran ~4x slower for one row); the logits' bias stays float32.
+        self.output = _fold_norm(decoder.final_norm, tf.transpose(self.embeddings[:vocab]),
+                                 decoder.output_bias.value[:vocab], self.dtype)
 
     def _block_weights(self, block, cast):
         d = self.dim
@@ -310,15 +321,14 @@ class CachedDecoder:
 
         (wq, bq), (wk, bk), (wv, bv) = proj(sa.query), proj(sa.key), proj(sa.value)
         cq, cbq = proj(ca.query)
+        fold = lambda norm, kernel, bias: _fold_norm(norm, kernel, bias, self.dtype)  # noqa: E731
         return {
-            "self_norm": _norm_params(block.self_norm),
-            "qkv": (tf.concat([wq * scale, wk, wv], axis=1), tf.concat([bq * scale, bk, bv], axis=0)),
+            "qkv": fold(block.self_norm, tf.concat([wq * scale, wk, wv], axis=1),
+                        tf.concat([bq * scale, bk, bv], axis=0)),
             "self_out": out(sa.output_dense),
-            "cross_norm": _norm_params(block.cross_norm),
-            "cross_q": (cq * scale, cbq * scale),
+            "cross_q": fold(block.cross_norm, cq * scale, cbq * scale),
             "cross_out": out(ca.output_dense),
-            "mlp_norm": _norm_params(mlp.norm),
-            "fc1": (cast(mlp.mlp.fc1.kernel), cast(mlp.mlp.fc1.bias)),
+            "fc1": fold(mlp.norm, mlp.mlp.fc1.kernel.value, mlp.mlp.fc1.bias.value),
             "fc2": (cast(mlp.mlp.fc2.kernel), cast(mlp.mlp.fc2.bias)),
         }
 
@@ -367,7 +377,7 @@ class CachedDecoder:
         att = tf.matmul(probs, v)  # [B, H, n, Dh]
         if not (isinstance(n, int) and n == 1):
             att = tf.transpose(att, [0, 2, 1, 3])
-        return tf.matmul(tf.reshape(att, [-1, self.dim]), out[0]) + out[1]
+        return _dense(tf.reshape(att, [-1, self.dim]), out)
 
     def __call__(self, tokens, cache, index):
         """tokens int32 `[B, n]` at positions `index ..` -> (float32 logits
@@ -388,16 +398,14 @@ class CachedDecoder:
         mask_bias = tf.where(slots[None, :] <= positions[:, None], 0.0, -1e9)  # [n, max_len]
         new_cache = []
         for w, (k_cache, v_cache), (cross_k, cross_v) in zip(self.layers, cache, self.cross):
-            qkv = tf.matmul(_layer_norm(x, w["self_norm"]), w["qkv"][0]) + w["qkv"][1]
-            q, k, v = tf.split(qkv, 3, axis=1)
+            q, k, v = tf.split(_dense(x, w["qkv"], normalize=True), 3, axis=1)
             k_cache = self._write(k_cache, key_rows, tf.reshape(k, [-1]))
             v_cache = self._write(v_cache, value_rows, tf.reshape(v, [-1, self.head_dim]))
             x = x + self._attend(q, self._keys(k_cache), self._values(v_cache), n, w["self_out"], mask_bias)
-            q = tf.matmul(_layer_norm(x, w["cross_norm"]), w["cross_q"][0]) + w["cross_q"][1]
-            x = x + self._attend(q, cross_k, cross_v, n, w["cross_out"])
-            h = tf.matmul(_layer_norm(x, w["mlp_norm"]), w["fc1"][0]) + w["fc1"][1]
-            x = x + (tf.matmul(tf.nn.gelu(h, approximate=False), w["fc2"][0]) + w["fc2"][1])
+            x = x + self._attend(_dense(x, w["cross_q"], normalize=True), cross_k, cross_v, n, w["cross_out"])
+            h = tf.nn.gelu(_dense(x, w["fc1"], normalize=True), approximate=False)
+            x = x + _dense(h, w["fc2"])
             new_cache.append((k_cache, v_cache))
-        logits = tf.matmul(_layer_norm(x, self.final_norm), self.output_kernel)
-        logits = tf.cast(logits, tf.float32) + self.output_bias
+        kernel, bias, epsilon = self.output
+        logits = tf.nn.bias_add(tf.cast(tf.matmul(_normalize(x, epsilon), kernel), tf.float32), bias)
         return tf.reshape(logits, [-1, n, self.vocab_size]), new_cache
