@@ -2,8 +2,9 @@
 
 Counts the matrix products (dense layers, attention scores and mixing, the tied
 output projection), which are all but a few percent of the work; elementwise
-ops, norms and softmax are left out. A training step is taken as 3x the forward
-pass (backward = 2x forward).
+ops, norms and softmax are left out. A training step is 3x the forward pass
+(backward = 2x forward: a gradient for each operand of every product) less the
+patch embedding's input gradient, which nothing needs (images are not trained).
 """
 import pix2seq  # noqa: F401  (Keras 3 guard)
 
@@ -12,10 +13,15 @@ def _attention(q_len, kv_len, dim):
     return 2 * 2 * q_len * kv_len * dim  # scores + weighted sum
 
 
+def patch_embedding_flops(config):
+    """Forward FLOPs of the 16x16-patch convolution for one image."""
+    return 2 * config.num_image_tokens * (config.patch_size**2 * 3) * config.encoder_dim
+
+
 def encoder_flops(config):
     """Forward FLOPs of the ViT + projection for one image."""
     t, d, m = config.num_image_tokens, config.encoder_dim, config.encoder_mlp_dim
-    patch = 2 * t * (config.patch_size**2 * 3) * d
+    patch = patch_embedding_flops(config)
     layer = 2 * t * 4 * d * d + _attention(t, t, d) + 2 * t * 2 * d * m
     dd, dm = config.decoder_dim, config.decoder_mlp_dim
     projection = 2 * t * d * dd + 2 * t * 2 * dd * dm
@@ -35,4 +41,4 @@ def decoder_flops(config, length):
 def train_step_flops(config, batch_size, tasks):
     """FLOPs of one batch-mixing training step: `batch_size` images and sequences per task."""
     forward = sum(batch_size * (encoder_flops(config) + decoder_flops(config, config.tokens.seq_len(t))) for t in tasks)
-    return 3 * forward
+    return 3 * forward - len(tasks) * batch_size * patch_embedding_flops(config)

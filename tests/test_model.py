@@ -266,3 +266,50 @@ def test_mlp_flattens_tokens_and_keeps_static_shapes():
     assert tf.function(mlp).get_concrete_function(spec).output_shapes.as_list() == [None, 5, 32]
     attention = L.Attention(32, 4)
     assert tf.function(attention).get_concrete_function(spec).output_shapes.as_list() == [None, 5, 32]
+
+
+def _graph_matmul_flops(fn, *specs):
+    """2 x multiply-adds of every MatMul / BatchMatMul / Einsum / Conv2D in `fn`'s traced graph."""
+    import re
+
+    import tensorflow as tf
+
+    graph = tf.function(fn).get_concrete_function(*specs).graph
+    total = 0
+    for op in graph.get_operations():
+        if op.type in ("MatMul", "BatchMatMulV2", "BatchMatMulV3"):
+            a, b = (t.shape.as_list() for t in op.inputs)
+            ta = op.get_attr("transpose_a") if op.type == "MatMul" else op.get_attr("adj_x")
+            tb = op.get_attr("transpose_b") if op.type == "MatMul" else op.get_attr("adj_y")
+            m, k = (a[-1], a[-2]) if ta else (a[-2], a[-1])
+            n = b[-2] if tb else b[-1]
+            total += 2 * int(np.prod(op.outputs[0].shape.as_list()[:-2], dtype=np.int64)) * m * n * k
+        elif op.type == "Einsum":
+            equation = op.get_attr("equation").decode()
+            sizes = {}
+            for letters, t in zip(re.split(",|->", equation)[:2], op.inputs):
+                sizes.update(zip(letters, t.shape.as_list()))
+            total += 2 * int(np.prod(list(sizes.values()), dtype=np.int64))
+        elif op.type == "Conv2D":
+            kh, kw, cin, _ = op.inputs[1].shape.as_list()
+            total += 2 * int(np.prod(op.outputs[0].shape.as_list(), dtype=np.int64)) * kh * kw * cin
+    return total
+
+
+def test_analytic_flops_equal_the_graphs_matmuls(tiny_model):
+    """model/flops.py counts exactly the products the traced forward pass computes."""
+    import tensorflow as tf
+
+    from model import flops
+
+    config = tiny_model.config
+    length = config.tokens.seq_len("detection")
+    image = tf.TensorSpec([1, config.image_size, config.image_size, 3], tf.float32)
+    memory = tf.TensorSpec([1, config.num_image_tokens, config.decoder_dim], tf.float32)
+    tokens = tf.TensorSpec([1, length], tf.int32)
+    assert _graph_matmul_flops(tiny_model.encode, image) == flops.encoder_flops(config)
+    assert _graph_matmul_flops(tiny_model.decoder, tokens, memory) == flops.decoder_flops(config, length)
+    train = flops.train_step_flops(config, 2, ["detection", "keypoints"])
+    forward = 2 * sum(flops.encoder_flops(config) + flops.decoder_flops(config, config.tokens.seq_len(t))
+                      for t in ("detection", "keypoints"))
+    assert train == 3 * forward - 4 * flops.patch_embedding_flops(config)
