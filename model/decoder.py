@@ -271,6 +271,11 @@ class CachedDecoder:
     `[B * H * max_len, Dh]`, which a step writes at its own elements (`InplaceUpdate`
     updates leading-axis rows of a buffer it may overwrite).
 
+    Numerics: the same function as `decoder(tokens, memory)` with roundings in another
+    order (fused and pre-scaled kernels, LayerNorm scale folded into the next matmul):
+    logits agree to ~1e-6 in float32; with a bfloat16/float16 compute dtype to about one
+    ulp of that dtype, so near-tied greedy tokens may then differ from a full pass.
+
     Args:
       decoder: a built `Pix2SeqDecoder`.
       cross_cache: `compute_cross_cache(memory)` (stacked), or per-layer `[B, 2, H, T, Dh]`
