@@ -4,7 +4,9 @@ Counts the matrix products (dense layers, attention scores and mixing, the tied
 output projection), which are all but a few percent of the work; elementwise
 ops, norms and softmax are left out. A training step is 3x the forward pass
 (backward = 2x forward: a gradient for each operand of every product) less the
-patch embedding's input gradient, which nothing needs (images are not trained).
+first convolution's input gradient, which nothing needs (images are not trained).
+The optional conv stem (`ModelConfig.stem="conv"`) counts its convolutions;
+BatchNorm is elementwise and left out.
 """
 import pix2seq  # noqa: F401  (Keras 3 guard)
 
@@ -13,9 +15,30 @@ def _attention(q_len, kv_len, dim):
     return 2 * 2 * q_len * kv_len * dim  # scores + weighted sum
 
 
+def _stem_convolutions(config):
+    """(output pixels, kernel taps x input channels, output channels) of each stem convolution."""
+    if config.stem == "patch":
+        return [(config.num_image_tokens, config.patch_size**2 * 3, config.encoder_dim)]
+    from model.encoder import STEM_CHANNELS
+
+    convs, side, channels = [], config.image_size, 3
+    for i in range(config.patch_size.bit_length() - 1):  # stride-2 3x3 stages down to the patch grid
+        side //= 2
+        out = min(STEM_CHANNELS[i], config.encoder_dim)
+        convs.append((side * side, 9 * channels, out))
+        channels = out
+    return convs + [(config.num_image_tokens, channels, config.encoder_dim)]  # 1x1 projection
+
+
 def patch_embedding_flops(config):
-    """Forward FLOPs of the 16x16-patch convolution for one image."""
-    return 2 * config.num_image_tokens * (config.patch_size**2 * 3) * config.encoder_dim
+    """Forward FLOPs of the patch embedding (one strided convolution, or the conv stem) for one image."""
+    return sum(2 * pixels * taps * out for pixels, taps, out in _stem_convolutions(config))
+
+
+def image_gradient_flops(config):
+    """FLOPs of the first convolution's input gradient for one image: never computed (images are not trained)."""
+    pixels, taps, out = _stem_convolutions(config)[0]
+    return 2 * pixels * taps * out
 
 
 def encoder_flops(config):
@@ -41,4 +64,4 @@ def decoder_flops(config, length):
 def train_step_flops(config, batch_size, tasks):
     """FLOPs of one batch-mixing training step: `batch_size` images and sequences per task."""
     forward = sum(batch_size * (encoder_flops(config) + decoder_flops(config, config.tokens.seq_len(t))) for t in tasks)
-    return 3 * forward - len(tasks) * batch_size * patch_embedding_flops(config)
+    return 3 * forward - len(tasks) * batch_size * image_gradient_flops(config)

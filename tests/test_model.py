@@ -313,3 +313,19 @@ def test_analytic_flops_equal_the_graphs_matmuls(tiny_model):
     forward = 2 * sum(flops.encoder_flops(config) + flops.decoder_flops(config, config.tokens.seq_len(t))
                       for t in ("detection", "keypoints"))
     assert train == 3 * forward - 4 * flops.patch_embedding_flops(config)
+
+
+def test_analytic_flops_count_the_conv_stem():
+    import tensorflow as tf
+
+    from model import flops
+
+    config = preset("tiny", stem="conv")
+    model = Pix2SeqModel(config)
+    model.build()
+    image = tf.TensorSpec([1, config.image_size, config.image_size, 3], tf.float32)
+    assert _graph_matmul_flops(model.encode, image) == flops.encoder_flops(config)
+    assert flops.patch_embedding_flops(config) > flops.patch_embedding_flops(preset("tiny"))
+    first = 2 * (config.image_size // 2) ** 2 * 27 * 32
+    assert flops.train_step_flops(config, 1, ["detection"]) == 3 * (
+        flops.encoder_flops(config) + flops.decoder_flops(config, config.tokens.seq_len("detection"))) - first
