@@ -145,7 +145,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         report["blessing"] = decision.to_dict()
         pictures = predict.write_pictures(
             decoded, candidate_images, os.path.join(evaluation.uri, "pictures"),
-            categories, int(config.get("num_pictures") or 0))
+            categories, int(config.get("num_pictures") or 0), config.get("picture_min_score"))
         report["pictures"] = pictures
         _write_json(os.path.join(evaluation.uri, METRICS_FILE), report)
         write_blessing(blessing, decision, model, baseline)

@@ -40,7 +40,7 @@ def to_visual_result(per_image: Mapping, min_score: float = MIN_SCORE) -> dict:
 
 
 def write(decoded: Sequence[Mapping], per_image: Sequence[Mapping], out_dir: str,
-          categories: Optional[Sequence[Mapping]], count: int) -> List[str]:
+          categories: Optional[Sequence[Mapping]], count: int, min_score: float = MIN_SCORE) -> List[str]:
     """PNG per image for the first `count` eval images (by image id); returns the paths."""
     names: Dict[int, str] = {int(c["id"]): c.get("name", str(c["id"])) for c in categories or []}
     by_id = {int(r["image_id"]): r for r in per_image}
@@ -51,7 +51,7 @@ def write(decoded: Sequence[Mapping], per_image: Sequence[Mapping], out_dir: str
         if image_id not in by_id:
             continue
         image = Image.open(io.BytesIO(example[F.IMAGE_ENCODED]))
-        picture = visualize.draw_result(image, to_visual_result(by_id[image_id]), names)
+        picture = visualize.draw_result(image, to_visual_result(by_id[image_id], min_score), names)
         path = os.path.join(out_dir, f"image_{image_id}.png")
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")

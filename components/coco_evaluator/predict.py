@@ -145,13 +145,16 @@ class PredictDoFn(beam.DoFn):
 
 
 def write_pictures(decoded: Sequence[Mapping], per_image: Sequence[Mapping], out_dir: str,
-                   categories: Optional[Sequence[Mapping]], count: int) -> List[str]:
-    """Draw the candidate's predictions on the first `count` eval images (PNG files)."""
+                   categories: Optional[Sequence[Mapping]], count: int, min_score: Optional[float] = None) -> List[str]:
+    """Draw the candidate's predictions (score >= `min_score`, default pictures.MIN_SCORE)
+    on the first `count` eval images (PNG files)."""
     if count <= 0 or not per_image:
         return []
     from components.coco_evaluator import pictures
 
-    return pictures.write(decoded, per_image, out_dir, categories, count)
+    if min_score is None:
+        min_score = pictures.MIN_SCORE
+    return pictures.write(decoded, per_image, out_dir, categories, count, min_score)
 
 
 __all__ = ["PredictOptions", "PredictDoFn", "image_results", "merge_results", "write_pictures"]
