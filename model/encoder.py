@@ -12,6 +12,7 @@ grid, positions and everything after are unchanged, but a small model trained fr
 scratch on little data learns to localize objects far sooner.
 """
 import keras
+import tensorflow as tf
 from keras import ops
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
@@ -68,13 +69,29 @@ class VisionTransformer(keras.layers.Layer):
         self.final_norm.build(tokens_shape)
 
     def call(self, images, training=False):
-        x = self.patch_embedding(ops.cast(images, self.compute_dtype))
+        x = self._embed_patches(ops.cast(images, self.compute_dtype), training)
         x = ops.reshape(x, (-1, self.num_tokens, self.dim))
         x = x + ops.cast(self.positions, self.compute_dtype)[None]
         x = self.embedding_dropout(x, training=training)
         for block in self.blocks:
             x = block(x, training=training)
         return self.final_norm(x)
+
+    def _embed_patches(self, images, training):
+        """The stem, guarded against an empty batch at inference.
+
+        TF 2.16's CPU Conv2D returns its *input* shape for a batch of 0 (seen with
+        "same" padding), which breaks everything after it; serving hits empty batches
+        (e.g. the keypoint stage of an image without persons). Static batch sizes
+        (training, TPU) skip the guard.
+        """
+        if training or (images.shape[0] is not None and images.shape[0] > 0):
+            return self.patch_embedding(images, training=training)
+        return tf.cond(
+            tf.shape(images)[0] > 0,
+            lambda: self.patch_embedding(images, training=False),
+            lambda: tf.zeros([0, self.grid, self.grid, self.dim], images.dtype),
+        )
 
     def get_config(self):
         return {

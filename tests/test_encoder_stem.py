@@ -59,3 +59,16 @@ def test_sincos_coordinate_init_only_touches_coordinate_rows():
     far = np.mean([similarity[i, (i + 32) % 64] for i in range(64)])
     assert near > 0.5 > far  # neighbouring bins start out alike, distant ones do not
     assert np.all(np.diag(similarity) > similarity.max(axis=1, where=~np.eye(64, dtype=bool), initial=-1) - 1e-6)
+
+
+@pytest.mark.parametrize("stem", ["conv", "patch"])
+def test_an_empty_batch_encodes_to_no_tokens(stem):
+    """Serving encodes 0 person crops for an image without persons (graph mode, unknown batch)."""
+    config = micro_config(stem=stem, patch_size=8)
+    model = Pix2SeqModel(config)
+    model.build()
+    encode = tf.function(lambda images: model.encode(images),
+                         input_signature=[tf.TensorSpec([None, config.image_size, config.image_size, 3])])
+    assert encode(tf.zeros([0, config.image_size, config.image_size, 3])).shape == (0, config.num_image_tokens,
+                                                                                   config.decoder_dim)
+    assert encode(tf.zeros([2, config.image_size, config.image_size, 3])).shape[0] == 2
