@@ -152,7 +152,7 @@ def main(argv=None):
         "CPU-second with this; other jobs on the machine change it much less than the wall-clock ratio). "
         f"Tasks {', '.join(args.tasks)}, {args.batch_size} image(s) per task per step, "
         f"{args.steps} timed steps after warm-up; "
-        f"FLOPs counted analytically (model/flops.py, training = 3x forward); devices: {devices}; "
+        f"FLOPs counted analytically (model/flops.py, training = 3x forward less the image gradient); devices: {devices}; "
         f"{os.cpu_count()} CPUs, TF {tf.__version__}, precision {policy}, inter-op threads "
         f"{args.inter_op_threads or 'default'}; 1-minute load average {load_before[0]:.1f} before, "
         f"{load_after[0]:.1f} after.",
