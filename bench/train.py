@@ -110,11 +110,12 @@ def main(argv=None):
     parser.add_argument("--xla", nargs="+", default=["off"], choices=["off", "on"],
                         help="XLA-compile the training step: off, on, or both (one row each)")
     parser.add_argument("--jit-compile", action="store_true", help="same as --xla on")
-    parser.add_argument("--inter-op-threads", type=int, default=None,
-                        help="TF inter-op thread pool size (default: TF's choice, one per core)")
+    parser.add_argument("--inter-op-threads", type=int, default=1,
+                        help="TF inter-op thread pool size (default 1: one op at a time, each using every "
+                             "core; 0: TF's choice, which oversubscribes the cores on CPU)")
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args(argv)
-    if args.inter_op_threads is not None:
+    if args.inter_op_threads:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
 
     strategy = strategy_lib.create_strategy(tpu="none")
