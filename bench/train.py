@@ -112,7 +112,7 @@ def main(argv=None):
     parser.add_argument("--jit-compile", action="store_true", help="same as --xla on")
     parser.add_argument("--inter-op-threads", type=int, default=1,
                         help="TF inter-op thread pool size (default 1: one op at a time, each using every "
-                             "core; 0: TF's choice, which oversubscribes the cores on CPU)")
+                             "core; 0: TF's own choice, half as fast on this CPU: BENCHMARKS.md)")
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args(argv)
     if args.inter_op_threads:
