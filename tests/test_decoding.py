@@ -12,6 +12,8 @@
 * with random weights, 100 sampled outputs per task (detection, segmentation,
   keypoints) all parse into well-formed predictions.
 """
+import contextlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -84,15 +86,23 @@ def test_cached_equals_reference_with_prompt_constraint_and_sampling(tiny):
     np.testing.assert_array_equal(ours["tokens"].numpy(), ref["tokens"].numpy())
 
 
+@contextlib.contextmanager
+def biased_output(model, token, amount):
+    """Add `amount` to one token's output bias for the duration of a test."""
+    bias = model.decoder.output_bias
+    saved = bias.numpy()
+    bias.assign(saved + np.eye(1, saved.shape[0], token, dtype=np.float32)[0] * amount)
+    try:
+        yield
+    finally:
+        bias.assign(saved)
+
+
 @pytest.fixture()
 def eos_biased(tiny):
     """Make the end token likely, so sampled rows end after different numbers of objects."""
-    model, config, images = tiny
-    bias = model.decoder.output_bias
-    saved = bias.numpy()
-    bias.assign(saved + np.eye(1, saved.shape[0], vocab.EOS, dtype=np.float32)[0] * 9.0)
-    yield tiny
-    bias.assign(saved)
+    with biased_output(tiny[0], vocab.EOS, 9.0):
+        yield tiny
 
 
 def test_per_row_early_stop_equals_running_to_max_length(eos_biased):
@@ -222,12 +232,8 @@ def test_100_sampled_segmentations_parse(tiny):
 @pytest.fixture()
 def invisible_biased(tiny):
     """Make the invisible token compete with the ~1000 coordinates, so both kinds of pairs occur."""
-    model, config, images = tiny
-    bias = model.decoder.output_bias
-    saved = bias.numpy()
-    bias.assign(saved + np.eye(1, saved.shape[0], vocab.INVISIBLE, dtype=np.float32)[0] * 6.0)
-    yield tiny
-    bias.assign(saved)
+    with biased_output(tiny[0], vocab.INVISIBLE, 6.0):
+        yield tiny
 
 
 def test_100_sampled_keypoints_parse(invisible_biased):
