@@ -111,14 +111,18 @@ class VisionTransformer(keras.layers.Layer):
 STEM_CHANNELS = (32, 64, 128, 256, 256, 256)
 
 
-def conv_stem(patch_size, dim, dtype_policy):
-    """log2(patch_size) stride-2 3x3 conv + BatchNorm + ReLU stages, then a 1x1 conv to `dim`."""
+def conv_stem_channels(patch_size, dim):
+    """Output channels of the conv stem's stride-2 stages, one per halving down to the patch grid."""
     stages = patch_size.bit_length() - 1
     if stages < 1 or 2**stages != patch_size:
         raise ValueError(f"the conv stem needs a power-of-two patch_size >= 2. Received: {patch_size}")
+    return [min(STEM_CHANNELS[i], dim) for i in range(stages)]
+
+
+def conv_stem(patch_size, dim, dtype_policy):
+    """log2(patch_size) stride-2 3x3 conv + BatchNorm + ReLU stages, then a 1x1 conv to `dim`."""
     layers = []
-    for i in range(stages):
-        channels = min(STEM_CHANNELS[i], dim)
+    for i, channels in enumerate(conv_stem_channels(patch_size, dim)):
         layers += [
             keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False, name=f"conv_{i}",
                                 dtype=dtype_policy),

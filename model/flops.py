@@ -19,12 +19,11 @@ def _stem_convolutions(config):
     """(output pixels, kernel taps x input channels, output channels) of each stem convolution."""
     if config.stem == "patch":
         return [(config.num_image_tokens, config.patch_size**2 * 3, config.encoder_dim)]
-    from model.encoder import STEM_CHANNELS
+    from model.encoder import conv_stem_channels
 
     convs, side, channels = [], config.image_size, 3
-    for i in range(config.patch_size.bit_length() - 1):  # stride-2 3x3 stages down to the patch grid
+    for out in conv_stem_channels(config.patch_size, config.encoder_dim):  # stride-2 3x3 stages
         side //= 2
-        out = min(STEM_CHANNELS[i], config.encoder_dim)
         convs.append((side * side, 9 * channels, out))
         channels = out
     return convs + [(config.num_image_tokens, channels, config.encoder_dim)]  # 1x1 projection
