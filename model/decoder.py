@@ -228,6 +228,19 @@ def _split_cross(cross_cache, depth):
     return [(kv[2 * i], kv[2 * i + 1]) for i in range(depth)]
 
 
+def _matmul(a, b):
+    """`a @ b` for the step's matrix-vector products.
+
+    In float32 as `BatchMatMulV3`, which TF 2.16's oneDNN rewrite leaves alone: for
+    one row per sequence it streamed the weights 1.2x faster than `MatMul`/
+    `BatchMatMulV2` (base, batch 1: 11.0 vs 13.1 ms per step; the same at batch 16).
+    Other dtypes keep `tf.matmul`, whose oneDNN kernels were faster there.
+    """
+    if a.dtype == tf.float32:
+        return tf.raw_ops.BatchMatMulV3(x=a, y=b, Tout=a.dtype)
+    return tf.matmul(a, b)
+
+
 def _normalize(x, epsilon):
     """LayerNorm without its scale and offset, which `_fold_norm` moves into the next matmul."""
     y = tf.cast(x, tf.float32)
@@ -237,14 +250,13 @@ def _normalize(x, epsilon):
 
 
 def _dense(x, weights, normalize=False):
-    """`x @ kernel + bias` (as MatMul + BiasAdd, which grappler fuses), after `_normalize`
-    when `weights` come from `_fold_norm`."""
+    """`x @ kernel + bias`, after `_normalize` when `weights` come from `_fold_norm`."""
     if normalize:
         kernel, bias, epsilon = weights
         x = _normalize(x, epsilon)
     else:
         kernel, bias = weights
-    return tf.nn.bias_add(tf.matmul(x, kernel), tf.cast(bias, x.dtype))
+    return tf.nn.bias_add(_matmul(x, kernel), tf.cast(bias, x.dtype))
 
 
 def _fold_norm(norm, kernel, bias, dtype):
@@ -375,11 +387,11 @@ class CachedDecoder:
     def _attend(self, q, k_t, v, n, out, mask_bias=None):
         """q `[B * n, d]` (pre-scaled), keys `[B, H, Dh, T]`, values `[B, H, T, Dh]` ->
         projected output `[B * n, d]`."""
-        scores = tf.cast(tf.matmul(self._heads(q, n), k_t), tf.float32)
+        scores = tf.cast(_matmul(self._heads(q, n), k_t), tf.float32)
         if mask_bias is not None:
             scores = scores + mask_bias
         probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.dtype)
-        att = tf.matmul(probs, v)  # [B, H, n, Dh]
+        att = _matmul(probs, v)  # [B, H, n, Dh]
         if not (isinstance(n, int) and n == 1):
             att = tf.transpose(att, [0, 2, 1, 3])
         return _dense(tf.reshape(att, [-1, self.dim]), out)
@@ -412,5 +424,5 @@ class CachedDecoder:
             x = x + _dense(h, w["fc2"])
             new_cache.append((k_cache, v_cache))
         kernel, bias, epsilon = self.output
-        logits = tf.nn.bias_add(tf.cast(tf.matmul(_normalize(x, epsilon), kernel), tf.float32), bias)
+        logits = tf.nn.bias_add(tf.cast(_matmul(_normalize(x, epsilon), kernel), tf.float32), bias)
         return tf.reshape(logits, [-1, n, self.vocab_size]), new_cache
