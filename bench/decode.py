@@ -44,8 +44,8 @@ import tensorflow as tf  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
 from model import decoding, reference_decoding, vocab  # noqa: E402
-from model.decoder import _matmul  # noqa: E402
 from model.config import preset  # noqa: E402
+from model.decoder import step_matmul  # noqa: E402
 from model.pix2seq_model import Pix2SeqModel  # noqa: E402
 
 SECTION = "## Decoding: K/V-cached while_loop vs reference-style loop (`bench/decode.py`)"
@@ -87,7 +87,7 @@ def stream_seconds(nbytes, dim, repeats=20):
     def chain():
         def body(i, x):
             for kernel in kernels:
-                x = _matmul(x, kernel)
+                x = step_matmul(x, kernel)
             return i + 1, x
         return tf.while_loop(lambda i, x: i < repeats, body, (0, tf.ones([1, dim])))[1]
 

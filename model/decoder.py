@@ -228,7 +228,7 @@ def _split_cross(cross_cache, depth):
     return [(kv[2 * i], kv[2 * i + 1]) for i in range(depth)]
 
 
-def _matmul(a, b):
+def step_matmul(a, b):
     """`a @ b` for the step's matrix-vector products.
 
     In float32 as `BatchMatMulV3`, which TF 2.16's oneDNN rewrite leaves alone: for
@@ -256,7 +256,7 @@ def _dense(x, weights, normalize=False):
         x = _normalize(x, epsilon)
     else:
         kernel, bias = weights
-    return tf.nn.bias_add(_matmul(x, kernel), tf.cast(bias, x.dtype))
+    return tf.nn.bias_add(step_matmul(x, kernel), tf.cast(bias, x.dtype))
 
 
 def _fold_norm(norm, kernel, bias, dtype):
@@ -387,11 +387,11 @@ class CachedDecoder:
     def _attend(self, q, k_t, v, n, out, mask_bias=None):
         """q `[B * n, d]` (pre-scaled), keys `[B, H, Dh, T]`, values `[B, H, T, Dh]` ->
         projected output `[B * n, d]`."""
-        scores = tf.cast(_matmul(self._heads(q, n), k_t), tf.float32)
+        scores = tf.cast(step_matmul(self._heads(q, n), k_t), tf.float32)
         if mask_bias is not None:
             scores = scores + mask_bias
         probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.dtype)
-        att = _matmul(probs, v)  # [B, H, n, Dh]
+        att = step_matmul(probs, v)  # [B, H, n, Dh]
         if not (isinstance(n, int) and n == 1):
             att = tf.transpose(att, [0, 2, 1, 3])
         return _dense(tf.reshape(att, [-1, self.dim]), out)
@@ -424,5 +424,5 @@ class CachedDecoder:
             x = x + _dense(h, w["fc2"])
             new_cache.append((k_cache, v_cache))
         kernel, bias, epsilon = self.output
-        logits = tf.nn.bias_add(tf.cast(_matmul(_normalize(x, epsilon), kernel), tf.float32), bias)
+        logits = tf.nn.bias_add(tf.cast(step_matmul(_normalize(x, epsilon), kernel), tf.float32), bias)
         return tf.reshape(logits, [-1, n, self.vocab_size]), new_cache
