@@ -15,6 +15,16 @@ from model.vocab import TokenConfig
 
 STEMS = ("patch", "conv")
 COORDINATE_INITS = ("random", "sincos")
+STEM_CHANNELS = (32, 64, 128, 256, 256, 256)
+
+
+def conv_stem_channels(patch_size, dim):
+    """Output channels of the conv stem's stride-2 stages, one per halving down to the patch grid
+    (the encoder builds them, model/flops.py counts them)."""
+    stages = patch_size.bit_length() - 1
+    if stages < 1 or 2**stages != patch_size:
+        raise ValueError(f"the conv stem needs a power-of-two patch_size >= 2. Received: {patch_size}")
+    return [min(STEM_CHANNELS[i], dim) for i in range(stages)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +89,8 @@ class ModelConfig:
         for field, allowed in (("stem", STEMS), ("coordinate_init", COORDINATE_INITS)):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"ModelConfig.{field} must be one of {allowed}. Received: {getattr(self, field)!r}")
-        if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
-            raise ValueError(f"ModelConfig: the conv stem needs a power-of-two patch_size. Received: {self.patch_size}")
+        if self.stem == "conv":
+            conv_stem_channels(self.patch_size, self.encoder_dim)
         for rate in ("dropout", "drop_path"):
             if not 0.0 <= getattr(self, rate) < 1.0:
                 raise ValueError(f"ModelConfig.{rate} must be in [0, 1). Received: {getattr(self, rate)}")

@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras import ops
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
+from model.config import STEMS, conv_stem_channels
 from model.layers import EncoderBlock, MlpBlock, layer_norm, sincos_2d
 
 
@@ -48,7 +49,7 @@ class VisionTransformer(keras.layers.Layer):
                 dim, patch_size, strides=patch_size, padding="valid", name="patch_embedding", dtype=policy
             )
         else:
-            raise ValueError(f"stem must be 'patch' or 'conv'. Received: {stem!r}")
+            raise ValueError(f"stem must be one of {STEMS}. Received: {stem!r}")
         self.embedding_dropout = keras.layers.Dropout(dropout, dtype=policy)
         self.blocks = [
             EncoderBlock(dim, num_heads, mlp_dim, dropout, drop_path, name=f"block_{i}", dtype=policy)
@@ -106,17 +107,6 @@ class VisionTransformer(keras.layers.Layer):
             "drop_path": self.drop_path,
             "stem": self.stem,
         }
-
-
-STEM_CHANNELS = (32, 64, 128, 256, 256, 256)
-
-
-def conv_stem_channels(patch_size, dim):
-    """Output channels of the conv stem's stride-2 stages, one per halving down to the patch grid."""
-    stages = patch_size.bit_length() - 1
-    if stages < 1 or 2**stages != patch_size:
-        raise ValueError(f"the conv stem needs a power-of-two patch_size >= 2. Received: {patch_size}")
-    return [min(STEM_CHANNELS[i], dim) for i in range(stages)]
 
 
 def conv_stem(patch_size, dim, dtype_policy):

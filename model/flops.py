@@ -9,6 +9,7 @@ The optional conv stem (`ModelConfig.stem="conv"`) counts its convolutions;
 BatchNorm is elementwise and left out.
 """
 import pix2seq  # noqa: F401  (Keras 3 guard)
+from model.config import conv_stem_channels
 
 
 def _attention(q_len, kv_len, dim):
@@ -19,8 +20,6 @@ def _stem_convolutions(config):
     """(output pixels, kernel taps x input channels, output channels) of each stem convolution."""
     if config.stem == "patch":
         return [(config.num_image_tokens, config.patch_size**2 * 3, config.encoder_dim)]
-    from model.encoder import conv_stem_channels
-
     convs, side, channels = [], config.image_size, 3
     for out in conv_stem_channels(config.patch_size, config.encoder_dim):  # stride-2 3x3 stages
         side //= 2
