@@ -89,27 +89,49 @@ class TopKSampler(Sampler):
 
 
 class TopPSampler(Sampler):
-    """Nucleus sampling: sample among the smallest set of most likely tokens whose
-    probability mass reaches `p` (the most likely token is always kept)."""
+    """Nucleus sampling: sample among the most likely tokens up to mass `p`.
 
-    def __init__(self, p=0.4, temperature=1.0):
+    rule="paper" (the default; the official pix2seq `top_logits`): sort the
+    (temperature-scaled) logits, take the smallest logit among the tokens whose
+    inclusive cumulative probability is <= p (the top logit when none is), and keep
+    every token whose logit reaches it, so the most likely token is always kept and
+    tokens tied with the threshold are kept too. p >= 1 keeps every token.
+
+    rule="reach_p" (not the paper's; this project's rule before issue 13): keep the
+    smallest prefix of sorted tokens whose mass reaches p. It keeps one more token
+    than "paper" whenever the boundary token straddles p, so it samples more
+    randomly at the same p.
+    """
+
+    RULES = ("paper", "reach_p")
+
+    def __init__(self, p=0.4, temperature=1.0, rule="paper"):
         super().__init__(temperature)
         if isinstance(p, (int, float)) and not 0.0 < p <= 1.0:
             raise ValueError(f"TopPSampler needs 0 < p <= 1. Received: p={p}")
+        if rule not in self.RULES:
+            raise ValueError(f"TopPSampler rule must be one of {self.RULES}. Received: rule={rule!r}")
         self.p = p
+        self.rule = rule
 
     def select(self, logits, seed):
-        order = tf.argsort(logits, axis=-1, direction="DESCENDING")
-        sorted_logits = tf.gather(logits, order, batch_dims=1)
-        probs = tf.nn.softmax(sorted_logits, axis=-1)
-        mass_before = tf.math.cumsum(probs, axis=-1, exclusive=True)
-        keep = mass_before < tf.cast(self.p, tf.float32)
-        sorted_logits = tf.where(keep, sorted_logits, tf.constant(MASKED_LOGIT, tf.float32))
-        choice = tf.random.stateless_categorical(sorted_logits, 1, seed, dtype=tf.int32)
-        return tf.gather(order, choice, batch_dims=1)[:, 0]
+        return tf.random.stateless_categorical(self.nucleus(logits), 1, seed, dtype=tf.int32)[:, 0]
+
+    def nucleus(self, logits):
+        """float [B, V] -> the same logits with those outside the nucleus masked."""
+        p = tf.cast(self.p, tf.float32)
+        sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
+        mass = tf.math.cumsum(tf.nn.softmax(sorted_logits, axis=-1), axis=-1,
+                              exclusive=self.rule == "reach_p")
+        inside = mass <= p if self.rule == "paper" else mass < p
+        masked = tf.constant(MASKED_LOGIT, tf.float32)
+        threshold = tf.reduce_min(tf.where(inside, sorted_logits, -masked), axis=-1, keepdims=True)
+        threshold = tf.minimum(threshold, sorted_logits[:, :1])  # no token inside: keep the top one
+        keep = (logits >= threshold) | (p >= 1.0)
+        return tf.where(keep, logits, masked)
 
     def get_config(self):
-        return {**super().get_config(), "p": self.p}
+        return {**super().get_config(), "p": self.p, "rule": self.rule}
 
 
 _SAMPLERS = {
