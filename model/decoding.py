@@ -28,7 +28,18 @@ tokens allowed at generated position `step` (scalar int32, 0-based after the
 prompt) given the tokens generated so far (`tokens` int32 `[B, max_new_tokens]`,
 positions >= step hold padding). Task classes in `model/tasks/` provide them. With
 `vocab_limit`, a mask wider than the logits is cut to their width.
+
+A *readout* keeps what a task's inference head needs from each step's logits without
+keeping the logits (`[B, L, V]` would be 100 instances x 8 samples x 262 steps x V
+for segmentation): `Readout(fn, dtypes)` with `fn(step, logits, token) -> {name:
+[B]}` computed from the raw float32 logits `[B, V]` of the step (before grammar and
+temperature) and the emitted token `[B]`; the loop writes each value into a static
+`[B, max_new_tokens]` buffer of dtype `dtypes[name]`. `task_readout(task)` adapts a
+task codec's `step_readout` (e.g. detection: the argmax class and its probability at
+class positions).
 """
+import typing
+
 import pix2seq  # noqa: F401  (Keras 3 guard)
 
 import tensorflow as tf
@@ -70,6 +81,17 @@ def token_probs(logits, tokens):
     return tf.gather(probs, tokens, batch_dims=1)
 
 
+class Readout(typing.NamedTuple):
+    """Per-step values a task reads from the logits: `fn(step, logits, token) -> {name: [B]}`."""
+    fn: typing.Callable
+    dtypes: dict
+
+
+def task_readout(task):
+    """A task codec's `step_readout` as a loop readout (None when the task reads nothing)."""
+    return Readout(task.step_readout, dict(task.readout_dtypes)) if task.readout_dtypes else None
+
+
 def _allowed(constraint, step, tokens, logits):
     if constraint is None:
         return logits
@@ -95,7 +117,7 @@ def write_column(buffer, step, values):
 
 def decode(decoder, cross_cache, prompt, max_new_tokens, sampler=None, seed=(0, 0),
            constraint=None, end_token=0, pad_token=0, stop_at_end=True, max_steps=None,
-           vocab_limit=None):
+           vocab_limit=None, readout=None):
     """Generate up to `max_new_tokens` tokens after `prompt` with the K/V cache.
 
     Args:
@@ -114,13 +136,16 @@ def decode(decoder, cross_cache, prompt, max_new_tokens, sampler=None, seed=(0, 
         only: for grammars that never allow a higher id (detection, segmentation and
         keypoints end at `vocab.COORD_OFFSET + num_bins`) the tokens are those of the
         full vocabulary, while the scores become probabilities over those ids.
+      readout: a `Readout` (module docstring) or None; with `vocab_limit` it sees
+        the logits of ids below the limit only.
 
     Returns:
       dict with `tokens` int32 `[B, max_new_tokens]` (padding after the end),
       `scores` float32 `[B, max_new_tokens]` (raw-softmax probability of each
       emitted token among the ids below `vocab_limit`, 0 for padding), `lengths`
-      int32 `[B]` (tokens before padding, the end token included) and `steps`
-      (int32, loop iterations run).
+      int32 `[B]` (tokens before padding, the end token included), `steps`
+      (int32, loop iterations run) and `readout` (dict name -> `[B, max_new_tokens]`,
+      zeros at padding; empty without a readout).
     """
     sampler = sampler or sampling.GreedySampler()
     prompt = tf.convert_to_tensor(prompt, tf.int32)
@@ -143,33 +168,37 @@ def decode(decoder, cross_cache, prompt, max_new_tokens, sampler=None, seed=(0, 
     scores = tf.zeros([batch, max_new_tokens], tf.float32)
     done = tf.zeros([batch], tf.bool)
     lengths = tf.zeros([batch], tf.int32)
+    read = {name: tf.zeros([batch, max_new_tokens], dtype) for name, dtype in (readout.dtypes if readout else {}).items()}
 
-    def cond(step, last, self_cache, tokens, scores, done, lengths):
+    def cond(step, last, self_cache, tokens, scores, done, lengths, read):
         not_finished = tf.logical_not(tf.reduce_all(done)) if stop_at_end else True
         return tf.logical_and(step < limit, not_finished)
 
-    def body(step, last, self_cache, tokens, scores, done, lengths):
+    def body(step, last, self_cache, tokens, scores, done, lengths, read):
         logits, self_cache = runner(last[:, tf.newaxis], self_cache, prompt_len - 1 + step)
         next_logits = logits[:, -1, :]
         token = sample_step(next_logits, step, tokens, sampler, seed, constraint)
         score = token_probs(next_logits, token)
+        values = readout.fn(step, tf.cast(next_logits, tf.float32), token) if readout else {}
         if stop_at_end:
             token = tf.where(done, tf.constant(pad_token, tf.int32), token)
             score = tf.where(done, 0.0, score)
+            values = {k: tf.where(done, tf.zeros_like(v), v) for k, v in values.items()}
             lengths = lengths + tf.cast(tf.logical_not(done), tf.int32)
             done = tf.logical_or(done, tf.equal(token, end_token))
         else:
             lengths = lengths + 1
         tokens = write_column(tokens, step, token)
         scores = write_column(scores, step, score)
-        return step + 1, token, self_cache, tokens, scores, done, lengths
+        read = {k: write_column(read[k], step, values[k]) for k in read}
+        return step + 1, token, self_cache, tokens, scores, done, lengths, read
 
-    step, _, _, tokens, scores, done, lengths = tf.while_loop(
+    step, _, _, tokens, scores, done, lengths, read = tf.while_loop(
         cond, body,
-        (tf.constant(0, tf.int32), prompt[:, -1], self_cache, tokens, scores, done, lengths),
+        (tf.constant(0, tf.int32), prompt[:, -1], self_cache, tokens, scores, done, lengths, read),
         maximum_iterations=max_new_tokens,
     )
-    return {"tokens": tokens, "scores": scores, "lengths": lengths, "steps": step}
+    return {"tokens": tokens, "scores": scores, "lengths": lengths, "steps": step, "readout": read}
 
 
 def generate(model, images, prompt, max_new_tokens, rows=None, **kwargs):

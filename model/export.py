@@ -9,20 +9,23 @@ calls it into `fn_args.serving_model_dir`. Graph work: `model/serving_graph.py`
 
 Signatures (every input is required, as TF Serving requires; `images` is a string
 `[B]` of encoded JPEG/PNG; coordinates are image pixels, boxes `(ymin, xmin, ymax,
-xmax)`; M = max_instances, N = instances given per image, G = mask grid, P = polygon
-points, K = keypoints):
+xmax)`; M = max_instances, N = instances given per image, S = num_samples (sampled
+polygons per instance, 8 by default), P = polygon points, K = keypoints):
 
 | signature | inputs | outputs |
 |---|---|---|
-| `detect` = `serving_default` | images | boxes f32 [B,M,4], classes i32 [B,M], scores f32 [B,M], num_detections i32 [B] |
-| `segment` | images, boxes f32 [B,N,4], classes i32 [B,N] | masks f32 [B,N,G,G] (over each box; >= 0.5 is the ensemble mask), polygons f32 [B,N,P,2] (y,x), polygon_parts i32 [B,N,P] |
-| `keypoints` | images, boxes f32 [B,N,4] (persons) | keypoints f32 [B,N,K,3] (x, y, score) |
+| `detect` = `serving_default` | images | boxes f32 [B,M,4], classes i32 [B,M] (argmax over the class range at each class position), scores f32 [B,M] (that class's probability; sorted, padding last), num_detections i32 [B] |
+| `segment` | images, boxes f32 [B,N,4], classes i32 [B,N] | polygons f32 [B,N,S,P,2] (y, x pixels; every sample), polygon_parts i32 [B,N,S,P] (part index, -1 unused) |
+| `keypoints` | images, boxes f32 [B,N,4] (persons) | keypoints f32 [B,N,K,3] (x, y, score of the point), keypoint_scores f32 [B,N] (mean probability of the 2K coordinate tokens) |
 | `caption` | images | captions string [B] |
-| `detect_and_describe` | images | detect's outputs + segment's (for every detection) + keypoints (for detected persons, zeros otherwise) + captions |
+| `detect_and_describe` | images | detect's outputs + segment's (for every detection, N = M) + keypoints and keypoint_scores (for detected persons, zeros otherwise) + captions |
 
-Padding instances (class <= 0 or an empty box) give zeros. Options per request: TF
-Serving cannot leave an input out, so each signature has a `<name>_with_options`
-twin that adds scalar inputs; the plain signature uses the paper's defaults
+A mask is the shared results code's work (`serving/results.py`): rasterize each of the
+S polygons of an instance at image resolution, average, keep >= 0.5; its score is the
+detection's. Padding instances (class <= 0 or an empty box) give zeros (polygon
+parts -1). The inference rules are the paper's (`model/serving_graph.py`). Options per
+request: TF Serving cannot leave an input out, so each signature has a
+`<name>_with_options` twin that adds scalar inputs; the plain signature uses the paper's defaults
 (`serving_graph.PAPER_DEFAULTS`, seed 0):
 `detect_with_options`: max_objects i32, temperature f32, top_p f32, seed i32;
 `segment_with_options`: num_samples i32, temperature, top_p, seed;
@@ -37,7 +40,7 @@ import pix2seq  # noqa: F401  (Keras 3 guard)
 import keras
 import tensorflow as tf
 
-from model.serving_graph import MASK_SIZE, PAPER_DEFAULTS, InferenceGraph
+from model.serving_graph import PAPER_DEFAULTS, InferenceGraph
 
 IMAGES = tf.TensorSpec([None], tf.string, name="images")
 BOXES = tf.TensorSpec([None, None, 4], tf.float32, name="boxes")
@@ -124,12 +127,12 @@ def signature_functions(graph: InferenceGraph):
     def detect_and_describe_with_options(images, max_objects, temperature, top_p, num_samples, seed):
         frame = (images, *frame_stage(images))
         found = detect_stage(*frame, max_objects, temperature, top_p, seed)
-        masks = segment_stage(*frame, found["boxes"], found["classes"], num_samples,
+        shapes = segment_stage(*frame, found["boxes"], found["classes"], num_samples,
                               seg["temperature"], seg["top_p"], seed)
         people = keypoints_stage(images, frame[1], graph.person_boxes(found),
                                  kp["temperature"], kp["top_p"], seed)
         text = caption_stage(*frame, cap["temperature"], cap["top_p"], seed)
-        return {**found, **masks, **people, **text}
+        return {**found, **shapes, **people, **text}
 
     table = {
         "detect": (lambda images: detect_with_options(
@@ -160,13 +163,11 @@ SIGNATURES = ("detect", "segment", "keypoints", "caption", "detect_and_describe"
               "caption_with_options", "detect_and_describe_with_options")
 
 
-def export_saved_model(model, export_dir, caption_vocab_file=None, mask_size=MASK_SIZE,
-                       signatures=None):
+def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=None):
     """Write the serving SavedModel of `model` (a built `Pix2SeqModel`) to `export_dir`.
 
     Args:
       caption_vocab_file: SentencePiece model for caption text (else piece ids).
-      mask_size: segmentation mask grid side.
       signatures: names to export (default all of `SIGNATURES`; `detect` is always
         first, so it is also `serving_default`).
     Returns:
@@ -176,7 +177,7 @@ def export_saved_model(model, export_dir, caption_vocab_file=None, mask_size=MAS
     unknown = sorted(set(names) - set(SIGNATURES))
     if unknown:
         raise ValueError(f"Unknown signatures {unknown}; expected names from {SIGNATURES}.")
-    graph = InferenceGraph(model, caption_vocab_file=caption_vocab_file, mask_size=mask_size)
+    graph = InferenceGraph(model, caption_vocab_file=caption_vocab_file)
     functions = signature_functions(graph)
     names = ["detect"] + [n for n in names if n != "detect"]
     archive = keras.export.ExportArchive()

@@ -10,21 +10,26 @@ ops only (no tensorflow-text, no XLA), so TF Serving's C++ loader runs it:
    segmentation ensemble (every instance x N samples as rows of one decode),
    captions. Keypoints decode on a crop twice each person's box (as trained, see
    `data.preprocess.prepare_keypoint_instance`), all crops encoded in one batch.
-3. Tokens become results through the task codecs (`model/tasks/*`) and are mapped
-   from the canvas back to pixels: `pixel = canvas * S / canvas_scale (+ crop offset)`.
+3. Tokens become results through the task codecs (`model/tasks/*`): each task owns its
+   inference head (grammar, what it reads from each step's logits via `step_readout`,
+   and `decode`); this module only maps canvas coordinates back to pixels:
+   `pixel = canvas * S / canvas_scale (+ crop offset)`.
 
 Detection, segmentation and keypoints decode with `vocab_limit = COORD_OFFSET +
 num_bins`: their grammars never emit a higher id (classes, separator, invisible and
 end tokens all lie below the coordinate bins), so only those logits are computed
 (the output projection of a step shrinks ~17x for the 35000-id vocabulary); tokens
-are the same, and probabilities are softmaxes over that id range. Captions use the
-whole vocabulary.
+are the same, and every probability below is a softmax over that id range rather
+than the whole vocabulary (the official code's softmax covers every id). Captions use
+the whole vocabulary.
 
-Scores: a detection scores the probability of its class token; a keypoint the mean
-probability of its two coordinate tokens (the invisible token is suppressed at
-inference, as in the paper's evaluation, so every keypoint gets a location); a
-segmentation mask is the fraction of the N sampled polygons covering each cell of a
-`mask_size`^2 grid over the instance's box (threshold 0.5 for the paper's ensemble).
+The paper's inference rules: nucleus sampling as the official `top_logits`
+(`sampling.TopPSampler`); a detection's class is the argmax over the class range at
+its class position, whatever was sampled, and its score that probability; keypoints
+never emit the invisible token and a person scores the mean probability of its 2K
+coordinate tokens; segmentation returns every sampled polygon (S = num_samples per
+instance, 8 by default), which the shared results code rasterizes at image resolution
+and averages (>= 0.5); a mask's score is its detection's.
 """
 import pix2seq  # noqa: F401  (Keras 3 guard)
 
@@ -33,7 +38,6 @@ import tensorflow as tf
 from data import preprocess
 from model import decoding, sampling, vocab
 from model.tasks import get_task
-from model.tasks.segmentation import rasterize_batch
 
 # Sampling defaults of the paper's multi-task configuration.
 PAPER_DEFAULTS = {
@@ -42,7 +46,6 @@ PAPER_DEFAULTS = {
     "keypoints": {"temperature": 1.0, "top_p": 0.1},
     "captioning": {"temperature": 1.0, "top_p": 1.0},
 }
-MASK_SIZE = 64
 _MIN_TEMPERATURE = 1e-3  # temperature 0 asks for greedy; this is greedy up to exact ties
 
 
@@ -65,20 +68,16 @@ class InferenceGraph:
       model: a built `Pix2SeqModel`.
       caption_vocab_file: SentencePiece model whose pieces turn caption tokens into
         text; without it captions are the piece ids joined by spaces.
-      mask_size: side of the box-relative segmentation mask grid.
     """
 
-    def __init__(self, model, caption_vocab_file=None, mask_size=MASK_SIZE):
+    def __init__(self, model, caption_vocab_file=None):
         self.model = model
         self.config = model.config.tokens
         self.size = model.config.image_size
-        self.mask_size = mask_size
         self.detection = get_task("detection", self.config)
         self.segmentation = get_task("segmentation", self.config)
-        self.keypoint_task = get_task("keypoints", self.config)
+        self.keypoint_task = get_task("keypoints", self.config, suppress_invisible=True)
         self.captioning = get_task("captioning", self.config, vocab_file=caption_vocab_file)
-        invisible = tf.one_hot(vocab.INVISIBLE, self.config.vocab_size, on_value=False, off_value=True)
-        self._visible_only = invisible
         # Ids the detection, segmentation and keypoint grammars can emit are all below this.
         self.coords_end = vocab.COORD_OFFSET + self.config.num_bins
 
@@ -126,21 +125,25 @@ class InferenceGraph:
 
     # --- tasks -----------------------------------------------------------------------------
 
+    def _decode(self, task, cross, prompt, temperature, top_p, seed, salt, **kwargs):
+        """One task decode with the task's grammar and readout and a per-request nucleus."""
+        return decoding.decode(
+            self.model.decoder, cross, prompt, task.max_response_len,
+            sampler=nucleus_sampler(temperature, top_p), seed=_seed(seed, salt),
+            constraint=decoding.task_constraint(task), readout=decoding.task_readout(task), **kwargs)
+
     def detect(self, frame, max_objects, temperature, top_p, seed):
-        """-> boxes [B,M,4] (ymin, xmin, ymax, xmax pixels), classes [B,M], scores [B,M],
-        num_detections [B]; sorted by score, padding (class 0, score 0) last."""
+        """-> boxes [B,M,4] (ymin, xmin, ymax, xmax pixels), classes [B,M] (argmax class),
+        scores [B,M] (its probability), num_detections [B]; sorted by score, padding
+        (class 0, score 0) last."""
         task = self.detection
         m = self.config.max_instances
         batch = tf.shape(frame["canvas_scale"])[0]
-        out = decoding.decode(
-            self.model.decoder, frame["cross"], task.inference_prompt(batch), task.max_response_len,
-            sampler=nucleus_sampler(temperature, top_p), seed=_seed(seed, 1),
-            constraint=decoding.task_constraint(task), vocab_limit=self.coords_end,
-            max_steps=5 * tf.clip_by_value(tf.cast(max_objects, tf.int32), 0, m))
-        parsed = task.decode(out["tokens"])
-        class_scores = tf.reshape(out["scores"][:, :5 * m], [-1, m, 5])[:, :, 4]
-        scores = tf.where(parsed["valid"], class_scores, 0.0)
-        order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
+        out = self._decode(task, frame["cross"], task.inference_prompt(batch), temperature, top_p, seed, 1,
+                           vocab_limit=self.coords_end,
+                           max_steps=5 * tf.clip_by_value(tf.cast(max_objects, tf.int32), 0, m))
+        parsed = task.decode(out["tokens"], readout=out["readout"])
+        order = tf.argsort(parsed["scores"], axis=1, direction="DESCENDING", stable=True)
         boxes = self._to_pixels(tf.gather(parsed["boxes"], order, batch_dims=1), frame["canvas_scale"])
         # The grammar fixes which tokens are coordinates, not their order: report
         # (min, max) corners so a box is well formed even when the model swapped them.
@@ -148,17 +151,16 @@ class InferenceGraph:
         return {
             "boxes": self._clip_to_image(boxes, frame["image_size"]),
             "classes": tf.gather(parsed["classes"], order, batch_dims=1),
-            "scores": tf.gather(scores, order, batch_dims=1),
+            "scores": tf.gather(parsed["scores"], order, batch_dims=1),
             "num_detections": parsed["num_detections"],
         }
 
     def segment(self, frame, boxes, classes, num_samples, temperature, top_p, seed):
         """Pixel boxes [B,N,4] + classes [B,N] (class <= 0 or an empty box: padding) ->
-        masks float32 [B,N,G,G] over each box (fraction of samples covering a cell),
-        polygons float32 [B,N,P,2] (y, x pixels, first sample), polygon_parts int32
-        [B,N,P] (-1 unused)."""
+        every sampled polygon: polygons float32 [B,N,S,P,2] (y, x image pixels, not
+        clipped), polygon_parts int32 [B,N,S,P] (part index, -1 unused); S = num_samples."""
         task = self.segmentation
-        g, p = self.mask_size, self.config.max_polygon_points
+        p = self.config.max_polygon_points
         boxes = tf.cast(boxes, tf.float32)
         classes = tf.cast(classes, tf.int32)
         valid = (classes > 0) & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
@@ -167,26 +169,17 @@ class InferenceGraph:
         scale = tf.gather(frame["canvas_scale"], image)
         box = self._to_canvas(tf.gather_nd(boxes, index), scale)
         samples = tf.maximum(tf.cast(num_samples, tf.int32), 1)
-        rows = tf.repeat(image, samples)
         prompt = task.inference_prompt(tf.repeat(box, samples, axis=0),
                                        tf.repeat(tf.gather_nd(classes, index), samples))
-        out = decoding.decode(
-            self.model.decoder, decoding.gather_rows(frame["cross"], rows), prompt,
-            task.max_response_len, sampler=nucleus_sampler(temperature, top_p),
-            seed=_seed(seed, 2), constraint=decoding.task_constraint(task), vocab_limit=self.coords_end)
+        cross = decoding.gather_rows(frame["cross"], tf.repeat(image, samples))
+        out = self._decode(task, cross, prompt, temperature, top_p, seed, 2, vocab_limit=self.coords_end)
         poly = task.decode(out["tokens"])
-        row_box = tf.repeat(box, samples, axis=0)
-        origin = row_box[:, tf.newaxis, :2]
-        extent = tf.maximum(row_box[:, tf.newaxis, 2:] - origin, 1e-6)
-        cells = rasterize_batch((poly["points"] - origin) / extent, poly["part"], g, g)
+        points = self._to_pixels(poly["points"], tf.repeat(scale, samples, axis=0))
         count = tf.shape(index)[0]
-        masks = tf.reduce_mean(tf.reshape(tf.cast(cells, tf.float32), [count, samples, g, g]), axis=1)
-        first = tf.range(count) * samples
-        points = self._to_pixels(tf.gather(poly["points"], first), scale)
-        parts = tf.gather(poly["part"], first)
-        shape = tf.shape(classes, out_type=tf.int64)
+        points = tf.reshape(points, [count, samples, p, 2])
+        parts = tf.reshape(poly["part"], [count, samples, p])
+        shape = tf.concat([tf.shape(classes, out_type=tf.int64), [tf.cast(samples, tf.int64)]], 0)
         return {
-            "masks": tf.scatter_nd(index, masks, tf.concat([shape, [g, g]], 0)),
             "polygons": tf.scatter_nd(index, points, tf.concat([shape, [p, 2]], 0)),
             "polygon_parts": tf.scatter_nd(index, parts + 1, tf.concat([shape, [p]], 0)) - 1,
         }
@@ -201,7 +194,9 @@ class InferenceGraph:
 
     def keypoints(self, images, image_size, boxes, temperature, top_p, seed):
         """Person pixel boxes [B,N,4] (empty box: padding) -> keypoints float32 [B,N,K,3]
-        as (x, y, score) in pixels, each person decoded on its 2x crop."""
+        as (x, y, score) in pixels (score: mean probability of the point's two tokens) and
+        keypoint_scores float32 [B,N] (mean probability of the 2K coordinate tokens, the
+        paper's person score), each person decoded on its 2x crop."""
         task = self.keypoint_task
         k, size = self.config.num_keypoints, self.size
         boxes = tf.cast(boxes, tf.float32)
@@ -214,30 +209,22 @@ class InferenceGraph:
             fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([4], tf.float32),
                                  tf.TensorSpec([2], tf.float32), tf.TensorSpec([2], tf.float32)))
         cross = decoding.encode_for_decoding(self.model, canvas)
-        grammar = decoding.task_constraint(task)
-
-        def visible_only(step, tokens):
-            return grammar(step, tokens) & self._visible_only[tf.newaxis]
-
-        out = decoding.decode(
-            self.model.decoder, cross, task.inference_prompt(person), task.max_response_len,
-            sampler=nucleus_sampler(temperature, top_p), seed=_seed(seed, 3), constraint=visible_only,
-            vocab_limit=self.coords_end)
-        yx = task.decode(out["tokens"])["keypoints"]  # [R, K, 2] crop-canvas
-        yx = self._to_pixels(yx, scale, offset)
-        score = tf.reduce_mean(tf.reshape(out["scores"][:, :2 * k], [-1, k, 2]), axis=-1)
-        points = tf.stack([yx[..., 1], yx[..., 0], score], axis=-1)
+        out = self._decode(task, cross, task.inference_prompt(person), temperature, top_p, seed, 3,
+                           vocab_limit=self.coords_end)
+        window = tf.concat([offset, offset + float(size) / scale], -1)  # the crop canvas in pixels
+        parsed = task.decode(out["tokens"], canvas_window=window, readout=out["readout"])
+        yx = parsed["keypoints"]
+        points = tf.stack([yx[..., 1], yx[..., 0], parsed["scores"]], axis=-1)
         shape = tf.shape(boxes, out_type=tf.int64)[:2]
-        return {"keypoints": tf.scatter_nd(index, points, tf.concat([shape, [k, 3]], 0))}
+        return {"keypoints": tf.scatter_nd(index, points, tf.concat([shape, [k, 3]], 0)),
+                "keypoint_scores": tf.scatter_nd(index, parsed["instance_scores"], shape)}
 
     def caption(self, frame, temperature, top_p, seed):
         """-> captions string [B]."""
         task = self.captioning
         batch = tf.shape(frame["canvas_scale"])[0]
-        out = decoding.decode(
-            self.model.decoder, frame["cross"], task.inference_prompt(batch), task.max_response_len,
-            sampler=nucleus_sampler(temperature, top_p), seed=_seed(seed, 4),
-            constraint=decoding.task_constraint(task), end_token=vocab.CAPTION_EOS)
+        out = self._decode(task, frame["cross"], task.inference_prompt(batch), temperature, top_p, seed, 4,
+                           end_token=vocab.CAPTION_EOS)
         parsed = task.decode(out["tokens"])
         if "text" in parsed:
             return {"captions": parsed["text"]}

@@ -269,3 +269,87 @@ def test_decoding_compiles_under_tf_function(tiny):
 
     eager = decoding.decode(model.decoder, cross, task.inference_prompt(3), 16, **kw)["tokens"]
     np.testing.assert_array_equal(graph_decode(cross).numpy(), eager.numpy())
+
+
+def _full_pass_logits(model, images, prompt, tokens, rows=None, limit=None):
+    """Teacher-forced logits [B, T, V] at the generated positions (ids below `limit`)."""
+    if rows is not None:
+        images = tf.gather(images, rows)
+    full = model({"image": images, "input_tokens": tf.concat([prompt, tokens[:, :-1]], 1)})
+    full = full[:, prompt.shape[1] - 1:]
+    return full[..., :limit] if limit else full
+
+
+@pytest.fixture()
+def class_biased(tiny):
+    """Make class 5 the argmax at every class position while sampling still picks others."""
+    with biased_output(tiny[0], vocab.CLASS_OFFSET + 5, 4.0):
+        yield tiny
+
+
+def test_detection_reports_the_argmax_class_and_its_probability(class_biased):
+    """The loop's readout follows the paper's rule on the logits of a full pass, and the
+    decoded class is that argmax (with its probability as score) even where the sampled
+    class token is another one."""
+    model, config, images = class_biased
+    task = DetectionTask(config.tokens)
+    limit = vocab.COORD_OFFSET + config.tokens.num_bins
+    rows = tf.repeat(tf.range(3), 4)
+    prompt = task.inference_prompt(12)
+    out = decoding.generate(model, images, prompt, task.max_response_len, rows=rows,
+                            sampler=sampling.TopPSampler(p=1.0), seed=[7, 7], vocab_limit=limit,
+                            constraint=decoding.task_constraint(task), readout=decoding.task_readout(task))
+    tokens = out["tokens"]
+    logits = _full_pass_logits(model, images, prompt, tokens, rows, limit).numpy()
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    lengths = out["lengths"].numpy()
+    class_pos = np.arange(tokens.shape[1]) % 5 == 4
+    for name in ("class_id", "class_prob"):
+        got = out["readout"][name].numpy()
+        emitted = np.arange(tokens.shape[1])[None] < lengths[:, None]
+        assert np.all(got[~(emitted & class_pos[None])] == 0), name  # 0 off class positions and after the end
+    in_range = probs[..., vocab.CLASS_OFFSET + 1:vocab.CLASS_OFFSET + config.tokens.max_class_id + 1]
+    want_id, want_prob = in_range.argmax(-1) + 1, in_range.max(-1)
+    emitted = (np.arange(tokens.shape[1])[None] < lengths[:, None]) & class_pos[None]
+    np.testing.assert_array_equal(out["readout"]["class_id"].numpy()[emitted], want_id[emitted])
+    np.testing.assert_allclose(out["readout"]["class_prob"].numpy()[emitted], want_prob[emitted], rtol=1e-4)
+    # The readout equals the task's own rule applied to the full pass's logits.
+    full = task.full_readout(tokens, logits)
+    np.testing.assert_array_equal(full["class_id"].numpy()[emitted], want_id[emitted])
+    parsed = task.decode(tokens, readout=out["readout"])
+    valid = parsed["valid"].numpy()
+    assert valid.sum() >= 4
+    m = config.tokens.max_instances
+    objects = min(m, tokens.shape[1] // 5)
+    sampled = vocab.token_to_class(tokens[:, 4:5 * objects:5]).numpy()
+    reported, scores = parsed["classes"].numpy()[:, :objects], parsed["scores"].numpy()[:, :objects]
+    valid = valid[:, :objects]
+    np.testing.assert_array_equal(reported[valid], want_id[:, 4::5][:, :objects][valid])
+    np.testing.assert_allclose(scores[valid], want_prob[:, 4::5][:, :objects][valid], rtol=1e-4)
+    assert np.mean(reported[valid] == 5) > 0.5  # the biased class is the usual argmax ...
+    assert np.any(sampled[valid] != reported[valid])  # ... while sampling also chose others
+    assert np.all(scores[valid] < 1)
+
+
+def test_keypoint_readout_scores_with_the_invisible_token_suppressed(invisible_biased):
+    model, config, images = invisible_biased
+    task = KeypointTask(config.tokens, suppress_invisible=True)
+    k = config.tokens.num_keypoints
+    limit = vocab.COORD_OFFSET + config.tokens.num_bins
+    prompt = task.inference_prompt(_random_boxes(3, 2))
+    out = decoding.generate(model, images, prompt, task.max_response_len, sampler=sampling.TopPSampler(p=0.9),
+                            seed=[2, 5], vocab_limit=limit, constraint=decoding.task_constraint(task),
+                            readout=decoding.task_readout(task))
+    tokens = out["tokens"].numpy()
+    assert not np.any(tokens == vocab.INVISIBLE)  # although the bias makes it likely
+    logits = _full_pass_logits(model, images, prompt, out["tokens"], limit=limit).numpy()[:, :2 * k]
+    logits[..., vocab.INVISIBLE] = -np.inf
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    token_prob = np.take_along_axis(probs, tokens[:, :2 * k, None], -1)[..., 0]
+    np.testing.assert_allclose(out["readout"]["coord_prob"].numpy()[:, :2 * k], token_prob, rtol=1e-4)
+    parsed = task.decode(out["tokens"], readout=out["readout"])
+    np.testing.assert_allclose(parsed["instance_scores"].numpy(), token_prob.mean(-1), rtol=1e-4)
+    np.testing.assert_allclose(parsed["scores"].numpy(), token_prob.reshape(3, k, 2).mean(-1), rtol=1e-4)
+    assert parsed["visible"].numpy().all()

@@ -152,6 +152,14 @@ def test_decode_with_logits_scores_class_range():
     np.testing.assert_allclose(dec["scores"].numpy()[0, :3], probs[107], rtol=1e-5)
     assert dec["num_detections"].numpy().tolist() == [3]
     assert dec["boxes"].shape == (1, M, 4)
+    # The decoding loop's per-step readout (no logits kept) decodes the same; the
+    # sampled class token (the real class here) does not matter.
+    steps = [TASK.step_readout(t, tf.constant(logits[t:t + 1]), tf.constant(resp[t:t + 1])) for t in range(len(resp))]
+    readout = {k: tf.stack([s[k] for s in steps], axis=1) for k in TASK.readout_dtypes}
+    assert {k: v.dtype for k, v in readout.items()} == TASK.readout_dtypes
+    again = TASK.decode(resp[None], readout=readout)
+    for key in ("classes", "scores", "boxes", "valid"):
+        np.testing.assert_allclose(again[key].numpy(), dec[key].numpy(), rtol=1e-6, err_msg=key)
     # A sequence cut short by EOS: objects after it are invalid.
     cut = resp.copy()
     cut[5] = 0

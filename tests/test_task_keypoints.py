@@ -80,3 +80,33 @@ def test_wrong_keypoint_count_is_a_clear_error():
     ex["keypoints"] = ex["keypoints"][:5]
     with pytest.raises(tf.errors.InvalidArgumentError, match="keypoints"):
         TASK.build_sequences(ex, 0)
+
+
+def test_suppressed_invisible_grammar_and_the_paper_person_score():
+    """suppress_invisible: `41` is never allowed, nor counted in the softmax that scores a
+    token; a person scores the mean probability of its 2K coordinate tokens."""
+    task = get_task("keypoints", CFG, suppress_invisible=True)
+    m = task.grammar_mask(tf.constant(0), tf.constant([101])).numpy()[0]
+    assert not m[vocab.INVISIBLE] and m.sum() == 1000
+    rng = np.random.default_rng(4)
+    resp = np.concatenate([rng.integers(1000, 2000, 2 * K), [vocab.EOS]]).astype(np.int32)
+    logits = rng.normal(0, 2, [2 * K + 1, task.vocab_size]).astype(np.float32)
+    logits[np.arange(2 * K), resp[:2 * K]] += 6.0
+    logits[:, vocab.INVISIBLE] = 8.0  # would dominate the softmax if it were counted
+    dec = task.decode(resp[None], logits[None])
+    scored = logits[:2 * K].astype(np.float64)
+    scored[:, vocab.INVISIBLE] = -np.inf
+    probs = np.exp(scored - scored.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    token_prob = probs[np.arange(2 * K), resp[:2 * K]]
+    np.testing.assert_allclose(dec["instance_scores"].numpy()[0], token_prob.mean(), rtol=1e-5)
+    np.testing.assert_allclose(dec["scores"].numpy()[0], token_prob.reshape(K, 2).mean(-1), rtol=1e-5)
+    # The decoding loop's per-step readout gives the same decode.
+    step = task.step_readout(3, tf.constant(logits[3:4]), tf.constant(resp[3:4]))
+    np.testing.assert_allclose(step["coord_prob"].numpy(), token_prob[3:4], rtol=1e-5)
+    readout = task.full_readout(tf.constant(resp[None]), tf.constant(logits[None]))
+    again = task.decode(resp[None], readout=readout)
+    np.testing.assert_allclose(again["instance_scores"].numpy(), dec["instance_scores"].numpy(), rtol=1e-6)
+    # Without logits: visible points score 1, the person the fraction of visible points.
+    plain = task.decode(np.where(np.arange(2 * K + 1) < 4, vocab.INVISIBLE, resp)[None])
+    np.testing.assert_allclose(plain["instance_scores"].numpy(), [(K - 2) / K])

@@ -4,7 +4,11 @@ A task's full token sequence is `prompt + response`. Training sees
 `input = seq[:-1]`, `target = seq[1:]` and one weight per target token, all of the
 static length `max_seq_len`; target positions that only repeat the prompt get
 weight 0. At inference the decoder feeds `inference_prompt(...)` and then asks
-`grammar_mask(step, prev_tokens)` which ids each response step may emit.
+`grammar_mask(step, prev_tokens)` which ids each response step may emit, and
+`step_readout(step, logits, token)` what the task's inference head keeps from each
+step's logits (model/decoding.py writes it into `[B, L]` buffers, so the `[B, L, V]`
+logits are never kept; `decode(tokens, logits)` applies the same function to a full
+pass's logits, so both paths share one rule).
 """
 import numpy as np
 import tensorflow as tf
@@ -17,6 +21,8 @@ class Task:
 
     name = ""
     prompt_length = 1
+    # name -> dtype of the values `step_readout` returns; empty: the task reads nothing.
+    readout_dtypes = {}
 
     def __init__(self, token_config: vocab.TokenConfig):
         if not isinstance(token_config, vocab.TokenConfig):
@@ -29,6 +35,18 @@ class Task:
     def max_response_len(self) -> int:
         """Tokens the decoder emits after the prompt (EOS included)."""
         return self.max_seq_len - self.prompt_length + 1
+
+    def step_readout(self, step, logits, token):
+        """What inference keeps from raw logits `[..., V]` (before grammar and temperature)
+        at response position(s) `step` (scalar, or broadcastable to `token`) for emitted
+        `token` `[...]`: dict name -> `[...]` of `readout_dtypes`. Default: nothing."""
+        del step, logits, token
+        return {}
+
+    def full_readout(self, tokens, logits):
+        """`step_readout` over a whole response: tokens [B, T], logits [B, T, V]."""
+        positions = tf.range(tf.shape(tokens)[1])[tf.newaxis, :]
+        return self.step_readout(positions, tf.cast(logits, tf.float32), tokens)
 
     # --- helpers for subclasses --------------------------------------------------------
 
@@ -62,13 +80,26 @@ class Task:
             "token_weights": _pad_to(weights, self.max_seq_len, 0.0),
         }
 
-    def _fit_response(self, tokens, logits=None):
-        """Batched response tokens [B, T] (and logits [B, T, V]) -> static length R."""
+    def _fit_response(self, tokens, readout=None):
+        """Batched response tokens [B, T] (and readout values [B, T]) -> static length R."""
         length = self.max_response_len
         tokens = _pad_to(tf.cast(tokens, tf.int32), length, vocab.PAD, axis=1)
+        if readout is not None:
+            readout = {k: _pad_to(v, length, tf.zeros([], v.dtype), axis=1) for k, v in readout.items()}
+        return tokens, readout
+
+    def _readout(self, tokens, logits, readout):
+        """Batched tokens [B, T] plus either logits [B, T, V] or readout values [B, T]
+        (from the decoding loop) -> (tokens, readout) at static length R, and whether
+        the input was unbatched."""
+        tokens, unbatched = batched(tokens, 2)
         if logits is not None:
-            logits = _pad_to(tf.cast(logits, tf.float32), length, 0.0, axis=1)
-        return tokens, logits
+            logits, _ = batched(logits, 3)
+            readout = self.full_readout(tokens, logits)
+        elif readout is not None:
+            readout = {k: batched(v, 2)[0] for k, v in readout.items()}
+        tokens, readout = self._fit_response(tokens, readout)
+        return tokens, readout, unbatched
 
     def _after_eos(self, tokens, eos=vocab.EOS):
         """Boolean [B, R]: True at the first EOS and every position after it."""

@@ -114,32 +114,41 @@ class DetectionTask(base.Task):
         allowed = tf.where(step >= 5 * self.config.max_instances, eos, allowed)
         return self._finish_mask(allowed, step, prev_tokens)
 
-    def decode(self, tokens, logits=None):
-        """Response tokens [B, T] (+ logits [B, T, V]) -> canvas-normalized detections.
+    readout_dtypes = {"class_id": tf.int32, "class_prob": tf.float32}
+
+    def step_readout(self, step, logits, token):
+        """At class positions (`step % 5 == 4`): `class_id`, the argmax of the softmax over
+        the class range (ids 101 .. 100 + max_class_id; the fake class 30 lies outside),
+        whatever token was sampled, and `class_prob`, its probability under the softmax of
+        the raw logits (the paper's class and score); 0 elsewhere."""
+        del token
+        lo = vocab.CLASS_OFFSET + 1
+        class_logits = logits[..., lo:lo + self.config.max_class_id]
+        best = tf.argmax(class_logits, axis=-1, output_type=tf.int32) + 1
+        prob = tf.exp(tf.reduce_max(class_logits, axis=-1) - tf.reduce_logsumexp(logits, axis=-1))
+        at_class = tf.equal(tf.cast(step, tf.int32) % 5, 4)
+        return {"class_id": tf.where(at_class, best, 0), "class_prob": tf.where(at_class, prob, 0.0)}
+
+    def decode(self, tokens, logits=None, readout=None):
+        """Response tokens [B, T] -> canvas-normalized detections.
 
         Returns boxes float32 [B, M, 4], classes int32 [B, M], scores float32 [B, M],
-        valid bool [B, M], num_detections int32 [B] (M = max_instances). With logits, the
-        class is the argmax of the class-token probability over the class range and the
-        score that probability; without, the emitted class token with score 1. Objects
-        after the first EOS, with a non-coordinate token or the fake class are invalid and
-        zeroed.
+        valid bool [B, M], num_detections int32 [B] (M = max_instances). With logits
+        [B, T, V], or the decoding loop's `readout` of `step_readout`, the class is the
+        argmax over the class range at the class position and the score its probability
+        (the paper's rule); without either, the emitted class token with score 1.
+        Objects after the first EOS, with a non-coordinate token or the fake class are
+        invalid and zeroed.
         """
         m = self.config.max_instances
-        tokens, unbatched = base.batched(tokens, 2)
-        if logits is not None:
-            logits, _ = base.batched(logits, 3)
-        tokens, logits = self._fit_response(tokens, logits)
+        tokens, readout, unbatched = self._readout(tokens, logits, readout)
         objs = tf.reshape(tokens[:, :5 * m], [-1, m, 5])
         ended = tf.reshape(self._after_eos(tokens)[:, :5 * m], [-1, m, 5])
         valid = ~tf.reduce_any(ended, axis=2)
         valid &= tf.reduce_all(vocab.is_coordinate(objs[..., :4], self.config.num_bins), axis=2)
-        if logits is not None:
-            cls_logits = tf.reshape(logits[:, :5 * m], [-1, m, 5, self.vocab_size])[:, :, 4]
-            probs = tf.nn.softmax(cls_logits, axis=-1)
-            lo = vocab.CLASS_OFFSET + 1
-            class_probs = probs[..., lo:lo + self.config.max_class_id]
-            classes = tf.argmax(class_probs, axis=-1, output_type=tf.int32) + 1
-            scores = tf.reduce_max(class_probs, axis=-1)
+        if readout is not None:
+            classes = tf.reshape(readout["class_id"][:, :5 * m], [-1, m, 5])[..., 4]
+            scores = tf.reshape(readout["class_prob"][:, :5 * m], [-1, m, 5])[..., 4]
         else:
             classes = vocab.token_to_class(objs[..., 4])
             classes = tf.where(classes <= self.config.max_class_id, classes, 0)

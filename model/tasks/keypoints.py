@@ -12,6 +12,10 @@ unlabeled `41 41` 0.1 each; EOS 0 (K pairs always end the sequence).
 Decoding maps crop-canvas coordinates into any frame through `canvas_window`: the
 region (ymin, xmin, ymax, xmax) of that frame the crop canvas covers, so canvas (0, 0)
 lands on (ymin, xmin) and (1, 1) on (ymax, xmax).
+
+Inference (the paper's evaluation, `suppress_invisible=True`): the invisible token is
+never emitted and left out of the softmax that scores a token, so every keypoint gets a
+location; a person's score is the mean probability of its 2K coordinate tokens.
 """
 import tensorflow as tf
 
@@ -26,8 +30,11 @@ class KeypointTask(base.Task):
     name = "keypoints"
     prompt_length = 6
 
-    def __init__(self, token_config: vocab.TokenConfig):
+    readout_dtypes = {"coord": tf.int32, "coord_prob": tf.float32}
+
+    def __init__(self, token_config: vocab.TokenConfig, suppress_invisible: bool = False):
         super().__init__(token_config)
+        self.suppress_invisible = suppress_invisible
         self._coord = self._coord_mask()
         self._coord_inv = self._coord | self._np_ids(vocab.INVISIBLE)
         self._inv = self._np_ids(vocab.INVISIBLE)
@@ -66,39 +73,53 @@ class KeypointTask(base.Task):
         return self.prompt_tokens(boxes)
 
     def grammar_mask(self, step, prev_tokens):
-        """Allowed ids [B, V]: exactly K pairs, each two coordinates or `41 41`, then EOS."""
+        """Allowed ids [B, V]: exactly K pairs, each two coordinates or `41 41` (never with
+        `suppress_invisible`), then EOS."""
         step = tf.cast(step, tf.int32)
         prev = tf.reshape(tf.cast(prev_tokens, tf.int32), [-1])
         second = tf.where((prev == vocab.INVISIBLE)[:, tf.newaxis],
                           tf.constant(self._inv)[tf.newaxis], tf.constant(self._coord)[tf.newaxis])
-        first = tf.broadcast_to(tf.constant(self._coord_inv)[tf.newaxis], tf.shape(second))
+        first_ids = self._coord if self.suppress_invisible else self._coord_inv
+        first = tf.broadcast_to(tf.constant(first_ids)[tf.newaxis], tf.shape(second))
         allowed = tf.where(step % 2 == 0, first, second)
         eos = tf.broadcast_to(tf.constant(self._eos)[tf.newaxis], tf.shape(second))
         return tf.where(step >= 2 * self.config.num_keypoints, eos, allowed)
 
-    def decode(self, tokens, logits=None, canvas_window=None):
-        """Response tokens [B, T] (+ logits [B, T, V]) -> keypoints.
+    def step_readout(self, step, logits, token):
+        """`coord`: the emitted token when it is a coordinate, else the most likely
+        coordinate; `coord_prob`: its probability under the softmax of the raw logits
+        (the invisible token left out with `suppress_invisible`, as it was never
+        allowed)."""
+        del step
+        lo, bins = vocab.COORD_OFFSET, self.config.num_bins
+        best = tf.argmax(logits[..., lo:lo + bins], axis=-1, output_type=tf.int32) + lo
+        coord = tf.where(vocab.is_coordinate(token, bins), tf.cast(token, tf.int32), best)
+        scored = logits
+        if self.suppress_invisible:
+            invisible = tf.equal(tf.range(tf.shape(logits)[-1]), vocab.INVISIBLE)
+            scored = tf.where(invisible, tf.constant(-1e9, logits.dtype), logits)
+        chosen = tf.gather(logits, coord[..., tf.newaxis], batch_dims=coord.shape.rank)[..., 0]
+        return {"coord": coord, "coord_prob": tf.exp(chosen - tf.reduce_logsumexp(scored, axis=-1))}
+
+    def decode(self, tokens, logits=None, canvas_window=None, readout=None):
+        """Response tokens [B, T] -> keypoints.
 
         Returns keypoints float32 [B, K, 2] (y, x) in the frame of `canvas_window`
-        ([B, 4], default the crop canvas itself), visible bool [B, K] and scores [B, K].
-        A visible point scores the mean probability of its two tokens (1 without
-        logits). A point decoded as invisible gets the model's best coordinate pair
-        (argmax over the coordinate range) and the mean probability of those tokens,
-        which is low because the invisible token won; without logits it is (0, 0), 0.
+        ([B, 4], default the crop canvas itself), visible bool [B, K], scores [B, K]
+        and instance_scores [B]. With logits [B, T, V] or the decoding loop's `readout`
+        of `step_readout`: a point scores the mean probability of its two tokens and a
+        person the mean over all 2K (the paper's score); a point decoded as invisible
+        gets the model's best coordinate pair and those tokens' probabilities. Without
+        either: visible points score 1, invisible ones are (0, 0) with score 0, and the
+        person scores the fraction of visible points.
         """
         k = self.config.num_keypoints
-        tokens, unbatched = base.batched(tokens, 2)
-        if logits is not None:
-            logits, _ = base.batched(logits, 3)
-        tokens, logits = self._fit_response(tokens, logits)
+        tokens, readout, unbatched = self._readout(tokens, logits, readout)
         pairs = tf.reshape(tokens[:, :2 * k], [-1, k, 2])
         visible = tf.reduce_all(vocab.is_coordinate(pairs, self.config.num_bins), axis=2)
-        if logits is not None:
-            probs = tf.nn.softmax(tf.reshape(logits[:, :2 * k], [-1, k, 2, self.vocab_size]), axis=-1)
-            lo, bins = vocab.COORD_OFFSET, self.config.num_bins
-            best = tf.argmax(probs[..., lo:lo + bins], axis=-1, output_type=tf.int32) + lo
-            chosen = tf.where(visible[..., tf.newaxis], pairs, best)
-            token_prob = tf.gather(probs, chosen, batch_dims=3)
+        if readout is not None:
+            chosen = tf.reshape(readout["coord"][:, :2 * k], [-1, k, 2])
+            token_prob = tf.reshape(readout["coord_prob"][:, :2 * k], [-1, k, 2])
             scores = tf.reduce_mean(token_prob, axis=-1)
         else:
             chosen = pairs
@@ -108,9 +129,10 @@ class KeypointTask(base.Task):
             window, _ = base.batched(tf.cast(canvas_window, tf.float32), 2)
             origin = window[:, tf.newaxis, :2]
             yx = origin + yx * (window[:, tf.newaxis, 2:] - origin)
-        if logits is None:
+        if readout is None:
             yx = tf.where(visible[..., tf.newaxis], yx, 0.0)
-        out = {"keypoints": yx, "visible": visible, "scores": scores}
+        out = {"keypoints": yx, "visible": visible, "scores": scores,
+               "instance_scores": tf.reduce_mean(scores, axis=-1)}
         if unbatched:
             out = {k_: v[0] for k_, v in out.items()}
         return out
