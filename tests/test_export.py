@@ -56,9 +56,11 @@ options["seed"] = options["seed"] - 1
 
 images = tf.constant(request["images"].tolist(), tf.string)
 empty = loaded.signatures["segment"](images=images, boxes=tf.zeros([2, 1, 4]), classes=tf.zeros([2, 1], tf.int32))
-results["tf2/empty_segment/masks"] = empty["masks"].numpy()
+results["tf2/empty_segment/polygons"] = empty["polygons"].numpy()
+results["tf2/empty_segment/polygon_parts"] = empty["polygon_parts"].numpy()
 empty = loaded.signatures["keypoints"](images=images, boxes=tf.zeros([2, 1, 4]))
 results["tf2/empty_keypoints/keypoints"] = empty["keypoints"].numpy()
+results["tf2/empty_keypoints/keypoint_scores"] = empty["keypoint_scores"].numpy()
 
 with tf.compat.v1.Session(graph=tf.Graph()) as sess:
     meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
@@ -148,35 +150,40 @@ def test_detect_is_serving_default_and_respects_options(answers):
     assert np.any(out["tf2/detect_with_options/boxes"] != out["tf2/other_seed/boxes"])
 
 
-def test_segment_masks_polygons_and_padding(answers):
+def test_segment_returns_every_sampled_polygon_and_padding(answers):
     _, out = answers
-    masks = out["tf2/segment/masks"]
-    parts = out["tf2/segment/polygon_parts"]
-    assert masks.shape == (2, 2, 64, 64) and out["tf2/segment/polygons"].shape == (2, 2, P, 2)
-    assert np.all((masks >= 0) & (masks <= 1))
-    assert np.all(masks[0, 1] == 0) and np.all(parts[0, 1] == -1)  # the padding instance
-    assert all(np.any(parts[b, n] >= 0) for b, n in ((0, 0), (1, 0), (1, 1)))
-    # 8 samples by default, 3 with options: averaged masks take multiples of 1/samples.
+    # 8 samples by default, 3 with options: one polygon per sample.
     for key, samples in (("segment", 8), ("segment_with_options", 3)):
-        m = out[f"tf2/{key}/masks"]
-        np.testing.assert_allclose(m * samples, np.round(m * samples), atol=1e-4)
-    assert np.any(masks > 0)
+        polygons, parts = out[f"tf2/{key}/polygons"], out[f"tf2/{key}/polygon_parts"]
+        assert polygons.shape == (2, 2, samples, P, 2) and parts.shape == (2, 2, samples, P)
+        assert parts.dtype == np.int32 and polygons.dtype == np.float32
+        assert np.all(parts[0, 1] == -1) and np.all(polygons[0, 1] == 0)  # the padding instance
+        for b, n in ((0, 0), (1, 0), (1, 1)):
+            assert np.all(np.any(parts[b, n] >= 0, axis=-1))  # every sample has a point
+            assert np.all(polygons[b, n][parts[b, n] < 0] == 0)
+            # points are image pixels: within the padded square canvas of that image
+            side = max(SIZES[b])
+            assert np.all((polygons[b, n] >= 0) & (polygons[b, n] <= side + 1))
+        assert len({polygons[1, 0, s].tobytes() for s in range(samples)}) > 1  # samples differ
 
 
 def test_no_instances_give_empty_answers(answers):
     _, out = answers
-    masks, kp = out["tf2/empty_segment/masks"], out["tf2/empty_keypoints/keypoints"]
-    assert masks.shape == (2, 1, 64, 64) and not masks.any()
-    assert kp.shape == (2, 1, 17, 3) and not kp.any()
+    polygons, parts = out["tf2/empty_segment/polygons"], out["tf2/empty_segment/polygon_parts"]
+    assert polygons.shape == (2, 1, 8, P, 2) and not polygons.any() and np.all(parts == -1)
+    kp, person = out["tf2/empty_keypoints/keypoints"], out["tf2/empty_keypoints/keypoint_scores"]
+    assert kp.shape == (2, 1, 17, 3) and not kp.any() and person.shape == (2, 1) and not person.any()
 
 
 def test_keypoints_are_in_pixels_with_scores(answers):
     _, out = answers
-    kp = out["tf2/keypoints/keypoints"]
-    assert kp.shape == (2, 2, 17, 3)
-    assert np.all(kp[0, 1] == 0)  # padding person
+    kp, person = out["tf2/keypoints/keypoints"], out["tf2/keypoints/keypoint_scores"]
+    assert kp.shape == (2, 2, 17, 3) and person.shape == (2, 2)
+    assert np.all(kp[0, 1] == 0) and person[0, 1] == 0  # padding person
     valid = kp[[0, 1, 1], [0, 0, 1]]
     assert np.all((valid[..., 2] > 0) & (valid[..., 2] <= 1))
+    # the person score is the mean probability of the 2K tokens = the mean point score
+    np.testing.assert_allclose(person[[0, 1, 1], [0, 0, 1]], valid[..., 2].mean(-1), rtol=1e-5)
     # Each person is decoded on a crop twice its box, resized onto the square canvas: a
     # point lies in the square (side: the crop's longer side) from the crop's corner.
     for pts, (y0, x0, y1, x1) in zip(valid, [(10, 20, 60, 90), (30, 10, 150, 100), (5, 5, 50, 40)]):
@@ -198,12 +205,19 @@ def test_detect_and_describe_covers_every_task(answers):
     _, out = answers
     prefix = "tf2/detect_and_describe"
     _check_detections(out, prefix, M)
-    assert out[prefix + "/masks"].shape == (2, M, 64, 64)
-    kp = out[prefix + "/keypoints"]
-    assert kp.shape == (2, M, 17, 3)
+    assert out[prefix + "/polygons"].shape == (2, M, 8, P, 2)
+    parts = out[prefix + "/polygon_parts"]
+    assert parts.shape == (2, M, 8, P)
+    kp, person = out[prefix + "/keypoints"], out[prefix + "/keypoint_scores"]
+    assert kp.shape == (2, M, 17, 3) and person.shape == (2, M)
     not_person = out[prefix + "/classes"] != 1
-    assert np.all(kp[not_person] == 0)
-    assert np.all(out[prefix + "/masks"][out[prefix + "/classes"] == 0] == 0)
+    assert np.all(kp[not_person] == 0) and np.all(person[not_person] == 0)
+    boxes = out[prefix + "/boxes"]
+    detected = out[prefix + "/classes"] > 0
+    segmented = detected & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])  # empty box: padding
+    assert segmented.any()
+    assert np.all(parts[~segmented] == -1)
+    assert np.all(np.any(parts[segmented] >= 0, axis=-1))
     assert out[prefix + "/captions"].shape == (2,)
 
 
@@ -214,7 +228,8 @@ def test_saved_model_cli_show_lists_signatures(export_dir):
     for name in ALL:
         assert f"signature_def['{name}']" in proc.stdout
     for tensor in ("images", "boxes", "classes", "max_objects", "temperature", "top_p", "num_samples",
-                   "seed", "num_detections", "masks", "polygons", "keypoints", "captions"):
+                   "seed", "num_detections", "polygons", "polygon_parts", "keypoints", "keypoint_scores",
+                   "captions"):
         assert f"['{tensor}']" in proc.stdout, tensor
 
 

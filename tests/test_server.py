@@ -148,7 +148,7 @@ def real_server(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("serving_real") / "pix2seq")
     model = Pix2SeqModel(preset("tiny", **MICRO))
     model.build()
-    export_saved_model(model, os.path.join(base, "1"), signatures=list(REAL_SIGNATURES), mask_size=16)
+    export_saved_model(model, os.path.join(base, "1"), signatures=list(REAL_SIGNATURES))
     config = ServerConfig(base, port=portpicker.pick_unused_port(), poll_seconds=0)
     with ModelServer(config) as server:
         yield server
