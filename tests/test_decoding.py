@@ -10,7 +10,11 @@
   vocabulary under a detection / keypoint grammar (and matches the reference loop's
   option, tokens and scores);
 * with random weights, 100 sampled outputs per task (detection, segmentation,
-  keypoints) all parse into well-formed predictions.
+  keypoints) all parse into well-formed predictions;
+* a task's per-step readout written inside the loop equals its rule applied to the
+  logits of a teacher-forced full pass: detection reports the argmax class and its
+  probability although the sampled class token differs, keypoints score tokens with
+  the invisible token suppressed.
 """
 import contextlib
 

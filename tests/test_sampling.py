@@ -1,5 +1,7 @@
 """Samplers: each picks only allowed tokens, follows its distribution, and is
-reproducible from its seed (eagerly and inside tf.function)."""
+reproducible from its seed (eagerly and inside tf.function). Nucleus sampling keeps
+exactly the set of the official rule, written out in numpy here, on hand-built
+distributions (ties, nothing under p) and random logits."""
 import numpy as np
 import pytest
 import tensorflow as tf
