@@ -9,6 +9,7 @@ the embedded `TokenConfig`; `preset(name, caption_vocab_size=...)` overrides the
 import dataclasses
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
+from model.layers import SINCOS_GRIDS
 from model.tasks import TASK_NAMES
 from model.vocab import TokenConfig
 
@@ -43,6 +44,12 @@ class ModelConfig:
         which a from-scratch model on little data and few steps learns much faster with.
       coordinate_init: initial coordinate-token embeddings: "random" or "sincos"
         (sine-cosine of the bin position, so neighbouring bins start out similar).
+      stem_norm: LayerNorm right after the stem (the official ViT's `stem_ln`).
+      sincos_grid: coordinates of the encoder's and the projection's sine-cosine
+        positions: "index" (row/column index) or "2pi" (the grid scaled to [0, 2*pi],
+        as the official code computes them).
+      Defaults are this project's own architecture; `model/official_checkpoint.py`
+      names the settings of the released official checkpoints.
       max_seq_len: learned decoder positions; 0 means the longest task sequence.
       dropout / drop_path: regularization rates used in training.
     """
@@ -60,6 +67,8 @@ class ModelConfig:
     patch_size: int = 16
     stem: str = "patch"
     coordinate_init: str = "random"
+    stem_norm: bool = False
+    sincos_grid: str = "index"
     max_seq_len: int = 0
     dropout: float = 0.1
     drop_path: float = 0.1
@@ -86,7 +95,7 @@ class ModelConfig:
                 f"ModelConfig.max_seq_len={self.max_seq_len} is shorter than the longest task sequence "
                 f"({self.longest_sequence})"
             )
-        for field, allowed in (("stem", STEMS), ("coordinate_init", COORDINATE_INITS)):
+        for field, allowed in (("stem", STEMS), ("coordinate_init", COORDINATE_INITS), ("sincos_grid", SINCOS_GRIDS)):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"ModelConfig.{field} must be one of {allowed}. Received: {getattr(self, field)!r}")
         if self.stem == "conv":

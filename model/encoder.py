@@ -22,10 +22,14 @@ from model.layers import EncoderBlock, MlpBlock, layer_norm, sincos_2d
 
 @keras.saving.register_keras_serializable(package="pix2seq")
 class VisionTransformer(keras.layers.Layer):
-    """Images `[B, S, S, 3]` in [0, 1] -> patch tokens `[B, (S/patch)^2, dim]` (pre-LN, final LN)."""
+    """Images `[B, S, S, 3]` in [0, 1] -> patch tokens `[B, (S/patch)^2, dim]` (pre-LN, final LN).
+
+    `stem_norm` adds a LayerNorm right after the stem (the official code's `stem_ln`);
+    `sincos_grid` picks the position coordinates (`model.layers.sincos_2d`).
+    """
 
     def __init__(self, image_size, patch_size, dim, depth, num_heads, mlp_dim, dropout=0.0, drop_path=0.0,
-                 stem="patch", **kwargs):
+                 stem="patch", stem_norm=False, sincos_grid="index", **kwargs):
         super().__init__(**kwargs)
         if image_size % patch_size:
             raise ValueError(
@@ -40,6 +44,8 @@ class VisionTransformer(keras.layers.Layer):
         self.dropout = dropout
         self.drop_path = drop_path
         self.stem = stem
+        self.stem_norm = stem_norm
+        self.sincos_grid = sincos_grid
         self.grid = image_size // patch_size
         policy = self.dtype_policy
         if stem == "conv":
@@ -50,13 +56,14 @@ class VisionTransformer(keras.layers.Layer):
             )
         else:
             raise ValueError(f"stem must be one of {STEMS}. Received: {stem!r}")
+        self.patch_norm = layer_norm("stem_norm", policy) if stem_norm else None
         self.embedding_dropout = keras.layers.Dropout(dropout, dtype=policy)
         self.blocks = [
             EncoderBlock(dim, num_heads, mlp_dim, dropout, drop_path, name=f"block_{i}", dtype=policy)
             for i in range(depth)
         ]
         self.final_norm = layer_norm("final_norm", policy)
-        self.positions = sincos_2d(self.grid, self.grid, dim)
+        self.positions = sincos_2d(self.grid, self.grid, dim, grid=sincos_grid)
 
     @property
     def num_tokens(self):
@@ -65,6 +72,8 @@ class VisionTransformer(keras.layers.Layer):
     def build(self, input_shape):
         self.patch_embedding.build((None, self.image_size, self.image_size, 3))
         tokens_shape = (None, self.num_tokens, self.dim)
+        if self.patch_norm is not None:
+            self.patch_norm.build(tokens_shape)
         for block in self.blocks:
             block.build(tokens_shape)
         self.final_norm.build(tokens_shape)
@@ -72,6 +81,8 @@ class VisionTransformer(keras.layers.Layer):
     def call(self, images, training=False):
         x = self._embed_patches(ops.cast(images, self.compute_dtype), training)
         x = ops.reshape(x, (-1, self.num_tokens, self.dim))
+        if self.patch_norm is not None:
+            x = self.patch_norm(x)
         x = x + ops.cast(self.positions, self.compute_dtype)[None]
         x = self.embedding_dropout(x, training=training)
         for block in self.blocks:
@@ -106,6 +117,8 @@ class VisionTransformer(keras.layers.Layer):
             "dropout": self.dropout,
             "drop_path": self.drop_path,
             "stem": self.stem,
+            "stem_norm": self.stem_norm,
+            "sincos_grid": self.sincos_grid,
         }
 
 
@@ -127,9 +140,10 @@ def conv_stem(patch_size, dim, dtype_policy):
 class ImageProjection(keras.layers.Layer):
     """Encoder tokens -> decoder-width memory: Dense, LayerNorm, + sin-cos positions, MLP block."""
 
-    def __init__(self, grid, dim, mlp_dim, dropout=0.0, drop_path=0.0, **kwargs):
+    def __init__(self, grid, dim, mlp_dim, dropout=0.0, drop_path=0.0, sincos_grid="index", **kwargs):
         super().__init__(**kwargs)
         self.grid = grid
+        self.sincos_grid = sincos_grid
         self.dim = dim
         self.mlp_dim = mlp_dim
         self.dropout = dropout
@@ -138,7 +152,7 @@ class ImageProjection(keras.layers.Layer):
         self.dense = keras.layers.Dense(dim, name="dense", dtype=policy)
         self.norm = layer_norm("norm", policy)
         self.mlp_block = MlpBlock(dim, mlp_dim, dropout, drop_path, name="mlp_block", dtype=policy)
-        self.positions = sincos_2d(grid, grid, dim)
+        self.positions = sincos_2d(grid, grid, dim, grid=sincos_grid)
 
     def build(self, input_shape):
         self.dense.build(input_shape)
@@ -159,4 +173,5 @@ class ImageProjection(keras.layers.Layer):
             "mlp_dim": self.mlp_dim,
             "dropout": self.dropout,
             "drop_path": self.drop_path,
+            "sincos_grid": self.sincos_grid,
         }

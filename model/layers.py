@@ -15,17 +15,28 @@ from keras import ops
 import pix2seq  # noqa: F401  (Keras 3 guard)
 
 
-def sincos_2d(height, width, dim, temperature=10000.0):
+SINCOS_GRIDS = ("index", "2pi")
+
+
+def sincos_2d(height, width, dim, temperature=10000.0, grid="index"):
     """Fixed 2-D sine-cosine position table `[height * width, dim]` (row-major).
 
     A quarter of the channels each encode sin(y), cos(y), sin(x), cos(x) at
-    geometrically spaced frequencies (MoCo v3 / big_vision layout).
+    geometrically spaced frequencies (MoCo v3 / big_vision layout). `grid` says what
+    y and x are: "index" the row/column index, "2pi" the index scaled so the grid spans
+    [0, 2*pi] (what the official Pix2Seq code computes; its released checkpoints
+    were trained with it).
     """
     if dim % 4:
         raise ValueError(f"sin-cos 2-D positions need a width divisible by 4. Received: dim={dim}")
+    if grid not in SINCOS_GRIDS:
+        raise ValueError(f"sin-cos grid must be one of {SINCOS_GRIDS}. Received: {grid!r}")
     quarter = dim // 4
     omega = 1.0 / (temperature ** (np.arange(quarter, dtype=np.float64) / quarter))
-    ys, xs = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")
+    rows, cols = np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64)
+    if grid == "2pi":
+        rows, cols = (c * (2.0 * np.pi / max(len(c) - 1, 1)) for c in (rows, cols))
+    ys, xs = np.meshgrid(rows, cols, indexing="ij")
     y = ys.reshape(-1)[:, None] * omega[None, :]
     x = xs.reshape(-1)[:, None] * omega[None, :]
     table = np.concatenate([np.sin(y), np.cos(y), np.sin(x), np.cos(x)], axis=1)

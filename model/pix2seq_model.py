@@ -65,6 +65,8 @@ class Pix2SeqModel(keras.Model):
             config.dropout,
             config.drop_path,
             stem=config.stem,
+            stem_norm=config.stem_norm,
+            sincos_grid=config.sincos_grid,
             name="encoder",
             dtype=policy,
         )
@@ -74,6 +76,7 @@ class Pix2SeqModel(keras.Model):
             config.decoder_mlp_dim,
             config.dropout,
             config.drop_path,
+            sincos_grid=config.sincos_grid,
             name="projection",
             dtype=policy,
         )

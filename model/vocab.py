@@ -58,7 +58,9 @@ class TokenConfig:
         including the `40 40` separator pairs between parts.
       num_keypoints: keypoints per person (17 for COCO).
       keypoint_flip_pairs: index pairs swapped by a horizontal flip.
-      caption_vocab_size: SentencePiece pieces (32k in the paper).
+      caption_vocab_size: SentencePiece pieces (32k in the paper); 0 means no caption
+        range, the vocabulary ends at TEXT_OFFSET (the official detection-only
+        checkpoints' 3,000 tokens) and the model cannot caption.
       max_caption_len: captioning sequence length (pieces + EOS, prompt excluded).
       image_size: side of the padded square canvas in pixels.
       max_class_id: largest category id (COCO: 90); class tokens 101..100+max_class_id.
@@ -88,7 +90,8 @@ class TokenConfig:
             (self.max_instances >= 1, "max_instances", ">= 1"),
             (self.max_polygon_points >= 3, "max_polygon_points", ">= 3"),
             (self.num_keypoints >= 1, "num_keypoints", ">= 1"),
-            (self.caption_vocab_size > CAPTION_UNK_PIECE + 1, "caption_vocab_size", "> 3"),
+            (self.caption_vocab_size == 0 or self.caption_vocab_size > CAPTION_UNK_PIECE + 1,
+             "caption_vocab_size", "0 (no captions) or > 3"),
             (self.max_caption_len >= 2, "max_caption_len", ">= 2"),
             (self.image_size >= 1, "image_size", ">= 1"),
             (1 <= self.max_class_id <= MAX_CLASS_TOKEN_ID, "max_class_id", f"in [1, {MAX_CLASS_TOKEN_ID}]"),
@@ -107,6 +110,10 @@ class TokenConfig:
     @property
     def vocab_size(self) -> int:
         return TEXT_OFFSET + self.caption_vocab_size
+
+    @property
+    def has_captions(self) -> bool:
+        return self.caption_vocab_size > 0
 
     @property
     def detection_seq_len(self) -> int:

@@ -25,9 +25,10 @@ class CaptioningTask(base.Task):
     def __init__(self, token_config: vocab.TokenConfig, vocab_file: str = None, pieces=None):
         super().__init__(token_config)
         self.prompt = (vocab.CAPTION_PROMPT,)
-        # Text tokens the model may emit: every piece except pad/eos, and EOS itself.
+        # Text tokens the model may emit: every piece except pad/eos, and EOS itself. A
+        # vocabulary without a caption range (caption_vocab_size 0) only pads: captions are empty.
         self._text = self._np_range(vocab.TEXT_OFFSET + vocab.CAPTION_UNK_PIECE, self.vocab_size)
-        self._eos = self._np_ids(vocab.CAPTION_EOS)
+        self._eos = self._np_ids(vocab.CAPTION_EOS if token_config.has_captions else vocab.PAD)
         self._detokenizer = None
         if vocab_file is not None or pieces is not None:
             from model import caption_tokenizer
@@ -42,6 +43,8 @@ class CaptioningTask(base.Task):
         Deterministic: `seed` and `augment` are accepted for the common task interface.
         """
         del seed, augment
+        if not self.config.has_captions:
+            raise ValueError("captioning needs a caption vocabulary; this TokenConfig has caption_vocab_size=0")
         ids = tf.reshape(tf.cast(example["caption_ids"], tf.int32), [-1])
         with tf.control_dependencies([tf.debugging.assert_less(
                 ids, self.config.caption_vocab_size,
