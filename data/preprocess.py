@@ -4,8 +4,9 @@ The one implementation of "resize keeping aspect ratio, pad bottom/right to the
 square canvas": training augmentation (data/augment.py) calls the same
 `apply_canvas_transform` with a random scale and crop offset, evaluation and
 `pix2seq tokens` call `prepare_eval`, serving-side code calls `canvas_image`.
-keras-cv's `JitteredResize` moves the image and the boxes; data/geometry.py moves
-polygons and keypoints with the same affine map.
+keras-cv's `JitteredResize` computes the transformation and moves the boxes,
+`canvas_pixels` the image (same pixels, plus the `CanvasStyle` options: pad value,
+antialiasing); data/geometry.py moves polygons and keypoints with the same affine map.
 
 A canvas-prepared example is the parsed dict (CONTRACTS.md) with
   image         float32 [S, S, 3] in [0, 1]
@@ -21,6 +22,7 @@ Task preparation (what the task codecs receive, CONTRACTS.md "Task-prepared exam
 crowd objects are removed; segmentation and keypoints keep exactly one object (N = 1);
 captioning keeps exactly one caption (C = 1).
 """
+import dataclasses
 import functools
 
 import tensorflow as tf
@@ -29,6 +31,19 @@ from data import geometry
 
 # Paper: the keypoint crop is the person box enlarged 2x about its centre.
 PERSON_CROP_FACTOR = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CanvasStyle:
+    """How canvas pixels are made. The defaults are this project's (zero padding, plain
+    bilinear resize); the official Pix2Seq checkpoints saw `pad_value=0.3` and an
+    antialiased resize at evaluation (`ModelConfig.canvas_style()`)."""
+
+    pad_value: float = 0.0
+    antialias: bool = False
+
+
+DEFAULT_STYLE = CanvasStyle()
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,24 +68,34 @@ def canvas_transform(height, width, image_size, scale=1.0, offset_fraction=(0.0,
     return {"scaled_sizes": scaled[None], "image_scales": (scaled / hw)[None], "offsets": offsets[None]}
 
 
-def canvas_image(image, image_size):
+def canvas_pixels(image, transform, image_size, style=DEFAULT_STYLE):
+    """float32 image [H, W, 3] -> [S, S, 3]: resized to the transform's scaled size, the
+    S x S window at its offset, padded bottom/right with `style.pad_value`. With the
+    default style these are keras-cv `JitteredResize.augment_images`' pixels (tested)."""
+    scaled = tf.image.resize(image, tf.cast(transform["scaled_sizes"][0], tf.int32), antialias=style.antialias)
+    offset = tf.cast(transform["offsets"][0], tf.int32)
+    window = scaled[offset[0]:offset[0] + image_size, offset[1]:offset[1] + image_size]
+    pad = tf.constant(style.pad_value, tf.float32)
+    canvas = tf.image.pad_to_bounding_box(window - pad, 0, 0, image_size, image_size) + pad
+    return tf.ensure_shape(canvas, [image_size, image_size, 3])
+
+
+def canvas_image(image, image_size, style=DEFAULT_STYLE):
     """Encoded-then-decoded image (uint8 or float [H, W, 3]) -> float32 [S, S, 3] in
     [0, 1] resized to fit and padded bottom/right, and its canvas_scale [2]."""
     image = tf.image.convert_image_dtype(image, tf.float32)
     shape = tf.shape(image)
     transform = canvas_transform(shape[0], shape[1], image_size)
-    out = _jittered_resize(image_size).augment_images(image[None], transform)[0]
-    return tf.ensure_shape(out, [image_size, image_size, 3]), transform["image_scales"][0]
+    return canvas_pixels(image, transform, image_size, style), transform["image_scales"][0]
 
 
-def apply_canvas_transform(example, transform, image_size):
+def apply_canvas_transform(example, transform, image_size, style=DEFAULT_STYLE):
     """Moves image, boxes, polygons and keypoints onto the S x S canvas (see module doc)."""
     layer = _jittered_resize(image_size)
     out = dict(example)
     image = tf.image.convert_image_dtype(example["image"], tf.float32)
     hw = tf.cast(tf.shape(image)[:2], tf.float32)
-    canvas = layer.augment_images(image[None], transform)[0]
-    out["image"] = tf.ensure_shape(canvas, [image_size, image_size, 3])
+    out["image"] = canvas_pixels(image, transform, image_size, style)
 
     moved = layer.augment_bounding_boxes(
         {"boxes": (example["boxes"] * tf.tile(hw, [2]))[None],
@@ -90,11 +115,11 @@ def apply_canvas_transform(example, transform, image_size):
     return out
 
 
-def resize_and_pad(example, image_size):
+def resize_and_pad(example, image_size, style=DEFAULT_STYLE):
     """Deterministic canvas: fit the longer side to S, no crop, pad bottom/right."""
     shape = tf.shape(example["image"])
     return apply_canvas_transform(example, canvas_transform(shape[0], shape[1], image_size),
-                                  image_size)
+                                  image_size, style)
 
 
 def crop_to_window(example, window):
@@ -160,25 +185,25 @@ def keypoint_candidates(example):
     return tf.cast(tf.where(labelled & tf.equal(example["is_crowd"], 0))[:, 0], tf.int32)
 
 
-def prepare_keypoint_instance(example, index, image_size, factor=PERSON_CROP_FACTOR):
+def prepare_keypoint_instance(example, index, image_size, factor=PERSON_CROP_FACTOR, style=DEFAULT_STYLE):
     """Person `index` alone (N = 1) on a canvas showing `factor` x its box (GT box)."""
     person = geometry.select_object(example, index)
     cropped = crop_to_window(person, person_window(person["boxes"][0], factor))
-    return resize_and_pad(cropped, image_size)
+    return resize_and_pad(cropped, image_size, style)
 
 
-def prepare_eval(example, task, image_size, index=0):
+def prepare_eval(example, task, image_size, index=0, style=DEFAULT_STYLE):
     """Deterministic task preparation of a parsed example.
 
     `index` picks the instance (segmentation: a `segmentation_candidates` entry;
     keypoints: a `keypoint_candidates` entry) or the caption (captioning).
     """
     if task == "detection":
-        return resize_and_pad(drop_crowd(example), image_size)
+        return resize_and_pad(drop_crowd(example), image_size, style)
     if task == "segmentation":
-        return resize_and_pad(geometry.select_object(example, index), image_size)
+        return resize_and_pad(geometry.select_object(example, index), image_size, style)
     if task == "keypoints":
-        return prepare_keypoint_instance(example, index, image_size)
+        return prepare_keypoint_instance(example, index, image_size, style=style)
     if task == "captioning":
-        return resize_and_pad(select_caption(example, index), image_size)
+        return resize_and_pad(select_caption(example, index), image_size, style)
     raise ValueError(f"Unknown task {task!r}; expected detection, segmentation, keypoints or captioning.")

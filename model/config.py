@@ -9,6 +9,7 @@ the embedded `TokenConfig`; `preset(name, caption_vocab_size=...)` overrides the
 import dataclasses
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
+from data.preprocess import CanvasStyle
 from model.layers import SINCOS_GRIDS
 from model.tasks import TASK_NAMES
 from model.vocab import TokenConfig
@@ -48,6 +49,8 @@ class ModelConfig:
       sincos_grid: coordinates of the encoder's and the projection's sine-cosine
         positions: "index" (row/column index) or "2pi" (the grid scaled to [0, 2*pi],
         as the official code computes them).
+      canvas_pad_value / resize_antialias: how images become canvases for this model
+        (`data.preprocess.CanvasStyle`; the official checkpoints: 0.3 and antialiased).
       Defaults are this project's own architecture; `model/official_checkpoint.py`
       names the settings of the released official checkpoints.
       max_seq_len: learned decoder positions; 0 means the longest task sequence.
@@ -69,6 +72,8 @@ class ModelConfig:
     coordinate_init: str = "random"
     stem_norm: bool = False
     sincos_grid: str = "index"
+    canvas_pad_value: float = 0.0
+    resize_antialias: bool = False
     max_seq_len: int = 0
     dropout: float = 0.1
     drop_path: float = 0.1
@@ -123,6 +128,9 @@ class ModelConfig:
     @property
     def longest_sequence(self) -> int:
         return _longest(self.tokens)
+
+    def canvas_style(self) -> CanvasStyle:
+        return CanvasStyle(pad_value=self.canvas_pad_value, antialias=self.resize_antialias)
 
     def replace(self, **changes) -> "ModelConfig":
         """A copy with fields changed; token fields (e.g. `caption_vocab_size`) go to `tokens`."""

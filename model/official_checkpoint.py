@@ -6,7 +6,8 @@ the official `encoder_ar_decoder` model. `tf.train.load_checkpoint` reads them b
 `variable_map(model)` says which key each of our variables takes. Every ViT-encoder,
 projection and decoder variable has a counterpart of the same shape once our model is
 built with the official architecture options (`ModelConfig.stem_norm=True`,
-`sincos_grid="2pi"`; `OFFICIAL_CONFIGS`), so the import is a lookup and a copy:
+`sincos_grid="2pi"`, and for its inputs `canvas_pad_value=0.3`, `resize_antialias=True`;
+`OFFICIAL_CONFIGS`), so the import is a lookup and a copy:
 
 | official key (under `model/`, `/.ATTRIBUTES/VARIABLE_VALUE` cut) | ours |
 |---|---|
@@ -41,7 +42,7 @@ from model.vocab import TokenConfig
 
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 DROPPED_KEYS = ("global_step", "save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH")
-OFFICIAL_OPTIONS = dict(stem_norm=True, sincos_grid="2pi")
+OFFICIAL_OPTIONS = dict(stem_norm=True, sincos_grid="2pi", canvas_pad_value=0.3, resize_antialias=True)
 
 
 class UnsupportedCheckpointError(ValueError):

@@ -93,7 +93,7 @@ class InferenceGraph:
 
         def one(data):
             image = self._decode_image(data)
-            canvas, scale = preprocess.canvas_image(image, size)
+            canvas, scale = preprocess.canvas_image(image, size, self.model.config.canvas_style())
             return canvas, tf.shape(image)[:2], tf.cast(scale, tf.float32)
 
         canvas, hw, scale = tf.map_fn(one, images, fn_output_signature=(

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data import preprocess
 from model import decoding
 from model import official_checkpoint as oc
 from model.layers import sincos_2d
@@ -99,3 +100,12 @@ def test_resnet_encoder_checkpoints_are_not_supported(tmp_path):
 def test_unknown_config_name_lists_the_known_ones():
     with pytest.raises(ValueError, match="det-vit-b-640"):
         oc.official_config("vit-huge")
+
+
+def test_official_canvas_style_reproduces_the_official_eval_preprocessing(fixture):
+    image = tf.io.decode_png(fixture["image_png"].tobytes(), channels=3)
+    style = oc.official_config("official-tiny").canvas_style()
+    canvas, _ = preprocess.canvas_image(image, 64, style)
+    np.testing.assert_allclose(canvas.numpy(), fixture["canvas"], atol=1e-6, rtol=0)
+    project_default, _ = preprocess.canvas_image(image, 64)
+    assert np.abs(project_default.numpy() - fixture["canvas"]).max() == pytest.approx(0.3)
