@@ -7,6 +7,9 @@
 DirectRunner) into OUT/ingest. Training resumes from OUT/checkpoints when present;
 TensorBoard logs go to OUT/tensorboard; the trained weights to OUT/model.weights.h5;
 with `--export DIR` the serving SavedModel (the one the TFX Trainer pushes) to DIR.
+`--init-checkpoint DIR` starts a new run from the weights saved in DIR (`pix2seq train`
+or `pix2seq import-checkpoint` output) with DIR's architecture (`--preset` is then not
+used; see model/warm_start.py).
 """
 import logging
 import os
@@ -40,6 +43,9 @@ def add_arguments(parser):
     parser.add_argument("--tpu", default=None, help="TPU name or grpc:// address; 'none' disables discovery")
     parser.add_argument("--caption-vocab-size", type=int, default=1000, help="with --coco-dir: SentencePiece size")
     parser.add_argument("--export", metavar="DIR", help="also write the serving SavedModel here (for pix2seq predict/serve)")
+    parser.add_argument("--init-checkpoint", metavar="DIR",
+                        help="start from the weights saved in DIR (train or import-checkpoint output), with its "
+                             "architecture instead of --preset; ignored when OUT already has checkpoints")
 
 
 def task_weights(args):
@@ -77,7 +83,16 @@ def main(args) -> int:
 
     weights = task_weights(args)
     examples = args.examples or ingest(args.coco_dir, args.out, args.caption_vocab_size)
-    model_config = train_data.model_config_for(args.preset, examples)
+    initialize = None
+    if args.init_checkpoint:
+        from model import warm_start
+
+        model_config = train_data.model_config_for(warm_start.source_config(args.init_checkpoint), examples)
+
+        def initialize(model):
+            print(warm_start.warm_start(model, args.init_checkpoint).summary())
+    else:
+        model_config = train_data.model_config_for(args.preset, examples)
     settings = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, global_clipnorm=args.clipnorm or None,
@@ -89,9 +104,10 @@ def main(args) -> int:
         train_data.train_dataset_fn(train_files, model_config.tokens, args.batch_size, weights, args.mixing, args.seed),
         train_data.eval_dataset_fn(train_data.split_pattern(examples, "eval"), model_config.tokens,
                                    args.batch_size, list(weights)) if args.eval_steps else None,
+        initialize=initialize,
     )
     final = {k: round(float(v[-1]), 4) for k, v in result.history.items()}
-    print(f"trained {args.preset} to step {int(result.model.optimizer.iterations.numpy())}: {final}")
+    print(f"trained {model_config.name} to step {int(result.model.optimizer.iterations.numpy())}: {final}")
     print(f"weights: {os.path.join(args.out, 'model.weights.h5')}  TensorBoard: {os.path.join(args.out, 'tensorboard')}")
     if args.export:
         from model.export import export_saved_model

@@ -41,12 +41,15 @@ def caption_model_file(examples_dir):
 
 
 def model_config_for(preset_name, examples_dir, **overrides):
-    """The preset with the caption vocabulary size ingestion actually built."""
+    """The preset (a name, or a `ModelConfig` such as a warm-start source's) with the
+    caption vocabulary size ingestion actually built."""
     info = dataset_info(examples_dir)
     changes = dict(overrides)
     if info.get("caption_vocab_size"):
         changes.setdefault("caption_vocab_size", int(info["caption_vocab_size"]))
-    return preset(preset_name, **changes)
+    if isinstance(preset_name, str):
+        return preset(preset_name, **changes)
+    return preset_name.replace(**changes) if changes else preset_name
 
 
 def _replicas_per_pipeline(input_context):

@@ -183,6 +183,7 @@ def train(
     strategy=None,
     verbose="auto",
     callbacks=(),
+    initialize=None,
 ):
     """Trains (or resumes) to `train_config.steps`; returns a `TrainResult`.
 
@@ -193,6 +194,8 @@ def train(
       eval_dataset_fn: `input_context -> tf.data.Dataset` (repeated) or None.
       strategy: a tf.distribute.Strategy; None to create one from `train_config`.
       callbacks: extra Keras callbacks.
+      initialize: `model -> None`, run on a fresh start only (not when resuming), e.g. a
+        warm start from other weights (model/warm_start.py).
     """
     tf.io.gfile.makedirs(out_dir)
     if strategy is None:
@@ -207,6 +210,8 @@ def train(
     if manager.latest_checkpoint:
         manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log.info("resumed from %s", manager.latest_checkpoint)
+    elif initialize is not None:
+        initialize(model)
     initial_step = int(model.optimizer.iterations.numpy())
     interval = train_config.interval
     if initial_step % interval:

@@ -109,3 +109,29 @@ def test_official_canvas_style_reproduces_the_official_eval_preprocessing(fixtur
     np.testing.assert_allclose(canvas.numpy(), fixture["canvas"], atol=1e-6, rtol=0)
     project_default, _ = preprocess.canvas_image(image, 64)
     assert np.abs(project_default.numpy() - fixture["canvas"]).max() == pytest.approx(0.3)
+
+
+def test_import_checkpoint_cli_converts_the_fixture_and_the_export_detects(tmp_path, fixture, capsys):
+    from model.training import load_model
+    from pix2seq import cli
+
+    out, export = tmp_path / "imported", tmp_path / "export"
+    assert cli.main(["import-checkpoint", "--official", FIXTURE, "--config", "official-tiny", "--out", str(out),
+                     "--export", str(export)]) == 0
+    assert "105 variables imported, 214 training-state entries dropped" in capsys.readouterr().out
+    reloaded = load_model(str(out))
+    np.testing.assert_allclose(reloaded.encoder(fixture["canvas"][None]).numpy()[0], fixture["vit_output"],
+                               atol=TOL, rtol=0)
+    served = tf.saved_model.load(str(export))
+    image = tf.constant([fixture["image_png"].tobytes()])
+    answer = served.signatures["detect"](images=image)
+    assert answer["boxes"].shape == (1, 10, 4) and 0 <= int(answer["num_detections"][0]) <= 10
+    assert (answer["boxes"].numpy()[..., 2] <= 72.0 + 1e-3).all()  # pixels of the 72 x 120 image
+    assert served.signatures["caption"](images=image)["captions"].numpy()[0] == b""  # no caption range
+
+
+def test_import_checkpoint_cli_names_the_problem_for_a_wrong_config(tmp_path):
+    from pix2seq import cli
+
+    with pytest.raises(SystemExit, match="missing in the checkpoint"):
+        cli.main(["import-checkpoint", "--official", FIXTURE, "--config", "det-vit-b-640", "--out", str(tmp_path)])

@@ -1,0 +1,106 @@
+"""Warm start: a new training run begins from another model's weights.
+
+`warm_start(model, source_dir)` copies the weights of a model saved by
+`training.save_model` (`pix2seq train` or `pix2seq import-checkpoint` output:
+`model.weights.h5` + `model_config.json`) into a freshly built model, variable by
+variable (matched by their path inside the model):
+
+- same shape: loaded;
+- the vocabulary-sized or length-sized tables (token embedding, output bias, learned
+  decoder positions) with another size: the overlapping rows are copied, the rest keep
+  their initial values ("reshaped"; e.g. a 3,000-token detection checkpoint into a
+  model with a caption range, or a longer decoder);
+- in one model only: skipped (reported).
+
+Optimizer state and the step are not copied: the run starts at step 0 with a fresh
+schedule. A different architecture (widths, depths, heads, patch size, stem or
+position options) is refused before anything is assigned: such weights would load
+only partly, or compute another function.
+"""
+import dataclasses
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import pix2seq  # noqa: F401  (Keras 3 guard)
+from model.config import ModelConfig
+from model.training import CONFIG_FILE, load_model
+
+ARCHITECTURE_FIELDS = ("encoder_dim", "encoder_depth", "encoder_heads", "encoder_mlp_dim", "decoder_dim",
+                       "decoder_depth", "decoder_heads", "decoder_mlp_dim", "patch_size", "stem", "stem_norm",
+                       "sincos_grid")
+# Tables whose leading axis is a vocabulary or a length, not an architecture choice.
+RESIZABLE = ("decoder/token_embedding/embeddings", "decoder/output_bias", "decoder/position_embedding")
+
+
+class ArchitectureMismatchError(ValueError):
+    """The warm-start source has another architecture than the model being trained."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStartReport:
+    loaded: tuple
+    reshaped: tuple
+    skipped: tuple
+
+    def summary(self) -> str:
+        text = f"warm start: {len(self.loaded)} variables loaded, {len(self.reshaped)} reshaped"
+        if self.reshaped:
+            text += f" ({', '.join(self.reshaped)})"
+        return text + f", {len(self.skipped)} skipped" + (f" ({', '.join(self.skipped)})" if self.skipped else "")
+
+
+def _relative(variable):
+    """A variable's path inside its model (the model's own, instance-numbered name cut)."""
+    return variable.path.split("/", 1)[1]
+
+
+def check_architecture(source_config, target_config):
+    """Raises ArchitectureMismatchError listing every architecture field that differs."""
+    differ = [f"{f}: {getattr(source_config, f)!r} vs {getattr(target_config, f)!r}"
+              for f in ARCHITECTURE_FIELDS if getattr(source_config, f) != getattr(target_config, f)]
+    if differ:
+        raise ArchitectureMismatchError(
+            "the warm-start source has another architecture (source vs model): " + "; ".join(differ))
+
+
+def copy_weights(source, target) -> WarmStartReport:
+    """Copies `source`'s trainable weights into `target` (both built `Pix2SeqModel`s) by the rules above."""
+    check_architecture(source.config, target.config)
+    theirs = {_relative(v): v for v in source.trainable_variables}
+    ours = {_relative(v): v for v in target.trainable_variables}
+    plan, reshaped, problems = [], [], []
+    for path, variable in ours.items():
+        if path not in theirs:
+            continue
+        value = np.asarray(theirs[path].numpy())
+        if tuple(value.shape) == tuple(variable.shape):
+            plan.append((variable, value))
+        elif path in RESIZABLE and value.shape[1:] == tuple(variable.shape[1:]):
+            rows = min(value.shape[0], variable.shape[0])
+            merged = np.array(variable.numpy())
+            merged[:rows] = value[:rows]
+            plan.append((variable, merged))
+            reshaped.append(f"{path} {tuple(value.shape)}->{tuple(variable.shape)}")
+        else:
+            problems.append(f"{path}: {tuple(value.shape)} vs {tuple(variable.shape)}")
+    if problems:
+        raise ArchitectureMismatchError("warm start: weights of another shape: " + "; ".join(problems))
+    for variable, value in plan:
+        variable.assign(value.astype(variable.dtype))
+    skipped = sorted(set(ours) ^ set(theirs))
+    loaded = tuple(_relative(v) for v, _ in plan if not any(r.startswith(_relative(v) + " ") for r in reshaped))
+    return WarmStartReport(loaded=loaded, reshaped=tuple(reshaped), skipped=tuple(skipped))
+
+
+def warm_start(model, source_dir) -> WarmStartReport:
+    """Loads the model saved in `source_dir` (`training.save_model` layout) into `model`."""
+    return copy_weights(load_model(source_dir), model)
+
+
+def source_config(source_dir) -> ModelConfig:
+    """The `ModelConfig` saved in `source_dir`: a run warm-started from it keeps its architecture."""
+    with tf.io.gfile.GFile(os.path.join(source_dir, CONFIG_FILE)) as f:
+        return ModelConfig.from_dict(json.load(f)["model"])

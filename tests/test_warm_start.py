@@ -1,0 +1,68 @@
+"""Warm start (model/warm_start.py): what is loaded, reshaped, skipped or refused."""
+import os
+
+import numpy as np
+import pytest
+
+from model import official_checkpoint as oc
+from model import warm_start
+from model.pix2seq_model import Pix2SeqModel
+from model.training import save_model
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "data", "official_tiny")
+TOKENS = np.array([[10, 1200, 1300, 1500, 1600, 101, 0, 0]], np.int32)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """The imported official fixture, saved as `pix2seq import-checkpoint` saves it."""
+    model, _ = oc.import_checkpoint(FIXTURE, "official-tiny")
+    out = str(tmp_path_factory.mktemp("imported"))
+    save_model(model, out)
+    return model, out
+
+
+def _built(config):
+    model = Pix2SeqModel(config)
+    model.build()
+    return model
+
+
+def _logits(model):
+    image = np.full([1, 64, 64, 3], 0.5, np.float32)
+    return model({"image": image, "input_tokens": TOKENS}).numpy()
+
+
+def test_same_architecture_loads_everything_and_computes_the_same_function(source):
+    model, out = source
+    target = _built(warm_start.source_config(out))
+    report = warm_start.warm_start(target, out)
+    assert len(report.loaded) == len(target.trainable_variables) and not report.reshaped and not report.skipped
+    np.testing.assert_array_equal(_logits(target), _logits(model))
+
+
+def test_a_caption_range_and_longer_positions_are_added_to_a_detection_checkpoint(source):
+    model, out = source
+    config = warm_start.source_config(out).replace(caption_vocab_size=1000, max_seq_len=80)
+    target = _built(config)
+    report = warm_start.warm_start(target, out)
+    assert sorted(r.split(" ")[0] for r in report.reshaped) == sorted(warm_start.RESIZABLE)
+    # The detection vocabulary keeps its logits exactly; the new caption rows are fresh.
+    np.testing.assert_allclose(_logits(target)[..., :3000], _logits(model), atol=1e-5, rtol=0)
+    assert target.decoder.token_embedding.embeddings.shape == (4000, 32)
+
+
+def test_another_architecture_is_refused_before_anything_changes(source):
+    _, out = source
+    target = _built(warm_start.source_config(out).replace(decoder_depth=3))
+    before = [v.numpy().copy() for v in target.trainable_variables]
+    with pytest.raises(warm_start.ArchitectureMismatchError, match="decoder_depth: 2 vs 3"):
+        warm_start.warm_start(target, out)
+    assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, target.trainable_variables))
+
+
+def test_project_position_grid_is_an_architecture_difference(source):
+    _, out = source
+    target = _built(warm_start.source_config(out).replace(sincos_grid="index"))
+    with pytest.raises(warm_start.ArchitectureMismatchError, match="sincos_grid"):
+        warm_start.warm_start(target, out)
