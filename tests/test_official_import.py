@@ -130,8 +130,10 @@ def test_import_checkpoint_cli_converts_the_fixture_and_the_export_detects(tmp_p
     assert served.signatures["caption"](images=image)["captions"].numpy()[0] == b""  # no caption range
 
 
-def test_import_checkpoint_cli_names_the_problem_for_a_wrong_config(tmp_path):
+def test_import_checkpoint_cli_says_when_there_is_no_checkpoint(tmp_path):
     from pix2seq import cli
 
-    with pytest.raises(SystemExit, match="missing in the checkpoint"):
-        cli.main(["import-checkpoint", "--official", FIXTURE, "--config", "det-vit-b-640", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no TF checkpoint in directory"):
+        cli.main(["import-checkpoint", "--official", str(tmp_path), "--config", "official-tiny",
+                  "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
