@@ -107,7 +107,9 @@ LAYERS = [
     (L.EncoderBlock(32, 4, 64, dropout=0.1, drop_path=0.1), (2, 5, 32)),
     (L.DropPath(0.3, seed=1), (2, 5, 32)),
     (VisionTransformer(32, 16, 32, 2, 4, 64), (2, 32, 32, 3)),
+    (VisionTransformer(32, 16, 32, 1, 4, 64, stem_norm=True, sincos_grid="2pi"), (2, 32, 32, 3)),
     (ImageProjection(2, 32, 64), (2, 4, 48)),
+    (ImageProjection(2, 32, 64, sincos_grid="2pi"), (2, 4, 48)),
 ]
 
 
