@@ -7,7 +7,8 @@ import pytest
 from model import official_checkpoint as oc
 from model import warm_start
 from model.pix2seq_model import Pix2SeqModel
-from model.training import save_model
+from model.training import TrainConfig, save_model, train
+from training_utils import micro_config, random_dataset_fn
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "official_tiny")
 TOKENS = np.array([[10, 1200, 1300, 1500, 1600, 101, 0, 0]], np.int32)
@@ -66,3 +67,25 @@ def test_project_position_grid_is_an_architecture_difference(source):
     target = _built(warm_start.source_config(out).replace(sincos_grid="index"))
     with pytest.raises(warm_start.ArchitectureMismatchError, match="sincos_grid"):
         warm_start.warm_start(target, out)
+
+
+def test_training_starts_from_the_warm_start_weights_and_a_resume_does_not_reload_them(tmp_path):
+    config = micro_config()
+    source = _built(config)
+    (tmp_path / "source").mkdir()
+    save_model(source, str(tmp_path / "source"))
+    reports = []
+
+    def initialize(model):
+        reports.append(warm_start.warm_start(model, str(tmp_path / "source")))
+
+    data = random_dataset_fn(config, ["detection"], 2)
+    frozen = dict(batch_size=2, learning_rate=0.0, weight_decay=0.0, checkpoint_every=1, seed=7)  # lr 0: weights stay
+    first = train(config, TrainConfig(steps=1, **frozen), str(tmp_path / "run"), data, verbose=0,
+                  initialize=initialize).model
+    assert len(reports) == 1 and len(reports[0].loaded) == len(first.trainable_variables)
+    for ours, theirs in zip(first.trainable_variables, source.trainable_variables):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
+    resumed = train(config, TrainConfig(steps=2, **frozen), str(tmp_path / "run"), data, verbose=0,
+                    initialize=initialize)
+    assert resumed.initial_step == 1 and len(reports) == 1
