@@ -15,6 +15,10 @@ import tensorflow as tf
 INSTANCE_TASKS = ("segmentation", "keypoints")
 
 
+class MissingSignatureError(ValueError):
+    """The SavedModel lacks a signature the asked tasks need."""
+
+
 class ModelRunner:
     def __init__(self, model_dir: str, tasks: Sequence[str], options: Optional[Mapping[str, float]] = None):
         """Args:
@@ -35,7 +39,8 @@ class ModelRunner:
             wanted = ["detect_and_describe_with_options"]
         missing = [w for w in wanted if w not in names]
         if missing:
-            raise ValueError(f"SavedModel {model_dir} lacks signatures {missing}; it has {sorted(names)}")
+            raise MissingSignatureError(f"SavedModel {model_dir} lacks signatures {missing} (needed for tasks "
+                                        f"{list(self._tasks)}); it has {sorted(names)}")
         self._signatures = {w: self._model.signatures[w] for w in wanted}
 
     def __call__(self, images: Sequence[bytes]) -> Dict[str, np.ndarray]:
