@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "ingest": ("components.ingest_cli", "COCO directory -> TFRecord shards (Beam), vocabulary, error report"),
     "train": ("model.train_cli", "train with Keras model.fit on COCO data or ingested examples"),
     "predict": ("serving.predict_cli", "run a SavedModel (in process or over gRPC) on images"),
+    "evaluate": ("pix2seq.evaluate", "COCO metrics of an exported model on a COCO-format directory"),
     "pipeline": ("pipeline.cli", "run or compile the TFX pipeline"),
     "serve": ("serving.server_cli", "serve a versioned model directory over TF Serving gRPC"),
 }
