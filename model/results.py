@@ -80,10 +80,8 @@ def clip_box(box, height: int, width: int) -> Optional[List[float]]:
     return [ymin, xmin, ymax, xmax]
 
 
-def polygon_parts(points, parts) -> List[List[float]]:
-    """One sampled polygon (points [P, 2] as (y, x) pixels, part index [P], negative =
-    unused) -> COCO polygon parts (flat [x, y, ...] per run of one part index).
-    Parts under 3 vertices enclose nothing and are left out."""
+def _part_arrays(points, parts) -> List[np.ndarray]:
+    """One sampled polygon -> its parts as float64 [n, 2] (x, y) arrays, n >= 3."""
     points = np.asarray(points, np.float64).reshape(-1, 2)
     parts = np.asarray(parts).reshape(-1)
     keep = parts >= 0
@@ -91,19 +89,22 @@ def polygon_parts(points, parts) -> List[List[float]]:
     if not len(parts):
         return []
     starts = np.flatnonzero(np.concatenate([[True], parts[1:] != parts[:-1]]))
-    out = []
-    for run in np.split(points, starts[1:]):
-        if len(run) >= 3:
-            out.append([float(v) for v in run[:, ::-1].reshape(-1)])
-    return out
+    return [run[:, ::-1] for run in np.split(points, starts[1:]) if len(run) >= 3]
+
+
+def polygon_parts(points, parts) -> List[List[float]]:
+    """One sampled polygon (points [P, 2] as (y, x) pixels, part index [P], negative =
+    unused) -> COCO polygon parts (flat [x, y, ...] per run of one part index).
+    Parts under 3 vertices enclose nothing and are left out."""
+    return [run.reshape(-1).tolist() for run in _part_arrays(points, parts)]
 
 
 def _union_mask(coco_parts, height: int, width: int) -> np.ndarray:
-    """COCO polygon parts -> uint8 [height, width] as pycocotools rasterizes a polygon
-    annotation (`frPyObjects`, parts merged)."""
-    if not coco_parts or height <= 0 or width <= 0:
+    """COCO polygon parts (flat x, y sequences) -> uint8 [height, width] as pycocotools
+    rasterizes a polygon annotation (`frPyObjects`, parts merged)."""
+    if not len(coco_parts) or height <= 0 or width <= 0:
         return np.zeros([max(height, 0), max(width, 0)], np.uint8)
-    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(coco_parts, height, width)))
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(list(coco_parts), height, width)))
 
 
 def ensemble_mask(polygons, parts, height: int, width: int, threshold: float = 0.5) -> np.ndarray:
@@ -113,11 +114,9 @@ def ensemble_mask(polygons, parts, height: int, width: int, threshold: float = 0
     Rasterized inside the samples' bounding rows/columns only (shifted by whole
     pixels, which pycocotools' rasterization commutes with) and pasted back: the
     same mask as rasterizing at full size, for a fraction of the work."""
-    polygons = np.asarray(polygons, np.float64)
-    parts = np.asarray(parts)
-    samples = [polygon_parts(p, q) for p, q in zip(polygons, parts)]
-    mask = np.zeros([height, width], bool)
-    drawn = [np.asarray(s, np.float64).reshape(-1, 2) for sample in samples for s in sample]
+    samples = [_part_arrays(p, q) for p, q in zip(np.asarray(polygons), np.asarray(parts))]
+    mask = np.zeros([height, width], bool, order="F")
+    drawn = [run for sample in samples for run in sample]
     if not drawn:
         return mask
     xy = np.concatenate(drawn)
@@ -126,9 +125,9 @@ def ensemble_mask(polygons, parts, height: int, width: int, threshold: float = 0
     if x1 <= x0 or y1 <= y0:
         return mask
     votes = np.zeros([y1 - y0, x1 - x0], np.int32)
+    offset = np.array([x0, y0], np.float64)
     for sample in samples:
-        shifted = [[v - (x0 if i % 2 == 0 else y0) for i, v in enumerate(part)] for part in sample]
-        votes += _union_mask(shifted, y1 - y0, x1 - x0)
+        votes += _union_mask([(run - offset).reshape(-1) for run in sample], y1 - y0, x1 - x0)
     mask[y0:y1, x0:x1] = votes / len(samples) >= threshold
     return mask
 
