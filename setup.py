@@ -29,6 +29,7 @@ setup(
         "pycocoevalcap",
         "sentencepiece>=0.2,<0.3",
         "pillow",
+        "tqdm",
         "grpcio",
         "kfp-pipeline-spec==0.2.2",
     ],

@@ -102,17 +102,15 @@ class BuildExample(beam.DoFn):
     def process(self, line):
         record = json.loads(line)
         try:
-            path = image_io.resolve_image_path(self._image_dir, record["file_name"])
-            image = image_io.load_image(path, record["height"], record["width"])
+            example, notes = features.example_from_file(record, self._image_dir, self._num_keypoints)
         except image_io.ImageRejected as e:
             self._rejected.inc()
             yield self._issue(record, e.reason, V.DROPPED, e.detail)
             return
-        for note in image.notes:
+        for note in notes:
             yield self._issue(record, note, V.REPAIRED)
         self._written.inc()
-        yield features.encode_example(record, image.encoded, image.format,
-                                      self._num_keypoints).SerializeToString()
+        yield example
 
 
 def build_pipeline(pipeline, staged, image_dirs, examples_dir, issues_prefix, num_keypoints,

@@ -25,6 +25,13 @@ from pycocotools.cocoeval import COCOeval
 BOX_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 KEYPOINT_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl")
 CAPTION_METRIC_NAMES = ("BLEU-4", "CIDEr-D")
+# Rows of the metrics table (`metrics_table`): (task, metric names) in display order.
+TABLE_METRICS = (
+    ("detection", BOX_STAT_NAMES),
+    ("segmentation", ("AP", "AP50", "AP75")),
+    ("keypoints", ("AP", "AP50", "AP75")),
+    ("captioning", CAPTION_METRIC_NAMES),
+)
 
 
 def _quiet():
@@ -180,3 +187,14 @@ def references_from_gt(gt: Mapping) -> Dict[int, List[str]]:
     for ann in gt["annotations"]:
         refs.setdefault(int(ann["image_id"]), []).append(ann["caption"])
     return refs
+
+
+def metrics_table(metrics: Mapping[str, Mapping[str, Optional[float]]]) -> List[str]:
+    """{task: {metric: value}} -> the lines of the table `pix2seq pipeline run` and
+    `pix2seq evaluate` print (None as n/a)."""
+    lines = [f"{'task':<14}{'metric':<9}{'value':>8}"]
+    for task, names in TABLE_METRICS:
+        for name in names if task in metrics else ():
+            value = metrics[task].get(name)
+            lines.append(f"{task:<14}{name:<9}{'n/a' if value is None else f'{value:.3f}':>8}")
+    return lines

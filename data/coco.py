@@ -241,9 +241,16 @@ def join_split(docs, categories, num_keypoints):
     return records, issues, total
 
 
-def load_coco_dir(coco_dir):
-    """All splits of a COCO directory -> CocoData (annotation files parsed once each)."""
+def load_coco_dir(coco_dir, splits=None):
+    """The splits of a COCO directory (all, or those named in `splits`: "train", "eval")
+    -> CocoData (annotation files parsed once each, other splits' files not at all)."""
     sources = find_splits(coco_dir)
+    if splits is not None:
+        missing = sorted(set(splits) - set(sources))
+        if missing:
+            found = ", ".join(f"{name} ({src.suffix})" for name, src in sorted(sources.items()))
+            raise ValueError(f"{coco_dir}: no annotation files for split {', '.join(missing)}; found {found}")
+        sources = {name: sources[name] for name in splits}
     docs = {name: read_split(src) for name, src in sources.items()}
     categories = {}
     for name in sorted(docs):

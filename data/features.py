@@ -21,6 +21,8 @@ import json
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from data import image_io
+
 IMAGE_ENCODED = "image/encoded"
 IMAGE_FORMAT = "image/format"
 IMAGE_ID = "image/id"
@@ -179,6 +181,16 @@ def encode_example(record, image_bytes, image_format, num_keypoints):
         else:
             feature.int64_list.value.extend(vals)
     return example
+
+
+def example_from_file(record, image_dir, num_keypoints):
+    """One validated per-image record (data/coco.py) -> (serialized Example, repair notes):
+    its image read, verified and normalized by data/image_io.py (which raises
+    `image_io.ImageRejected` for a missing or undecodable image)."""
+    path = image_io.resolve_image_path(image_dir, record["file_name"])
+    image = image_io.load_image(path, record["height"], record["width"])
+    example = encode_example(record, image.encoded, image.format, num_keypoints)
+    return example.SerializeToString(), list(image.notes)
 
 
 def decode_example(serialized):

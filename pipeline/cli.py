@@ -15,15 +15,8 @@ import shutil
 import sys
 from typing import List, Optional
 
+from components.coco_metrics import TABLE_METRICS, metrics_table  # noqa: F401  (TABLE_METRICS: the rows)
 from pipeline import presets
-
-# Rows of the metrics table: (task, metric) in display order.
-TABLE_METRICS = (
-    ("detection", ("AP", "AP50", "AP75", "APs", "APm", "APl")),
-    ("segmentation", ("AP", "AP50", "AP75")),
-    ("keypoints", ("AP", "AP50", "AP75")),
-    ("captioning", ("BLEU-4", "CIDEr-D")),
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,22 +78,13 @@ def _config(args):
     return config.replace(**changes) if changes else config
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def format_table(summary) -> str:
     """The end-of-run report: metrics, blessing, push, time per component, pictures."""
     lines: List[str] = []
     metrics = (summary.metrics or {}).get("candidate") or {}
     lines.append(f"pipeline {summary.pipeline_name}  run {summary.run_id}")
     lines.append("")
-    lines.append(f"{'task':<14}{'metric':<9}{'value':>8}")
-    for task, names in TABLE_METRICS:
-        if task not in metrics:
-            continue
-        for name in names:
-            lines.append(f"{task:<14}{name:<9}{_fmt(metrics[task].get(name)):>8}")
+    lines.extend(metrics_table(metrics))
     baseline = (summary.metrics or {}).get("baseline")
     if baseline:
         lines.append(f"(baseline: {(summary.metrics or {}).get('baseline_model', 'latest blessed model')})")

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "train": ("model.train_cli", "train with Keras model.fit on COCO data or ingested examples"),
     "import-checkpoint": ("pix2seq.import_checkpoint_cli", "convert a released official Pix2Seq checkpoint"),
     "predict": ("serving.predict_cli", "run a SavedModel (in process or over gRPC) on images"),
+    "evaluate": ("pix2seq.evaluate", "COCO metrics of an exported model on a COCO-format directory"),
     "pipeline": ("pipeline.cli", "run or compile the TFX pipeline"),
     "serve": ("serving.server_cli", "serve a versioned model directory over TF Serving gRPC"),
 }

@@ -6,16 +6,23 @@ an in-process call of the SavedModel signature gives (`{k: v.numpy()}`), so code
 pictures downstream do not care where the model ran. gRPC errors are raised as they
 come (`grpc.RpcError` with `.code()` and `.details()`).
 
+`predict_results` goes one step further: the per-image results of model/results.py
+(boxes clipped to each image, masks at its size, COCO ids), the conversion the
+evaluator and `pix2seq predict` use.
+
 Example:
   client = Pix2SeqClient("127.0.0.1:8500")
   out = client.predict("detect", [open("cat.jpg", "rb").read()])
   out["boxes"], out["scores"]
+  client.predict_results("detect_and_describe", images, image_ids=[42])[0]["objects"]
 """
+import io
 import time
 
 import grpc
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -23,6 +30,8 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+
+from model import results
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -106,6 +115,19 @@ class Pix2SeqClient:
     def predict(self, signature: str, images, version=None, output_filter=None, **inputs) -> dict:
         """Run `signature` on a batch of encoded images; dict of numpy arrays by output alias."""
         return self.predict_with_version(signature, images, version, output_filter, **inputs)[0]
+
+    def predict_results(self, signature: str, images, image_ids=None, options=None, version=None,
+                        **inputs) -> list:
+        """`predict`, then model/results.py: one per-image result per image (`image_ids`
+        default 1..B; sizes read from the image headers; `options` a ResultOptions)."""
+        outputs = self.predict(signature, images, version, **inputs)
+        ids = list(image_ids) if image_ids is not None else list(range(1, len(images) + 1))
+        infos = []
+        for image_id, data in zip(ids, images):
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+            infos.append({"image_id": image_id, "height": height, "width": width})
+        return results.to_results(outputs, infos, options or results.ResultOptions())
 
     def metadata(self, version=None) -> dict:
         """Signatures of the served version: {name: {"inputs"|"outputs": {alias: (dtype, shape)}}}.

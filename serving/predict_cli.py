@@ -7,13 +7,19 @@
 numbered version is used). The model is reached through a *backend*: any object
 with `predict(signature, images, **inputs) -> {name: np.ndarray}` — here the
 SavedModel in process (`SavedModelBackend`), or with `--server` the gRPC client
-`serving/client.Pix2SeqClient` (TF Serving or `pix2seq serve`). Everything after the call (result dicts, COCO
-JSON, pictures) is shared, so both give the same output.
+`serving/client.Pix2SeqClient` (TF Serving or `pix2seq serve`). Everything after the call is
+model/results.py (per-image results, COCO JSON) and model/visualize.py (pictures), the code the
+evaluator uses too, so both backends and the evaluator give the same results.
 
 Tasks and the signatures they call: detect -> `detect`; segment -> `detect`, then
 `segment` on the detections; keypoints -> `detect`, then `keypoints` on the person
 detections; caption -> `caption`; all -> `detect_and_describe` (one encoding). Any
 sampling option given switches to the `*_with_options` signatures.
+
+`--json OUT` writes each COCO result kind the task produces, scored as the evaluator scores
+it: the task's first kind goes to OUT, the others next to it as OUT's name + `_<kind>`
+(detect: bbox; segment: segm + `_bbox`; keypoints: keypoints + `_bbox`; caption: captions;
+all: bbox + `_segm`, `_keypoints`, `_captions`).
 """
 import json
 import os
@@ -21,9 +27,12 @@ import sys
 
 import numpy as np
 
-from serving import results as results_lib
+from model import results as results_lib
 
 TASKS = ("detect", "segment", "keypoints", "caption", "all")
+# COCO result kinds (model/results.KINDS) each task writes; the first goes to --json itself.
+TASK_KINDS = {"detect": ("bbox",), "segment": ("segm", "bbox"), "keypoints": ("keypoints", "bbox"),
+              "caption": ("captions",), "all": ("bbox", "segm", "keypoints", "captions")}
 
 
 def add_arguments(parser):
@@ -121,10 +130,6 @@ def predict(backend, task, images, args, defaults=None):
              "scores": np.where(person, found["scores"], 0.0)}
     people = _call(backend, "keypoints", images, ("temperature", "top_p", "seed"), {**d["keypoints"], "seed": 0},
                    args, boxes=np.where(person[..., None], found["boxes"], 0.0).astype(np.float32))
-    # A person whose box collapsed to a line (clipped at the border) gets no keypoints:
-    # leave it out, so every keypoint result carries its 17 points.
-    has_points = np.any(people["keypoints"] != 0, axis=(-2, -1))
-    found["classes"] = np.where(has_points, found["classes"], 0)
     return {**found, **people}
 
 
@@ -150,7 +155,7 @@ def _print(results, names):
         print(f"{r['file']} (image_id {r['image_id']}, {r['width']}x{r['height']})")
         for obj in r.get("objects", []):
             x, y, w, h = obj["bbox"]
-            extra = " +mask" if "mask" in obj else ""
+            extra = " +mask" if "segmentation" in obj else ""
             extra += " +keypoints" if "keypoints" in obj else ""
             label = names.get(obj["category_id"], f"class {obj['category_id']}")
             print(f"  {label:<16} {obj['score']:.3f}  x={x:.1f} y={y:.1f} w={w:.1f} h={h:.1f}{extra}")
@@ -159,17 +164,14 @@ def _print(results, names):
 
 
 def _write_json(path, results, task):
-    captions = results_lib.coco_captions(results)
-    instances = results_lib.coco_instances(results)
-    first = captions if task == "caption" else instances
-    with open(path, "w") as f:
-        json.dump(first, f)
-    written = [path]
-    if task == "all":
-        root, ext = os.path.splitext(path)
-        written.append(f"{root}_captions{ext or '.json'}")
+    """The task's COCO result kinds (TASK_KINDS) as files; returns the paths written."""
+    coco = results_lib.coco_results(results)
+    root, ext = os.path.splitext(path)
+    written = []
+    for i, kind in enumerate(TASK_KINDS[task]):
+        written.append(path if i == 0 else f"{root}_{kind}{ext or '.json'}")
         with open(written[-1], "w") as f:
-            json.dump(captions, f)
+            json.dump(coco[kind], f)
     return written
 
 
@@ -185,7 +187,8 @@ def run(backend, args):
         with open(path, "rb") as f:
             encoded.append(f.read())
     outputs = predict(backend, args.task, encoded, args)
-    results = results_lib.to_results(outputs, infos, min_score=args.min_score)
+    options = results_lib.ResultOptions(min_score=args.min_score, keypoint_category_ids=(args.person_class,))
+    results = results_lib.to_results(outputs, infos, options)
     _print(results, names)
     if args.json_out:
         for path in _write_json(args.json_out, results, args.task):
@@ -193,7 +196,7 @@ def run(backend, args):
     if args.viz:
         from PIL import Image
 
-        from serving import visualize
+        from model import visualize
 
         os.makedirs(args.viz, exist_ok=True)
         for r in results:

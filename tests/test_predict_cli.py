@@ -1,5 +1,6 @@
-"""`pix2seq predict` on synth images: COCO JSON that pycocotools loads, pictures, and
-the backend seam (any object with `predict(signature, images, **inputs)`)."""
+"""`pix2seq predict` on synth images: COCO JSON that pycocotools loads and that equals
+the evaluator's result entries, pictures, and the backend seam (any object with
+`predict(signature, images, **inputs)`)."""
 import json
 import os
 from types import SimpleNamespace
@@ -10,7 +11,10 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from pix2seq import cli
-from serving import predict_cli, results
+from components.coco_evaluator import evaluation, model_runner
+from model import results
+from pix2seq import evaluate as evaluate_cli
+from serving import predict_cli
 import tiny_export
 
 
@@ -29,6 +33,11 @@ def _coco(synth_coco_dir, kind):
     return COCO(os.path.join(synth_coco_dir, "annotations", f"{kind}_val.json"))
 
 
+def _kind_files(out_json):
+    root = str(out_json)[:-len(".json")]
+    return {"bbox": str(out_json), **{k: f"{root}_{k}.json" for k in ("segm", "keypoints", "captions")}}
+
+
 def test_predict_all_writes_coco_json_and_pictures(export_dir, val_images, synth_coco_dir, tmp_path, capsys):
     out_json = tmp_path / "results.json"
     annotations = os.path.join(synth_coco_dir, "annotations", "instances_val.json")
@@ -37,28 +46,55 @@ def test_predict_all_writes_coco_json_and_pictures(export_dir, val_images, synth
     assert rc == 0
     printed = capsys.readouterr().out
     assert all(os.path.basename(p) in printed for p in val_images) and "caption:" in printed
+    files = _kind_files(out_json)
+    assert all(f"wrote {path}" in printed for path in files.values())
     entries = json.loads(out_json.read_text())
-    assert entries and all("segmentation" in e and "bbox" in e for e in entries)
+    assert entries and all(set(e) == {"image_id", "category_id", "bbox", "score"} for e in entries)
     gt = _coco(synth_coco_dir, "instances")
-    loaded = gt.loadRes(str(out_json))
-    assert len(loaded.getAnnIds()) == len(entries)
-    for e in entries:  # masks are rasterized at each image's own size
+    assert len(gt.loadRes(files["bbox"]).getAnnIds()) == len(entries)
+    with open(files["segm"]) as f:
+        masks = json.load(f)
+    assert len(masks) == len(entries)  # one mask per detection, rasterized at each image's own size
+    for e in masks:
         img = gt.loadImgs(e["image_id"])[0]
         assert e["segmentation"]["size"] == [img["height"], img["width"]]
-    captions = json.loads((tmp_path / "results_captions.json").read_text())
+    gt.loadRes(files["segm"])
+    with open(files["captions"]) as f:
+        captions = json.load(f)
     assert {c["image_id"] for c in captions} == {e for e in gt.getImgIds() if any(
         gt.loadImgs(e)[0]["file_name"] == os.path.basename(p) for p in val_images)}
-    _coco(synth_coco_dir, "captions").loadRes(str(tmp_path / "results_captions.json"))
+    _coco(synth_coco_dir, "captions").loadRes(files["captions"])
     for path in val_images:
         picture = Image.open(tmp_path / "viz" / (os.path.splitext(os.path.basename(path))[0] + ".png"))
         original = Image.open(path)
         assert picture.width == original.width and picture.height > original.height  # caption strip
 
 
+def test_predict_json_equals_the_evaluators_results(export_dir, val_images, synth_coco_dir, tmp_path):
+    """The same images in the same batch: `pix2seq predict --task all --json` writes
+    exactly the COCO entries the evaluator scores (one results path, model/results.py)."""
+    out_json = tmp_path / "results.json"
+    annotations = os.path.join(synth_coco_dir, "annotations", "instances_val.json")
+    assert cli.main(["predict", "--model", export_dir, "--task", "all", *val_images, "--json", str(out_json),
+                     "--annotations", annotations]) == 0
+    records, image_dir, categories, num_keypoints = evaluate_cli.load_split(synth_coco_dir, "val")
+    names = [os.path.basename(p) for p in val_images]
+    chosen = sorted((r for r in records if r["file_name"] in names), key=lambda r: names.index(r["file_name"]))
+    decoded, skipped = evaluate_cli.decode_images(chosen, image_dir, num_keypoints)
+    assert not skipped and len(decoded) == len(val_images)
+    tasks = ("detection", "segmentation", "keypoints", "captioning")
+    runner = model_runner.ModelRunner(export_dir, tasks)
+    per_image = evaluation.predict_batch(runner, decoded, evaluation.EvalOptions(tasks=tasks))
+    expected = results.coco_results(per_image)
+    for kind, path in _kind_files(out_json).items():
+        with open(path) as f:
+            assert json.load(f) == json.loads(json.dumps(expected[kind])), kind
+
+
 def test_predict_detect_with_options(export_dir, val_images, synth_coco_dir, tmp_path):
     out_json = tmp_path / "det.json"
     rc = cli.main(["predict", "--model", export_dir, "--task", "detect", *val_images, "--json", str(out_json),
-                   "--max-objects", "1", "--temperature", "0"])
+                   "--max-objects", "1", "--seed", "0"])  # sampled: greedy random weights give empty boxes
     assert rc == 0
     entries = json.loads(out_json.read_text())
     per_image = {}
@@ -94,11 +130,12 @@ def test_keypoints_task_through_a_backend_object(export_dir, val_images, synth_c
     assert backend.calls == ["detect", "keypoints"]
     entries = json.loads((tmp_path / "kp.json").read_text())
     assert entries and all(len(e["keypoints"]) == 51 and e["category_id"] == 1 for e in entries)
+    assert all(e["keypoints"][2::3] == [results.KEYPOINT_VISIBILITY] * 17 for e in entries)
     _coco(synth_coco_dir, "person_keypoints").loadRes(str(tmp_path / "kp.json"))
-    for r in found:
-        for obj in r["objects"]:
-            kp = obj["keypoints"]
-            assert kp.shape == (17, 3) and np.all((kp[:, 2] > 0) & (kp[:, 2] <= 1))
+    objects = [obj for r in found for obj in r["objects"]]
+    assert sorted(e["score"] for e in entries) == sorted(obj["keypoint_score"] for obj in objects)
+    assert all(np.asarray(obj["keypoints"]).shape == (17, 3) for obj in objects)
+    assert json.loads((tmp_path / "kp_bbox.json").read_text())  # the persons' boxes beside them
     assert len(os.listdir(tmp_path / "viz")) == len(val_images)
 
 
@@ -114,15 +151,3 @@ def test_model_base_dir_resolves_to_highest_version(export_dir, tmp_path):
     assert predict_cli.resolve_model_dir(str(tmp_path)) == str(tmp_path / "12")
     with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
         predict_cli.resolve_model_dir(str(tmp_path / "tmp-99"))
-
-
-def test_paste_box_mask_places_cells_at_pixel_centres():
-    cells = np.zeros([4, 4], np.float32)
-    cells[:2, :] = 1.0  # top half of the box
-    cells[2:, :2] = 0.5  # bottom-left quarter at exactly the threshold
-    mask = results.paste_box_mask(cells, (2, 4, 10, 12), 12, 16)
-    expected = np.zeros([12, 16], bool)
-    expected[2:6, 4:12] = True
-    expected[6:10, 4:8] = True
-    np.testing.assert_array_equal(mask, expected)
-    assert not results.paste_box_mask(cells, (5, 5, 5, 9), 12, 16).any()  # empty box

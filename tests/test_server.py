@@ -210,10 +210,25 @@ def test_predict_cli_over_grpc_writes_what_the_in_process_run_writes(real_server
         assert predict_cli.main(args) == 0
         written[name] = {p.name: p.read_bytes() for p in sorted(tmp_path.glob(f"{name}*")) if p.is_file()}
         written[name].update({p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())})
-    assert sorted(written["model"]) == ["1.png", "2.png", "model.json", "model_captions.json"]
-    for local, remote in [("model.json", "server.json"), ("model_captions.json", "server_captions.json")]:
-        entries = json.loads(written["model"][local])
-        assert len(entries) >= len(files)  # at least one detection / one caption per image
-        assert entries == json.loads(written["server"][remote])
+    kinds = ["", "_captions", "_keypoints", "_segm"]  # predict_cli.TASK_KINDS["all"]
+    assert sorted(written["model"]) == ["1.png", "2.png"] + [f"model{k}.json" for k in kinds]
+    for kind in kinds:
+        entries = json.loads(written["model"][f"model{kind}.json"])
+        if kind in ("", "_captions"):
+            assert len(entries) >= len(files)  # at least one detection / one caption per image
+        assert entries == json.loads(written["server"][f"server{kind}.json"])
     for picture in ("1.png", "2.png"):
         assert written["model"][picture] == written["server"][picture]
+
+
+def test_client_results_are_the_shared_results_of_the_in_process_call(real_server):
+    from model import results
+
+    in_process = real_server.manager.get().signatures
+    images = [encode_image(11, size=(48, 40)), encode_image(12, size=(30, 64), fmt="PNG")]
+    want = results.to_results(to_numpy_outputs(in_process["detect"](images=tf.constant(images))),
+                              [{"image_id": 7, "height": 48, "width": 40}, {"image_id": 8, "height": 30, "width": 64}])
+    with Pix2SeqClient(real_server.address) as client:
+        got = client.predict_results("detect", images, image_ids=[7, 8])
+    assert got == want and got[0]["objects"]
+    assert all(0 <= o["box"][2] <= 48 and 0 <= o["box"][3] <= 40 for o in got[0]["objects"])

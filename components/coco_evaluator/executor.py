@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 import tensorflow as tf
@@ -23,8 +23,9 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
 from components import blessing as blessing_rule
-from components import coco_metrics
+from components.coco_evaluator import evaluation
 from components.coco_evaluator import ground_truth as gt_lib
+from components.coco_evaluator import pictures as pictures_lib
 from components.coco_evaluator import predict
 from data import features as F
 
@@ -57,24 +58,6 @@ def _read_jsonl(pattern: str) -> List[dict]:
     return rows
 
 
-def score(gt: Mapping[str, dict], per_image: List[dict], tasks, kpt_oks_sigmas=None):
-    """Per-image predictions (predict.image_results) -> ({task: metrics}, COCO result lists)."""
-    results = predict.merge_results(per_image)
-    metrics: Dict[str, Any] = {}
-    if "detection" in tasks:
-        metrics["detection"] = coco_metrics.coco_ap(gt["instances"], results["bbox"], "bbox")
-    if "segmentation" in tasks:
-        metrics["segmentation"] = coco_metrics.coco_ap(gt["instances"], results["segm"], "segm")
-    if "keypoints" in tasks:
-        metrics["keypoints"] = coco_metrics.coco_ap(gt["keypoints"], results["keypoints"], "keypoints",
-                                                    kpt_oks_sigmas=kpt_oks_sigmas)
-    if "captioning" in tasks:
-        refs = coco_metrics.references_from_gt(gt["captions"])
-        caps = {int(c["image_id"]): c["caption"] for c in results["captions"] if int(c["image_id"]) in refs}
-        metrics["captioning"] = coco_metrics.caption_scores(refs, caps)
-    return metrics, results
-
-
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Evaluates `model` (and `baseline_model`) on the eval split; writes evaluation + blessing."""
 
@@ -88,7 +71,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         baselines = input_dict.get("baseline_model") or []
         baseline = baselines[0] if baselines else None
-        evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
+        evaluation_artifact = artifact_utils.get_single_instance(output_dict["evaluation"])
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
 
         pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
@@ -98,21 +81,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             records = records[:max_examples]
         decoded = [F.decode_example(r) for r in records]
         categories = gt_lib.load_categories(examples.uri)
-        kp_cats = gt_lib.keypoint_categories(categories, config.get("keypoint_category_ids") or (1,))
-        gt = gt_lib.build_ground_truth(decoded, categories, kp_cats)
-        for name, dataset in gt.items():
-            _write_json(os.path.join(evaluation.uri, "ground_truth", f"{name}.json"), dataset)
-        num_kp = max([len(c.get("keypoints") or []) for c in categories or []] or [0])
-        sigmas = None if num_kp in (0, 17) else [0.05] * num_kp
+        gt = evaluation.ground_truth(decoded, categories, config.get("keypoint_category_ids") or (1,))
+        for name, dataset in gt.datasets.items():
+            _write_json(os.path.join(evaluation_artifact.uri, "ground_truth", f"{name}.json"), dataset)
 
         models = {"candidate": serving_dir(model)}
         if baseline is not None and baseline.id != model.id:
             models["baseline"] = serving_dir(baseline)
-        raw_dir = os.path.join(evaluation.uri, "raw")
-        options = predict.PredictOptions(
-            tasks=tasks, batch_size=int(config.get("batch_size") or 8),
-            keypoint_category_ids=tuple(kp_cats), score_threshold=float(config.get("score_threshold") or 0.0),
-            decoding=tuple(sorted((config.get("decoding") or {}).items())))
+        raw_dir = os.path.join(evaluation_artifact.uri, "raw")
+        options = evaluation.EvalOptions.from_config(config, tasks, gt.keypoint_category_ids)
         with self._make_beam_pipeline() as pipeline:
             serialized = pipeline | "EvalExamples" >> beam.Create(records, reshuffle=False)
             for name, path in models.items():
@@ -131,10 +108,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             per_image = _read_jsonl(os.path.join(raw_dir, name, "images*.jsonl"))
             if name == "candidate":
                 candidate_images = per_image
-            metrics, results = score(gt, per_image, tasks, sigmas)
+            metrics, results = evaluation.score(gt, per_image, tasks)
             report[name] = metrics
             for kind, rows in results.items():
-                _write_json(os.path.join(evaluation.uri, "results", name, f"{kind}.json"), rows)
+                _write_json(os.path.join(evaluation_artifact.uri, "results", name, f"{kind}.json"), rows)
         if baseline is not None and "baseline" not in report:
             report["baseline"] = report["candidate"]  # the baseline is this very model
         if baseline is not None:
@@ -143,15 +120,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         decision = blessing_rule.decide(report["candidate"], config.get("thresholds") or {},
                                         report.get("baseline"), float(config.get("baseline_margin") or 0.0))
         report["blessing"] = decision.to_dict()
-        pictures = predict.write_pictures(
-            decoded, candidate_images, os.path.join(evaluation.uri, "pictures"),
-            categories, int(config.get("num_pictures") or 0), config.get("picture_min_score"))
+        pictures = pictures_lib.write(
+            decoded, candidate_images, os.path.join(evaluation_artifact.uri, "pictures"), categories,
+            int(config.get("num_pictures") or 0), config.get("picture_min_score"))
         report["pictures"] = pictures
-        _write_json(os.path.join(evaluation.uri, METRICS_FILE), report)
+        _write_json(os.path.join(evaluation_artifact.uri, METRICS_FILE), report)
         write_blessing(blessing, decision, model, baseline)
         for task, value in blessing_rule.metric_summary(report["candidate"]).items():
             if value is not None:
-                evaluation.set_float_custom_property(f"{task}_{blessing_rule.HEADLINE_METRICS[task]}", value)
+                evaluation_artifact.set_float_custom_property(f"{task}_{blessing_rule.HEADLINE_METRICS[task]}", value)
         logging.info("CocoEvaluator: %s; %s", "BLESSED" if decision.blessed else "NOT BLESSED",
                      "; ".join(decision.checks))
 

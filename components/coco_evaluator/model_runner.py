@@ -2,8 +2,9 @@
 
 All tasks at once go through `detect_and_describe` (one image encoding serves
 detection, masks for every detection, keypoints for detected persons and the
-caption); with decoding options set, its `_with_options` twin. Fewer tasks use
-`detect` and `caption` only as needed.
+caption). Fewer tasks use `detect` and `caption` only as needed. With decoding
+options set, each signature's `_with_options` twin is called instead, its other
+option inputs left at the paper's defaults.
 """
 from __future__ import annotations
 
@@ -12,7 +13,31 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from model.serving_graph import PAPER_DEFAULTS
+
 INSTANCE_TASKS = ("segmentation", "keypoints")
+NO_CAP = 1 << 16  # max_objects that leaves the model's own maximum in force
+
+
+def option_defaults(signature: str) -> Dict[str, float]:
+    """The paper's values of a `_with_options` signature's option inputs (caption's are
+    the captioning task's; the others' temperature / top_p are detection's)."""
+    task = "captioning" if signature.startswith("caption") else "detection"
+    return {"max_objects": NO_CAP, "num_samples": PAPER_DEFAULTS["segmentation"]["num_samples"], "seed": 0,
+            **PAPER_DEFAULTS[task]}
+
+
+class MissingSignatureError(ValueError):
+    """The SavedModel lacks a signature the asked tasks need."""
+
+
+def signatures_for(tasks: Sequence[str], with_options: bool) -> list:
+    """Signature names that answer `tasks`."""
+    if any(t in tasks for t in INSTANCE_TASKS) or ("detection" in tasks and "captioning" in tasks):
+        names = ["detect_and_describe"]
+    else:
+        names = (["detect"] if "detection" in tasks else []) + (["caption"] if "captioning" in tasks else [])
+    return [f"{n}_with_options" for n in names] if with_options else names
 
 
 class ModelRunner:
@@ -20,36 +45,29 @@ class ModelRunner:
         """Args:
           model_dir: a SavedModel written by model.export.export_saved_model.
           tasks: the tasks to predict for.
-          options: decoding options for `detect_and_describe_with_options`
-            (max_objects, temperature, top_p, num_samples, seed); None: paper defaults.
+          options: decoding options (max_objects, temperature, top_p, num_samples, seed)
+            for the `_with_options` signatures; None or empty: the plain signatures
+            (the paper's defaults).
         """
         self._model = tf.saved_model.load(model_dir)
         self._tasks = tuple(tasks)
         self._options = dict(options or {})
         names = set(self._model.signatures.keys())
-        self._all_in_one = any(t in self._tasks for t in INSTANCE_TASKS) or (
-            "detection" in self._tasks and "captioning" in self._tasks)
-        wanted = ["detect_and_describe"] if self._all_in_one else (
-            (["detect"] if "detection" in self._tasks else []) + (["caption"] if "captioning" in self._tasks else []))
-        if self._all_in_one and self._options:
-            wanted = ["detect_and_describe_with_options"]
+        wanted = signatures_for(self._tasks, bool(self._options))
         missing = [w for w in wanted if w not in names]
         if missing:
-            raise ValueError(f"SavedModel {model_dir} lacks signatures {missing}; it has {sorted(names)}")
+            raise MissingSignatureError(f"SavedModel {model_dir} lacks signatures {missing} (needed for tasks "
+                                        f"{list(self._tasks)}); it has {sorted(names)}")
         self._signatures = {w: self._model.signatures[w] for w in wanted}
 
     def __call__(self, images: Sequence[bytes]) -> Dict[str, np.ndarray]:
         batch = tf.constant(list(images), tf.string)
         outputs: Dict[str, np.ndarray] = {}
         for name, fn in self._signatures.items():
+            specs = fn.structured_input_signature[1]
             kwargs = {"images": batch}
-            if name.endswith("_with_options"):
-                kwargs.update({
-                    "max_objects": tf.constant(int(self._options.get("max_objects", 100)), tf.int32),
-                    "temperature": tf.constant(float(self._options.get("temperature", 1.0)), tf.float32),
-                    "top_p": tf.constant(float(self._options.get("top_p", 0.4)), tf.float32),
-                    "num_samples": tf.constant(int(self._options.get("num_samples", 8)), tf.int32),
-                    "seed": tf.constant(int(self._options.get("seed", 0)), tf.int32),
-                })
+            if self._options:
+                values = {**option_defaults(name), **self._options}
+                kwargs.update({k: tf.constant(values[k], specs[k].dtype) for k in specs if k != "images"})
             outputs.update({k: v.numpy() for k, v in fn(**kwargs).items()})
         return outputs

@@ -2,7 +2,7 @@
 
 Boxes with "name score" labels, a translucent coloured overlay per instance mask,
 keypoint skeletons (COCO's 17 joints), and the caption on a strip under the image.
-Input is a result dict of `serving/results.py`; output a PIL image.
+Input is a per-image result of model/results.py; output a PIL image.
 """
 import colorsys
 import textwrap
@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from data.synth_person import SKELETON
+from model import results as results_lib
 
 MASK_ALPHA = 0.45
 
@@ -21,11 +22,19 @@ def colour(i):
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+def above(result, min_score):
+    """`result` with only the objects scoring >= min_score, highest first."""
+    objects = sorted((o for o in result.get("objects") or [] if o["score"] >= min_score), key=lambda o: -o["score"])
+    return {**result, "objects": objects}
+
+
 def _overlay_masks(pixels, objects):
     out = pixels.astype(np.float32)
     for i, obj in enumerate(objects):
-        if "mask" in obj and obj["mask"].any():
-            m = obj["mask"]
+        if "segmentation" not in obj:
+            continue
+        m = results_lib.decode_mask(obj)
+        if m.shape == out.shape[:2] and m.any():
             out[m] = (1 - MASK_ALPHA) * out[m] + MASK_ALPHA * np.array(colour(i), np.float32)
     return out.astype(np.uint8)
 

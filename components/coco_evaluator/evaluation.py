@@ -1,0 +1,111 @@
+"""The evaluation both the CocoEvaluator and `pix2seq evaluate` run: ground truth
+from decoded examples, the SavedModel's results per batch, COCO scoring.
+
+The executor spreads `predict_batch` over Beam workers; `pix2seq evaluate` loops
+over it in one process (`predict`). Everything else is the same call, so the two
+report the same metrics for the same model and images.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from components import coco_metrics
+from components.coco_evaluator import ground_truth as gt_lib
+from data import features as F
+from model import results as results_lib
+
+COCO_KEYPOINTS = 17  # COCO's person keypoints: pycocotools' own OKS sigmas apply
+OTHER_KEYPOINT_SIGMA = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """What to predict and how results are made (a subset of pipeline.presets.EvalConfig)."""
+
+    tasks: Tuple[str, ...]
+    batch_size: int = 8
+    keypoint_category_ids: Tuple[int, ...] = (1,)
+    score_threshold: float = 0.0
+    mask_threshold: float = 0.5
+    # decoding options for detect_and_describe_with_options; empty: the paper's defaults
+    decoding: Tuple[Tuple[str, float], ...] = ()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], tasks: Sequence[str],
+                    keypoint_category_ids: Sequence[int]) -> "EvalOptions":
+        """From an eval_config dict (EvalConfig.to_dict())."""
+        return cls(tasks=tuple(tasks), batch_size=int(config.get("batch_size") or 8),
+                   keypoint_category_ids=tuple(int(c) for c in keypoint_category_ids),
+                   score_threshold=float(config.get("score_threshold") or 0.0),
+                   decoding=tuple(sorted((config.get("decoding") or {}).items())))
+
+    def result_options(self) -> results_lib.ResultOptions:
+        return results_lib.ResultOptions(min_score=self.score_threshold, mask_threshold=self.mask_threshold,
+                                         keypoint_category_ids=self.keypoint_category_ids, tasks=self.tasks)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruth:
+    """COCO ground truth of the evaluated images and how keypoints are scored."""
+
+    datasets: Dict[str, dict]  # {"instances", "keypoints", "captions"}: COCO dataset dicts
+    keypoint_category_ids: Tuple[int, ...]
+    kpt_oks_sigmas: Optional[List[float]]  # None: COCO's 17 person sigmas
+
+
+def ground_truth(decoded: Sequence[Mapping], categories: Optional[Sequence[Mapping]],
+                 default_keypoint_category_ids: Sequence[int] = (1,)) -> GroundTruth:
+    """Decoded examples (data.features.decode_example) -> the COCO ground truth they hold.
+
+    Keypoint categories are those with keypoint names (COCO: person), else the default."""
+    kp_cats = tuple(gt_lib.keypoint_categories(categories, default_keypoint_category_ids))
+    datasets = gt_lib.build_ground_truth(decoded, categories, kp_cats)
+    num_kp = max([len(c.get("keypoints") or []) for c in categories or []] or [0])
+    sigmas = None if num_kp in (0, COCO_KEYPOINTS) else [OTHER_KEYPOINT_SIGMA] * num_kp
+    return GroundTruth(datasets, kp_cats, sigmas)
+
+
+def predict_batch(runner: Callable[[Sequence[bytes]], Mapping], decoded: Sequence[Mapping],
+                  options: EvalOptions) -> List[dict]:
+    """A batch of decoded examples -> their per-image results (model/results.py)."""
+    outputs = runner([d[F.IMAGE_ENCODED] for d in decoded])
+    result_options = options.result_options()
+    return [results_lib.image_result(outputs, row, d[F.IMAGE_ID], d[F.IMAGE_HEIGHT], d[F.IMAGE_WIDTH],
+                                     result_options)
+            for row, d in enumerate(decoded)]
+
+
+def predict(runner: Callable[[Sequence[bytes]], Mapping], decoded: Sequence[Mapping], options: EvalOptions,
+            progress: Optional[Callable[[int], None]] = None) -> List[dict]:
+    """`predict_batch` over all examples in batches of `options.batch_size`, in order;
+    `progress(n)` is called after each batch with the number of images it held."""
+    per_image: List[dict] = []
+    for start in range(0, len(decoded), options.batch_size):
+        batch = decoded[start:start + options.batch_size]
+        per_image.extend(predict_batch(runner, batch, options))
+        if progress is not None:
+            progress(len(batch))
+    return per_image
+
+
+def score(gt: GroundTruth, per_image: Sequence[Mapping], tasks: Sequence[str]):
+    """Per-image results -> ({task: metrics}, COCO result lists by kind)."""
+    coco = results_lib.coco_results(per_image)
+    datasets = gt.datasets
+    metrics: Dict[str, Any] = {}
+    if "detection" in tasks:
+        metrics["detection"] = coco_metrics.coco_ap(datasets["instances"], coco["bbox"], "bbox")
+    if "segmentation" in tasks:
+        metrics["segmentation"] = coco_metrics.coco_ap(datasets["instances"], coco["segm"], "segm")
+    if "keypoints" in tasks:
+        metrics["keypoints"] = coco_metrics.coco_ap(datasets["keypoints"], coco["keypoints"], "keypoints",
+                                                    kpt_oks_sigmas=gt.kpt_oks_sigmas)
+    if "captioning" in tasks:
+        refs = coco_metrics.references_from_gt(datasets["captions"])
+        caps = {int(c["image_id"]): c["caption"] for c in coco["captions"] if int(c["image_id"]) in refs}
+        metrics["captioning"] = coco_metrics.caption_scores(refs, caps)
+    return metrics, coco
+
+
+__all__ = ["EvalOptions", "GroundTruth", "ground_truth", "predict_batch", "predict", "score"]
