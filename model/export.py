@@ -20,7 +20,7 @@ polygons per instance, 8 by default), P = polygon points, K = keypoints):
 | `caption` | images | captions string [B] |
 | `detect_and_describe` | images | detect's outputs + segment's (for every detection, N = M) + keypoints and keypoint_scores (for detected persons, zeros otherwise) + captions |
 
-A mask is the shared results code's work (`serving/results.py`): rasterize each of the
+A mask is the shared results code's work (`model/results.py`): rasterize each of the
 S polygons of an instance at image resolution, average, keep >= 0.5; its score is the
 detection's. Padding instances (class <= 0 or an empty box) give zeros (polygon
 parts -1). The inference rules are the paper's (`model/serving_graph.py`). Options per
