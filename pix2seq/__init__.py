@@ -18,6 +18,9 @@ resolving `tf.keras` with TF_USE_LEGACY_KERAS=1) before our packages. `tf.keras`
 is then Keras 2 for the rest of the process and nothing can switch it back
 (keras_cv fails to import); the guard warns. Import `pix2seq` first, or export
 TF_USE_LEGACY_KERAS=0.
+
+Console: the same import sets the libraries' log levels and warning filters before
+they load (pix2seq/console.py); `PIX2SEQ_LOG=debug` keeps every library line.
 """
 import os
 import sys
@@ -25,7 +28,10 @@ import types
 import warnings
 
 os.environ["TF_USE_LEGACY_KERAS"] = "0"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pix2seq import console  # noqa: E402  (log levels and warning filters before any library loads)
+
+console.apply_environment()
 
 __version__ = "0.1.0"
 

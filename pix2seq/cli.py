@@ -4,12 +4,19 @@ Each subcommand lives in the module that does the work; the module exposes
 `add_arguments(parser)` and `main(args) -> int`. Modules are imported only for
 the subcommand being run, so `pix2seq --help` stays fast and a subcommand's
 heavy imports (TensorFlow, TFX, Beam) are paid only when needed.
+
+Console (pix2seq/console.py): progress and results on stdout, real warnings and
+errors on stderr, library noise off. `--verbose` (or `PIX2SEQ_LOG=debug`) shows
+every library log line and the traceback of a failed command; without it, a bad
+input (a missing directory, an invalid file or value) prints one `error:` line.
 """
 import argparse
 import importlib
+import os
 import sys
 
 import pix2seq
+from pix2seq import console
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
@@ -31,7 +38,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Pix2Seq v2 on TFX: detection, segmentation, keypoints and captioning as tokens.",
     )
     parser.add_argument("--version", action="version", version=pix2seq.__version__)
+    parser.add_argument("--verbose", action="store_true",
+                        help=f"show every library log line and full tracebacks (same as {console.LOG_ENV}=debug)")
     return parser
+
+
+# Errors that come from what the user gave (paths, files, values): one plain line.
+USER_ERRORS = (ValueError, OSError)
 
 
 def main(argv=None) -> int:
@@ -39,6 +52,12 @@ def main(argv=None) -> int:
     parser = _parser()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen is not None and "--verbose" in argv[:argv.index(chosen)]:
+        os.environ[console.LOG_ENV] = "debug"  # before the subcommand's libraries load; children inherit it
+        console.apply_environment()
+    if chosen in SUBCOMMANDS:
+        console.filter_stderr()
+        console.setup_logging()
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
@@ -49,7 +68,14 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except USER_ERRORS as e:
+        if console.verbose():
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        print("(`pix2seq --verbose ...` shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
