@@ -22,6 +22,7 @@ skeleton, counts, caption vocabulary size) and a copy of the caption model;
 `report_dir/errors.jsonl` + `summary.json`.
 """
 import json
+import logging
 import math
 import os
 import tempfile
@@ -32,6 +33,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from data import coco, features, image_io
 from data import validate as V
+from pix2seq import progress
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CAPTION_VOCAB_SIZE = 32000
 DEFAULT_MAX_ERROR_FRACTION = 0.01
@@ -42,6 +46,7 @@ DATASET_INFO = "dataset_info.json"
 ERRORS = "errors.jsonl"
 SUMMARY = "summary.json"
 _RECORDS_PER_STAGED_FILE = 500
+PROGRESS_KINDS = ("written", "quarantined")
 
 
 class IngestError(RuntimeError):
@@ -88,8 +93,10 @@ class BuildExample(beam.DoFn):
 
     ISSUES = "issues"
 
-    def __init__(self, split, image_dir, num_keypoints):
+    def __init__(self, split, image_dir, num_keypoints, tally=None):
         self._split, self._image_dir, self._num_keypoints = split, image_dir, num_keypoints
+        # live progress in the driver (pix2seq/progress.py); None: not counted
+        self._progress = {k: tally.counter(k) for k in PROGRESS_KINDS} if tally else {}
         self._written = beam.metrics.Metrics.counter("coco_ingest", f"images_written_{split}")
         self._rejected = beam.metrics.Metrics.counter("coco_ingest", f"images_rejected_{split}")
 
@@ -99,30 +106,37 @@ class BuildExample(beam.DoFn):
         row["split"] = self._split
         return beam.pvalue.TaggedOutput(self.ISSUES, json.dumps(row))
 
+    def _count(self, kind):
+        if self._progress:
+            self._progress[kind].add()
+
     def process(self, line):
         record = json.loads(line)
         try:
             example, notes = features.example_from_file(record, self._image_dir, self._num_keypoints)
         except image_io.ImageRejected as e:
             self._rejected.inc()
+            self._count("quarantined")
             yield self._issue(record, e.reason, V.DROPPED, e.detail)
             return
         for note in notes:
             yield self._issue(record, note, V.REPAIRED)
         self._written.inc()
+        self._count("written")
         yield example
 
 
 def build_pipeline(pipeline, staged, image_dirs, examples_dir, issues_prefix, num_keypoints,
-                   num_shards=0):
-    """Adds the per-split read -> BuildExample -> WriteToTFRecord branches to `pipeline`."""
+                   num_shards=0, tally=None):
+    """Adds the per-split read -> BuildExample -> WriteToTFRecord branches to `pipeline`
+    (`tally`: a pix2seq.progress.Tally counting PROGRESS_KINDS, or None)."""
     issues = []
     for split in sorted(staged):
         built = (pipeline
                  | f"ReadRecords[{split}]" >> beam.io.ReadFromText(staged[split])
                  | f"Distribute[{split}]" >> beam.Reshuffle()
                  | f"BuildExamples[{split}]" >> beam.ParDo(
-                     BuildExample(split, image_dirs[split], num_keypoints)).with_outputs(
+                     BuildExample(split, image_dirs[split], num_keypoints, tally)).with_outputs(
                          BuildExample.ISSUES, main="examples"))
         _ = built.examples | f"WriteExamples[{split}]" >> beam.io.WriteToTFRecord(
             _join(examples_dir, f"Split-{split}", "data_tfrecord"), file_name_suffix=".gz",
@@ -157,6 +171,8 @@ def train_vocabulary(train_records, vocab_dir, caption_vocab_size):
 
         info.update(caption_vocab_size=spm.SentencePieceProcessor(model_file=local_model).get_piece_size(),
                     model=SPM_MODEL)
+        log.info("ingest: caption vocabulary of %d pieces from %d captions", info["caption_vocab_size"],
+                 len(captions))
     _write_text(_join(vocab_dir, VOCAB_INFO), json.dumps(info, indent=1))
     return local_model
 
@@ -207,6 +223,8 @@ def run_ingest(coco_dir, examples_dir, vocab_dir, report_dir, make_pipeline,
     The report and summary are written before an IngestError is raised.
     """
     data = coco.load_coco_dir(coco_dir)
+    log.info("ingest: %d annotation records, images per split: %s", data.total_records,
+             ", ".join(f"{s}={len(r)}" for s, r in sorted(data.splits.items())))
     for split in data.splits:  # a rerun into the same directory replaces, never mixes, shards
         split_dir = _join(examples_dir, f"Split-{split}")
         _delete_tree(split_dir)
@@ -222,9 +240,10 @@ def run_ingest(coco_dir, examples_dir, vocab_dir, report_dir, make_pipeline,
     _delete_tree(staging)
     staged = {s: _stage_records(r, staging, s) for s, r in data.splits.items() if r}
     if staged:
-        with make_pipeline() as pipeline:
+        total = sum(len(r) for r in data.splits.values())
+        with progress.track("ingest", total, PROGRESS_KINDS) as tally, make_pipeline() as pipeline:
             build_pipeline(pipeline, staged, data.image_dirs, examples_dir,
-                           _join(staging, "image_issues"), data.num_keypoints, num_shards)
+                           _join(staging, "image_issues"), data.num_keypoints, num_shards, tally)
     issues_file = _join(staging, "image_issues.jsonl")
     image_issues = ([json.loads(line) for line in _read_text(issues_file).splitlines() if line.strip()]
                     if FileSystems.exists(issues_file) else [])

@@ -57,7 +57,6 @@ def run_fn(fn_args):
         train_data.eval_dataset_fn(eval_files, model_config.tokens, batch_size, list(weights))
         if eval_steps
         else None,
-        verbose=2,
     )
     export_saved_model(result.model, fn_args.serving_model_dir, train_data.caption_model_file(examples))
 

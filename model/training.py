@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
+from pix2seq import progress
 from model import strategy as strategy_lib
 from model.config import ModelConfig
 from model.optimizer import build_optimizer
@@ -113,6 +114,31 @@ class TrainResult:
     strategy: tf.distribute.Strategy
 
 
+class StepProgress(keras.callbacks.Callback):
+    """Training progress over all steps (not per checkpoint interval): Keras' bar in a
+    terminal, a line every 30 s otherwise (pix2seq/progress.py), with the running losses."""
+
+    def __init__(self, steps: int, initial_step: int):
+        super().__init__()
+        self._steps, self._initial = steps, initial_step
+        self._progress = None
+
+    def on_train_begin(self, logs=None):
+        self._progress = progress.Progress("train", self._steps, unit="step", start=self._initial)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        self._progress.update(step, **{k: float(v) for k, v in sorted((logs or {}).items())})
+
+    def on_epoch_end(self, epoch, logs=None):
+        val = {k: round(float(v), 4) for k, v in sorted((logs or {}).items()) if k.startswith("val_")}
+        if val:
+            log.info("train: validation at step %d: %s", int(self.model.optimizer.iterations.numpy()), val)
+
+    def on_train_end(self, logs=None):
+        self._progress.close()
+
+
 class NonFiniteLossGuard(keras.callbacks.Callback):
     """Raises `NonFiniteLossError` at the first batch whose loss is NaN/inf.
 
@@ -193,6 +219,7 @@ def train(
         positioned at `start_step`.
       eval_dataset_fn: `input_context -> tf.data.Dataset` (repeated) or None.
       strategy: a tf.distribute.Strategy; None to create one from `train_config`.
+      verbose: "auto" shows `StepProgress`; 0, 1, 2 are Keras' own per-epoch modes.
       callbacks: extra Keras callbacks.
       initialize: `model -> None`, run on a fresh start only (not when resuming), e.g. a
         warm start from other weights (model/warm_start.py).
@@ -233,6 +260,9 @@ def train(
             ),
             *callbacks,
         ]
+        if verbose == "auto":
+            all_callbacks.append(StepProgress(train_config.steps, initial_step))
+            verbose = 0
         fit = model.fit(
             train_ds,
             epochs=train_config.steps // interval,

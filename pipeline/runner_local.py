@@ -15,6 +15,7 @@ import pix2seq  # noqa: F401
 from tfx import v1 as tfx
 
 from pipeline import pipeline as pipeline_lib
+from pipeline import progress
 
 _STATE_NAMES = {0: "UNKNOWN", 1: "NEW", 2: "RUNNING", 3: "COMPLETE", 4: "FAILED", 5: "CACHED", 6: "CANCELED"}
 
@@ -62,7 +63,9 @@ def run(config) -> RunSummary:
     config = absolute(config)
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
-    tfx.orchestration.LocalDagRunner().run(pipeline_lib.from_config(config, metadata))
+    tfx_pipeline = pipeline_lib.from_config(config, metadata)
+    with progress.component_lines(len(tfx_pipeline.components)):
+        tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
     return summarize(config.metadata_path, config.name)
 
 

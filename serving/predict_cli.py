@@ -53,6 +53,7 @@ def add_arguments(parser):
     parser.add_argument("--top-p", type=float, help="nucleus sampling mass")
     parser.add_argument("--num-samples", type=int, help="segmentation: sampled polygons per mask")
     parser.add_argument("--seed", type=int, help="sampling seed")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (progress advances per call)")
 
 
 class SavedModelBackend:
@@ -175,6 +176,26 @@ def _write_json(path, results, task):
     return written
 
 
+def predict_results(backend, task, infos, args, options):
+    """`predict` on the image files of `infos`, `args.batch_size` at a time with live
+    progress, each batch's outputs turned into per-image results."""
+    from pix2seq import progress
+
+    size = max(1, int(getattr(args, "batch_size", 8) or 8))
+    results = []
+    bar = progress.Progress("predict", len(infos))
+    for start in range(0, len(infos), size):
+        batch = infos[start:start + size]
+        encoded = []
+        for info in batch:
+            with open(info["file"], "rb") as f:
+                encoded.append(f.read())
+        results += results_lib.to_results(predict(backend, task, encoded, args), batch, options)
+        bar.update(start + len(batch))
+    bar.close()
+    return results
+
+
 def run(backend, args):
     annotations = None
     if args.annotations:
@@ -182,13 +203,8 @@ def run(backend, args):
             annotations = json.load(f)
     names = {c["id"]: c["name"] for c in (annotations or {}).get("categories", [])}
     infos = _image_infos(args.images, annotations)
-    encoded = []
-    for path in args.images:
-        with open(path, "rb") as f:
-            encoded.append(f.read())
-    outputs = predict(backend, args.task, encoded, args)
     options = results_lib.ResultOptions(min_score=args.min_score, keypoint_category_ids=(args.person_class,))
-    results = results_lib.to_results(outputs, infos, options)
+    results = predict_results(backend, args.task, infos, args, options)
     _print(results, names)
     if args.json_out:
         for path in _write_json(args.json_out, results, args.task):

@@ -28,6 +28,7 @@ from components.coco_evaluator import ground_truth as gt_lib
 from components.coco_evaluator import pictures as pictures_lib
 from components.coco_evaluator import predict
 from data import features as F
+from pix2seq import progress
 
 # Property names the TFX Pusher and LatestBlessedModelStrategy read (tfx.components.evaluator.constants).
 BLESSED_KEY = "blessed"
@@ -90,13 +91,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             models["baseline"] = serving_dir(baseline)
         raw_dir = os.path.join(evaluation_artifact.uri, "raw")
         options = evaluation.EvalOptions.from_config(config, tasks, gt.keypoint_category_ids)
-        with self._make_beam_pipeline() as pipeline:
+        with progress.track("evaluate", len(records) * len(models), kinds=tuple(models)) as tally, \
+                self._make_beam_pipeline() as pipeline:
             serialized = pipeline | "EvalExamples" >> beam.Create(records, reshuffle=False)
             for name, path in models.items():
                 _ = (serialized
                      | f"Batch[{name}]" >> beam.BatchElements(min_batch_size=options.batch_size,
                                                                max_batch_size=options.batch_size)
-                     | f"Predict[{name}]" >> beam.ParDo(predict.PredictDoFn(path, options))
+                     | f"Predict[{name}]" >> beam.ParDo(predict.PredictDoFn(path, options, tally.counter(name)))
                      | f"ToJson[{name}]" >> beam.Map(json.dumps, sort_keys=True)
                      | f"Write[{name}]" >> beam.io.WriteToText(os.path.join(raw_dir, name, "images"),
                                                                file_name_suffix=".jsonl"))

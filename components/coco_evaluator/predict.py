@@ -17,9 +17,11 @@ from data import features as F
 class PredictDoFn(beam.DoFn):
     """Batch of serialized tf.Examples -> per-image results (model/results.py)."""
 
-    def __init__(self, model_dir: str, options: evaluation.EvalOptions):
+    def __init__(self, model_dir: str, options: evaluation.EvalOptions, counter=None):
+        """`counter`: a pix2seq.progress.Counter told how many images are done, or None."""
         self._model_dir = model_dir
         self._options = options
+        self._counter = counter
         self._runner = None
 
     def setup(self):
@@ -29,7 +31,10 @@ class PredictDoFn(beam.DoFn):
                                                 dict(self._options.decoding))
 
     def process(self, batch: Sequence[bytes]):
-        yield from evaluation.predict_batch(self._runner, [F.decode_example(b) for b in batch], self._options)
+        results = evaluation.predict_batch(self._runner, [F.decode_example(b) for b in batch], self._options)
+        if self._counter is not None:
+            self._counter.add(len(batch))
+        yield from results
 
 
 __all__ = ["PredictDoFn"]

@@ -1,0 +1,67 @@
+"""One line when each pipeline component starts and one when it ends (done in N s,
+CACHED or FAILED), while LocalDagRunner runs the pipeline.
+
+TFX's local runner reports these events only as absl INFO records, which the
+console hides (pix2seq/console.py); `component_lines()` listens to exactly those
+records (matched on TFX 1.16's message templates) for the length of a run and
+prints the events as our own lines. The components' own progress (ingestion,
+training, evaluation) appears between a component's two lines.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Callable, Iterator, Optional
+
+log = logging.getLogger(__name__)
+
+# TFX 1.16 message templates (tfx/orchestration/local/local_dag_runner.py, portable/launcher.py).
+RUNNING = "Component %s is running."
+FINISHED = "Component %s is finished."
+CACHED = "A cached execution %d is used."
+FAILED = "Execution %d failed."
+
+
+class ComponentEvents(logging.Handler):
+    """Turns TFX's launcher records into start / end lines, numbered `[i/total]`."""
+
+    def __init__(self, total: int, say: Callable[[str], None]):
+        super().__init__(level=logging.INFO)
+        self.total, self.say = total, say
+        self.index, self.node, self.started, self.cached = 0, None, 0.0, False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg == RUNNING and args:
+            self.index += 1
+            self.node, self.started, self.cached = args[0], time.time(), False
+            self.say(f"{self._tag()} {self.node}: started")
+        elif record.msg == CACHED and self.node:
+            self.cached = True
+        elif record.msg == FAILED and self.node:
+            self.say(f"{self._tag()} {self.node}: FAILED after {time.time() - self.started:.1f}s")
+            self.node = None
+        elif record.msg == FINISHED and args and args[0] == self.node:
+            state = "CACHED (outputs of an earlier run reused)" if self.cached else "done"
+            self.say(f"{self._tag()} {self.node}: {state} in {time.time() - self.started:.1f}s")
+            self.node = None
+
+    def _tag(self) -> str:
+        return f"[{self.index}/{self.total}]"
+
+
+@contextlib.contextmanager
+def component_lines(total: int, say: Optional[Callable[[str], None]] = None) -> Iterator[ComponentEvents]:
+    """Prints component start / end lines for the runs inside the block (`say`: default our INFO log)."""
+    absl_logger = logging.getLogger("absl")
+    handler = ComponentEvents(total, say or log.info)
+    old_level = absl_logger.level
+    if absl_logger.getEffectiveLevel() > logging.INFO:
+        absl_logger.setLevel(logging.INFO)  # the records must be created; the console still hides them
+    absl_logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        absl_logger.removeHandler(handler)
+        absl_logger.setLevel(old_level)
