@@ -70,7 +70,8 @@ class Progress:
             self._bar.update(done, list(values.items()), finalize=False)
             return
         now = time.time()
-        if now - self._last >= self._interval:
+        finished = self.total is not None and done >= self.total  # close() prints that line
+        if now - self._last >= self._interval and not finished:
             self._last = now
             print(self.line(now), flush=True)
 

@@ -14,7 +14,7 @@ NOISY_LINES = (
     # absl C++ logging inside TensorFlow's XLA (e.g. "XLA service ... initialized",
     # "Compiled cluster using XLA!"): INFO lines with no minimum-level setting in TF 2.16.
     re.compile(rb"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR\r?\n?$"),
-    re.compile(rb"^I\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [\w.+-]+:\d+\] "),
+    re.compile(rb"^I\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.+-]+:\d+\] "),
     # Stanford CoreNLP's PTBTokenizer (BLEU/CIDEr tokenization) prints its speed on stderr.
     re.compile(rb"^PTBTokenizer tokenized \d+ tokens at [\d.]+ tokens per second\.\r?\n?$"),
 )
