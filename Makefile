@@ -5,9 +5,12 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export TF_CPP_MIN_LOG_LEVEL := 2
-export PYTHONWARNINGS := ignore
 export TF_USE_LEGACY_KERAS := 0
+# Library log levels and warning filters are set by `import pix2seq` (pix2seq/console.py);
+# `make demo VERBOSE=1` (PIX2SEQ_LOG=debug) shows every library line.
+ifdef VERBOSE
+export PIX2SEQ_LOG := debug
+endif
 
 .PHONY: test venv demo bench clean-venv
 

@@ -11,7 +11,6 @@ with `--export DIR` the serving SavedModel (the one the TFX Trainer pushes) to D
 or `pix2seq import-checkpoint` output) with DIR's architecture (`--preset` is then not
 used; see model/warm_start.py).
 """
-import logging
 import os
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
@@ -77,7 +76,6 @@ def ingest(coco_dir, out, caption_vocab_size):
 
 
 def main(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from model import train_data
     from model.training import TrainConfig, train
 

@@ -67,7 +67,9 @@ def config_from_args(args):
 
 
 def main(args) -> int:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # a server's log: timestamps and --log-level for every logger (replaces the console's set-up)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        force=True)
     from serving.server import serve
 
     return serve(config_from_args(args))
