@@ -5,16 +5,22 @@ TFX's local runner reports these events only as absl INFO records, which the
 console hides (pix2seq/console.py); `component_lines()` listens to exactly those
 records (matched on TFX 1.16's message templates) for the length of a run and
 prints the events as our own lines. The components' own progress (ingestion,
-training, evaluation) appears between a component's two lines.
+training, evaluation) appears between a component's two lines; a component that
+shows none (StatisticsGen, SchemaGen, ...) gets a "running for N s" line after
+each HEARTBEAT seconds of silence, so it never looks hung.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from typing import Callable, Iterator, Optional
 
+from pix2seq import progress
+
 log = logging.getLogger(__name__)
+HEARTBEAT = 30.0
 
 # TFX 1.16 message templates (tfx/orchestration/local/local_dag_runner.py, portable/launcher.py).
 RUNNING = "Component %s is running."
@@ -31,20 +37,30 @@ class ComponentEvents(logging.Handler):
         self.total, self.say = total, say
         self.index, self.node, self.started, self.cached = 0, None, 0.0, False
 
+    def _say(self, line: str) -> None:
+        progress.mark_activity()
+        self.say(line)
+
+    def heartbeat(self, every: float) -> None:
+        """A line for the running component when nothing was shown for `every` seconds."""
+        node = self.node
+        if node and progress.silent_for() >= every:
+            self._say(f"{self._tag()} {node}: running for {time.time() - self.started:.0f}s")
+
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
         if record.msg == RUNNING and args:
             self.index += 1
             self.node, self.started, self.cached = args[0], time.time(), False
-            self.say(f"{self._tag()} {self.node}: started")
+            self._say(f"{self._tag()} {self.node}: started")
         elif record.msg == CACHED and self.node:
             self.cached = True
         elif record.msg == FAILED and self.node:
-            self.say(f"{self._tag()} {self.node}: FAILED after {time.time() - self.started:.1f}s")
+            self._say(f"{self._tag()} {self.node}: FAILED after {time.time() - self.started:.1f}s")
             self.node = None
         elif record.msg == FINISHED and args and args[0] == self.node:
             state = "CACHED (outputs of an earlier run reused)" if self.cached else "done"
-            self.say(f"{self._tag()} {self.node}: {state} in {time.time() - self.started:.1f}s")
+            self._say(f"{self._tag()} {self.node}: {state} in {time.time() - self.started:.1f}s")
             self.node = None
 
     def _tag(self) -> str:
@@ -52,7 +68,8 @@ class ComponentEvents(logging.Handler):
 
 
 @contextlib.contextmanager
-def component_lines(total: int, say: Optional[Callable[[str], None]] = None) -> Iterator[ComponentEvents]:
+def component_lines(total: int, say: Optional[Callable[[str], None]] = None,
+                    heartbeat: float = HEARTBEAT) -> Iterator[ComponentEvents]:
     """Prints component start / end lines for the runs inside the block (`say`: default our INFO log)."""
     absl_logger = logging.getLogger("absl")
     handler = ComponentEvents(total, say or log.info)
@@ -60,8 +77,18 @@ def component_lines(total: int, say: Optional[Callable[[str], None]] = None) -> 
     if absl_logger.getEffectiveLevel() > logging.INFO:
         absl_logger.setLevel(logging.INFO)  # the records must be created; the console still hides them
     absl_logger.addHandler(handler)
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(min(1.0, heartbeat)):
+            handler.heartbeat(heartbeat)
+
+    thread = threading.Thread(target=beat, name="component-heartbeat", daemon=True)
+    thread.start()
     try:
         yield handler
     finally:
+        stop.set()
+        thread.join()
         absl_logger.removeHandler(handler)
         absl_logger.setLevel(old_level)

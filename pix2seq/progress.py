@@ -24,6 +24,17 @@ from typing import Dict, Iterator, Sequence
 from pix2seq import console
 
 PLAIN_INTERVAL = 30.0  # seconds between plain lines when stdout is not a terminal
+_last_activity = [time.time()]
+
+
+def mark_activity() -> None:
+    """Something was shown just now (a heartbeat waits for a silence)."""
+    _last_activity[0] = time.time()
+
+
+def silent_for() -> float:
+    """Seconds since any Progress last showed something."""
+    return time.time() - _last_activity[0]
 
 
 def _duration(seconds: float) -> str:
@@ -64,6 +75,7 @@ class Progress:
             print(self.line(), flush=True)  # at once: a person sees what started and how much there is
 
     def update(self, done: int, **values) -> None:
+        mark_activity()
         self._done, self._values = done, dict(values)
         if self._bar is not None:
             self._bar.stateful_metrics.update(values)  # shown as given, not averaged again
@@ -91,6 +103,7 @@ class Progress:
         return "  ".join(parts)
 
     def close(self) -> None:
+        mark_activity()
         if self._bar is not None:
             self._bar.update(self._done, list(self._values.items()), finalize=True)
         else:

@@ -112,3 +112,21 @@ def test_component_line_templates_are_tfx_own():
     runner, launch = inspect.getsource(local_dag_runner), inspect.getsource(launcher)
     assert f"'{pipeline_progress.RUNNING}'" in runner and f"'{pipeline_progress.FINISHED}'" in runner
     assert f"'{pipeline_progress.CACHED}'" in launch and f"'{pipeline_progress.FAILED}'" in launch
+
+
+def test_a_silent_component_gets_a_heartbeat_line():
+    import time
+
+    from absl import logging as absl_logging
+
+    from pipeline import progress as pipeline_progress
+
+    said = []
+    with pipeline_progress.component_lines(1, say=said.append, heartbeat=0.2):
+        absl_logging.info(pipeline_progress.RUNNING, "StatisticsGen")
+        time.sleep(0.7)
+        absl_logging.info(pipeline_progress.FINISHED, "StatisticsGen")
+        time.sleep(0.5)  # nothing runs: no heartbeat
+    assert said[0] == "[1/1] StatisticsGen: started" and said[-1].startswith("[1/1] StatisticsGen: done in ")
+    beats = said[1:-1]
+    assert 1 <= len(beats) <= 4 and all(re.match(r"\[1/1\] StatisticsGen: running for \d+s$", b) for b in beats)
