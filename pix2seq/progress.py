@@ -65,6 +65,7 @@ class Progress:
         self._done, self._values = start, {}
         self._started = self._last = time.time()
         self._interval = PLAIN_INTERVAL if interval is None else interval
+        mark_activity()
         if console.interactive():
             from keras.utils import Progbar
 
