@@ -71,11 +71,16 @@ class ComponentEvents(logging.Handler):
 def component_lines(total: int, say: Optional[Callable[[str], None]] = None,
                     heartbeat: float = HEARTBEAT) -> Iterator[ComponentEvents]:
     """Prints component start / end lines for the runs inside the block (`say`: default our INFO log)."""
+    from absl import logging as absl_logging
+
     absl_logger = logging.getLogger("absl")
     handler = ComponentEvents(total, say or log.info)
-    old_level = absl_logger.level
-    if absl_logger.getEffectiveLevel() > logging.INFO:
-        absl_logger.setLevel(logging.INFO)  # the records must be created; the console still hides them
+    # The records must be created (the console still hides them). Through absl's own
+    # verbosity, not the logger's level: TF's SavedModel export saves and restores absl's
+    # verbosity (tensorflow/python/trackable/autotrackable.py), which resets the level.
+    old_verbosity = absl_logging.get_verbosity()
+    if old_verbosity < absl_logging.INFO:
+        absl_logging.set_verbosity(absl_logging.INFO)
     absl_logger.addHandler(handler)
     stop = threading.Event()
 
@@ -91,4 +96,4 @@ def component_lines(total: int, say: Optional[Callable[[str], None]] = None,
         stop.set()
         thread.join()
         absl_logger.removeHandler(handler)
-        absl_logger.setLevel(old_level)
+        absl_logging.set_verbosity(old_verbosity)

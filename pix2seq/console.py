@@ -152,6 +152,10 @@ def setup_logging() -> None:
         handler._pix2seq = True
         root.addHandler(handler)
     root.setLevel(logging.INFO if verbose() else logging.WARNING)
+    if verbose():
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.INFO)  # absl's own setting survives TF resetting it
     for package in OUR_PACKAGES:
         logging.getLogger(package).setLevel(logging.INFO)
 

@@ -130,3 +130,19 @@ def test_a_silent_component_gets_a_heartbeat_line():
     assert said[0] == "[1/1] StatisticsGen: started" and said[-1].startswith("[1/1] StatisticsGen: done in ")
     beats = said[1:-1]
     assert 1 <= len(beats) <= 4 and all(re.match(r"\[1/1\] StatisticsGen: running for \d+s$", b) for b in beats)
+
+
+def test_component_lines_survive_tf_resetting_absl_verbosity():
+    """TF's SavedModel export saves and restores absl's verbosity around its work
+    (tensorflow/python/trackable/autotrackable.py); the lines must keep coming after it."""
+    from absl import logging as absl_logging
+
+    from pipeline import progress as pipeline_progress
+
+    said = []
+    with pipeline_progress.component_lines(1, say=said.append):
+        saved = absl_logging.get_verbosity()  # what autotrackable does
+        absl_logging.set_verbosity(absl_logging.FATAL)
+        absl_logging.set_verbosity(saved)
+        absl_logging.info(pipeline_progress.RUNNING, "Trainer")
+    assert said == ["[1/1] Trainer: started"]
