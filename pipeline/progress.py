@@ -7,7 +7,8 @@ records (matched on TFX 1.16's message templates) for the length of a run and
 prints the events as our own lines. The components' own progress (ingestion,
 training, evaluation) appears between a component's two lines; a component that
 shows none (StatisticsGen, SchemaGen, ...) gets a "running for N s" line after
-each HEARTBEAT seconds of silence, so it never looks hung.
+HEARTBEAT seconds of silence (later, a quarter of its running time), so it never
+looks hung.
 """
 from __future__ import annotations
 
@@ -42,9 +43,10 @@ class ComponentEvents(logging.Handler):
         self.say(line)
 
     def heartbeat(self, every: float) -> None:
-        """A line for the running component when nothing was shown for `every` seconds."""
+        """A line for the running component when nothing was shown for `every` seconds
+        (or a quarter of its running time, whichever is longer: a long step says less)."""
         node = self.node
-        if node and progress.silent_for() >= every:
+        if node and progress.silent_for() >= max(every, (time.time() - self.started) / 4):
             self._say(f"{self._tag()} {node}: running for {time.time() - self.started:.0f}s")
 
     def emit(self, record: logging.LogRecord) -> None:
