@@ -48,6 +48,10 @@ USER_ERRORS = (ValueError, OSError)
 
 
 def main(argv=None) -> int:
+    """Runs a subcommand. Called without `argv` (the `pix2seq` program itself), it also
+    owns the process's console: stderr filter and logging handlers (pix2seq/console.py);
+    a caller passing `argv` (a test, a script) keeps its own."""
+    program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -55,7 +59,7 @@ def main(argv=None) -> int:
     if chosen is not None and "--verbose" in argv[:argv.index(chosen)]:
         os.environ[console.LOG_ENV] = "debug"  # before the subcommand's libraries load; children inherit it
         console.apply_environment()
-    if chosen in SUBCOMMANDS:
+    if chosen in SUBCOMMANDS and program:
         console.filter_stderr()
         console.setup_logging()
     for name, (module_name, help_text) in SUBCOMMANDS.items():

@@ -86,9 +86,9 @@ def decode_images(records, image_dir: str, num_keypoints: int, progress=None):
 
 
 def _progress(total, what):
-    from tqdm import tqdm
+    from pix2seq import progress
 
-    return tqdm(total=total, desc=what, unit="img", file=sys.stderr, mininterval=1.0, leave=True)
+    return progress.Progress(what, total)
 
 
 def evaluate(args):
@@ -108,7 +108,7 @@ def evaluate(args):
     except model_runner.MissingSignatureError as e:
         raise UsageError(str(e)) from e
     with _progress(len(records), "reading images") as bar:
-        decoded, skipped = decode_images(records, image_dir, num_keypoints, bar.update)
+        decoded, skipped = decode_images(records, image_dir, num_keypoints, bar.advance)
     for file_name, reason, detail in skipped:
         print(f"skipped {file_name}: {reason} ({detail})", file=sys.stderr)
     if not decoded:
@@ -118,7 +118,7 @@ def evaluate(args):
                                      keypoint_category_ids=gt.keypoint_category_ids,
                                      decoding=tuple(sorted(decoding.items())))
     with _progress(len(decoded), "evaluating") as bar:
-        per_image = evaluation.predict(runner, decoded, options, progress=bar.update)
+        per_image = evaluation.predict(runner, decoded, options, progress=bar.advance)
     metrics, _ = evaluation.score(gt, per_image, tasks)
     return {"model": model_dir, "coco_dir": args.coco_dir, "split": args.split, "tasks": list(tasks),
             "num_images": len(decoded), "skipped": [{"file_name": f, "reason": r, "detail": d}

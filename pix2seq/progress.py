@@ -88,6 +88,17 @@ class Progress:
             self._last = now
             print(self.line(now), flush=True)
 
+    def advance(self, n: int = 1, **values) -> None:
+        """`n` more items done (a callback for code that reports increments)."""
+        self.update(self._done + n, **values)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+
     def line(self, now: float = None) -> str:
         """The plain progress line: done/total, rate, time left, values."""
         now = time.time() if now is None else now

@@ -155,3 +155,14 @@ def test_stderr_filter_process_passes_everything_else():
             b"real line one\nPTBTokenizer tokenized 5 tokens at 2.00 tokens per second.\nlast words")
     proc = subprocess.run([sys.executable, "-I", stderr_filter.__file__], input=text, capture_output=True)
     assert proc.returncode == 0 and proc.stdout == b"real line one\nlast words"
+
+
+def test_stderr_filter_passes_a_live_bar_before_its_line_ends():
+    proc = subprocess.Popen([sys.executable, "-I", stderr_filter.__file__], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    proc.stdin.write(b"\r 3/10 images")
+    proc.stdin.flush()
+    assert os.read(proc.stdout.fileno(), 100) == b"\r 3/10 images"  # not held back until a newline
+    proc.stdin.write(b"\r10/10 images\n")
+    proc.stdin.close()
+    assert proc.stdout.read() == b"\r10/10 images\n" and proc.wait(timeout=30) == 0
