@@ -16,7 +16,7 @@ SUBCOMMANDS = {
     "synth": ("data.synth_cli", "write the synthetic COCO-format dataset"),
     "tokens": ("model.tokens_cli", "show a task's token sequence for one image"),
     "ingest": ("components.ingest_cli", "COCO directory -> TFRecord shards (Beam), vocabulary, error report"),
-    "train": ("model.train_cli", "train with Keras model.fit on COCO data or ingested examples"),
+    "train": ("pix2seq.train_cli", "train with Keras model.fit on COCO data or ingested examples"),
     "predict": ("serving.predict_cli", "run a SavedModel (in process or over gRPC) on images"),
     "pipeline": ("pipeline.cli", "run or compile the TFX pipeline"),
     "serve": ("serving.server_cli", "serve a versioned model directory over TF Serving gRPC"),
