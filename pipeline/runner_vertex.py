@@ -85,7 +85,7 @@ def compile_pipeline(config, target: str, image: str, out_file: str) -> str:
         job = json.load(f)
     spec = job["pipelineSpec"]
     # No driver, no input fingerprint: a cached ingestion could be stale.
-    spec["root"]["dag"]["tasks"][pipeline_lib.EXAMPLE_GEN]["cachingOptions"] = {}
+    spec["root"]["dag"]["tasks"][pipeline_lib.EXAMPLE_GEN].pop("cachingOptions", None)
     if target == "kubeflow":
         # KFP v2 takes the PipelineSpec itself (runtime config is given at run creation).
         spec.setdefault("defaultPipelineRoot", job.get("runtimeConfig", {}).get("gcsOutputDirectory", ""))
