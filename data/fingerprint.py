@@ -8,7 +8,7 @@ the files, as TFX's own file-based ExampleGen driver does with `input_fingerprin
   anything else), each by relative path and size; annotation files (`*.json`) also by
   the SHA-256 of their content (an edit that keeps size and mtime still counts), every
   other file by its modification time. One listing plus one stat per file, through
-  `tf.io.gfile`, so `gs://` works (stats run in a thread pool: they are remote calls).
+  `tf.io.gfile`, so `gs://` works (stats run in a thread pool: there they are requests).
 - `code_fingerprint(modules)`: SHA-256 over the content of the modules' `.py` files.
 
 Both return a `Fingerprint` whose `str` is what goes into MLMD:
@@ -77,9 +77,14 @@ def _combine(entries: Iterable[Tuple[str, int]]) -> Fingerprint:
     return Fingerprint(files, size, digest.hexdigest())
 
 
-def tree_fingerprint(root: str, by_content: Callable[[str], bool], workers: int = 16) -> Fingerprint:
-    """Fingerprint of every file under `root`; `by_content(rel_path)` picks content hashing."""
+def tree_fingerprint(root: str, by_content: Callable[[str], bool], workers: int = 0) -> Fingerprint:
+    """Fingerprint of every file under `root`; `by_content(rel_path)` picks content hashing.
+
+    `workers`: concurrent stats (0: 64 for remote paths such as gs://, where each is a
+    request, else 8).
+    """
     files = list_files(root)
+    workers = workers or (64 if "://" in root else 8)
     with futures.ThreadPoolExecutor(max_workers=workers) as pool:
         entries = list(pool.map(lambda rel: _entry(root, rel, by_content(rel)), files))
     return _combine(entries)
