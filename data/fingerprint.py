@@ -81,13 +81,15 @@ def tree_fingerprint(root: str, by_content: Callable[[str], bool], workers: int 
     """Fingerprint of every file under `root`; `by_content(rel_path)` picks content hashing.
 
     `workers`: concurrent stats (0: 64 for remote paths such as gs://, where each is a
-    request, else 8).
+    request; local stats run in this thread, where threads only slow them down).
     """
     files = list_files(root)
-    workers = workers or (64 if "://" in root else 8)
+    workers = workers or (64 if "://" in root else 1)
+    one = lambda rel: _entry(root, rel, by_content(rel))  # noqa: E731
+    if workers == 1:
+        return _combine(map(one, files))
     with futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        entries = list(pool.map(lambda rel: _entry(root, rel, by_content(rel)), files))
-    return _combine(entries)
+        return _combine(pool.map(one, files))
 
 
 def input_fingerprint(coco_dir: str) -> Fingerprint:
