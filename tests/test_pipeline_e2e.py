@@ -48,6 +48,7 @@ def runs(synth_coco_dir, tmp_path_factory):
         impossible = dataclasses.replace(config.eval, thresholds={"detection": {"AP50": 1.01}})
         r.second = runner_local.run(config.replace(eval=impossible))
         r.third = runner_local.run(config.replace(eval=impossible))  # nothing changed
+        r.versions_after_third = sorted(os.listdir(config.serving_dir))
         # The evaluator runs again on the same model and blesses it: the Pusher must not copy it again.
         r.blessed_again = runner_local.run(config.replace(eval=dataclasses.replace(config.eval, num_pictures=1)))
         r.versions_after_blessed_again = sorted(os.listdir(config.serving_dir))
@@ -139,7 +140,7 @@ def test_rerun_reuses_cache_and_impossible_threshold_pushes_nothing(runs):
     assert second.model_uri == first.model_uri  # the cached model
     assert second.blessed is False and "AP50" in second.blessing_message
     assert not second.pushed
-    assert sorted(os.listdir(config.serving_dir)) == versions
+    assert runs.versions_after_third == versions
     # The baseline was the latest blessed model (the first run's, i.e. this same model).
     assert second.metrics["baseline_model"] == first.model_uri
     # A rerun with nothing changed reuses every output.
