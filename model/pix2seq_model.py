@@ -26,9 +26,7 @@ from model.tasks import TASK_NAMES
 from model.decoder import Pix2SeqDecoder
 from model.encoder import ImageProjection, VisionTransformer
 from model.losses import global_sum, token_xent, weighted_xent_parts
-
-# Paper defaults (Pix2Seq v2, batch mixing).
-DEFAULT_TASK_WEIGHTS = {"detection": 0.1782, "segmentation": 0.7128, "keypoints": 0.01, "captioning": 0.099}
+from model.train_config import PAPER_TASK_WEIGHTS
 
 
 @keras.saving.register_keras_serializable(package="pix2seq")
@@ -49,7 +47,7 @@ class Pix2SeqModel(keras.Model):
         if isinstance(config, dict):
             config = ModelConfig.from_dict(config)
         self.config = config
-        weights = dict(DEFAULT_TASK_WEIGHTS if task_weights is None else task_weights)
+        weights = dict(PAPER_TASK_WEIGHTS if task_weights is None else task_weights)
         unknown = sorted(set(weights) - set(TASK_NAMES))
         if unknown:
             raise ValueError(f"task_weights has unknown tasks {unknown}; expected names from {TASK_NAMES}")

@@ -1,10 +1,11 @@
 """Ingested examples -> the dataset factories and model config `model/training.py` takes.
 
-Shared by `pix2seq train --examples DIR` and the TFX `run_fn` (whose Examples
-artifact is the same directory layout: `Split-train/*.gz`, `Split-eval/*.gz`,
-`dataset_info.json`, `caption_spm.model`).
+`train_on_examples` is the one call behind `pix2seq train` and the TFX `run_fn`
+(whose Examples artifact is the same directory layout: `Split-train/*.gz`,
+`Split-eval/*.gz`, `dataset_info.json`, `caption_spm.model`).
 """
 import json
+import logging
 import os
 
 import tensorflow as tf
@@ -12,6 +13,9 @@ import tensorflow as tf
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from data import pipelines
 from model.config import preset
+from model.training import train
+
+log = logging.getLogger(__name__)
 
 DATASET_INFO = "dataset_info.json"
 CAPTION_MODEL = "caption_spm.model"
@@ -99,3 +103,36 @@ def eval_dataset_fn(files, token_config, batch_size, tasks):
         return tf.data.Dataset.zip(streams)
 
     return dataset_fn
+
+
+def train_on_examples(config, examples_dir, out_dir, train_files=None, eval_files=None, verbose="auto"):
+    """Trains `config` (a model.train_config.TrainConfig) on an ingested Examples directory.
+
+    `train_files` / `eval_files`: shard lists or globs (default: the directory's splits).
+    Returns training.train's TrainResult.
+    """
+    initialize = None
+    if config.init_checkpoint:
+        from model import warm_start
+
+        source = warm_start.source_config(config.init_checkpoint)
+        model_config = model_config_for(source, examples_dir, **config.model_overrides)
+
+        def initialize(model):
+            log.info("%s", warm_start.warm_start(model, config.init_checkpoint).summary())
+    else:
+        model_config = model_config_for(config.model_preset, examples_dir, **config.model_overrides)
+    weights = config.active_task_weights
+    train_files = train_files or split_pattern(examples_dir, "train")
+    eval_files = eval_files or split_pattern(examples_dir, "eval")
+    return train(
+        model_config,
+        config,
+        out_dir,
+        train_dataset_fn(train_files, model_config.tokens, config.train_batch_size, weights, config.mixing,
+                         config.seed),
+        eval_dataset_fn(eval_files, model_config.tokens, config.batch_size, list(weights))
+        if config.eval_steps else None,
+        verbose=verbose,
+        initialize=initialize,
+    )

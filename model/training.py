@@ -22,7 +22,6 @@ uninterrupted run (tests/test_training.py).
 import dataclasses
 import json
 import logging
-import math
 import os
 
 import keras
@@ -35,6 +34,7 @@ from model import strategy as strategy_lib
 from model.config import ModelConfig
 from model.optimizer import build_optimizer
 from model.pix2seq_model import Pix2SeqModel
+from model.train_config import TrainConfig  # noqa: F401  (the one config; train() takes it)
 
 log = logging.getLogger(__name__)
 
@@ -44,66 +44,6 @@ CONFIG_FILE = "model_config.json"
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss; the bad step is never checkpointed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How to train (the model's shape is the separate `ModelConfig`).
-
-    Attributes:
-      steps: total optimizer steps.
-      batch_size: global batch size per task (batch mixing) or of the mixed batch.
-      learning_rate: peak rate of the warm-up / linear-decay schedule.
-      warmup_steps: linear warm-up length (None: 10 % of `steps`, at most 1000).
-      weight_decay / end_fraction / global_clipnorm: AdamW decay, final-rate fraction,
-        global-norm gradient clipping (None: off).
-      task_weights: loss weight per task (None: the paper's).
-      checkpoint_every: steps between checkpoints (one Keras epoch each); rounded
-        down to a divisor of `steps`.
-      keep_checkpoints: how many checkpoints to keep.
-      eval_steps: validation batches after each interval (0: no validation).
-      seed: initialization / dropout seed.
-      precision: `auto`, `float32`, `mixed_bfloat16` or `mixed_float16`.
-      tpu: TPU name/address, None to discover, `"none"` to disable.
-      devices: explicit devices for a MirroredStrategy.
-      jit_compile / steps_per_execution: passed to `model.compile`.
-      tensorboard_every: steps between TensorBoard scalar writes.
-    """
-
-    steps: int
-    batch_size: int = 8
-    learning_rate: float = 1e-4
-    warmup_steps: int = None
-    weight_decay: float = 0.05
-    end_fraction: float = 0.01
-    global_clipnorm: float = 1.0
-    task_weights: dict = None
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    eval_steps: int = 0
-    seed: int = 0
-    precision: str = "auto"
-    tpu: str = None
-    devices: tuple = None
-    jit_compile: object = "auto"
-    steps_per_execution: int = 1
-    tensorboard_every: int = 10
-
-    def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise ValueError(
-                "TrainConfig needs steps, batch_size and checkpoint_every >= 1. Received: "
-                f"steps={self.steps}, batch_size={self.batch_size}, checkpoint_every={self.checkpoint_every}"
-            )
-
-    @property
-    def interval(self) -> int:
-        """Steps per Keras epoch (= checkpoint interval), a divisor of `steps`."""
-        return math.gcd(self.steps, min(self.checkpoint_every, self.steps))
-
-    @property
-    def warmup(self) -> int:
-        return min(self.steps // 10, 1000) if self.warmup_steps is None else self.warmup_steps
 
 
 @dataclasses.dataclass
@@ -180,7 +120,7 @@ def training_checkpoint(model):
 def build_model(model_config, train_config):
     """Model + AdamW, compiled and built (call inside the strategy scope)."""
     model = Pix2SeqModel(
-        model_config, task_weights=train_config.task_weights, global_clipnorm=train_config.global_clipnorm
+        model_config, task_weights=train_config.active_task_weights, global_clipnorm=train_config.clipnorm
     )
     model.build()
     optimizer = build_optimizer(

@@ -78,6 +78,16 @@ def _config(args):
     return config.replace(**changes) if changes else config
 
 
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _short(fingerprint: str) -> str:
+    """'N files, B bytes, sha256:<64 hex>' -> the same with 12 hex digits."""
+    head, sep, digest = fingerprint.rpartition("sha256:")
+    return f"{head}{sep}{digest[:12]}" if sep else fingerprint
+
+
 def format_table(summary) -> str:
     """The end-of-run report: metrics, blessing, push, time per component, pictures."""
     lines: List[str] = []
@@ -91,10 +101,21 @@ def format_table(summary) -> str:
     lines.append("")
     verdict = {True: "BLESSED", False: "NOT BLESSED", None: "not evaluated"}[summary.blessed]
     lines.append(f"blessing: {verdict}" + (f" ({summary.blessing_message})" if summary.blessing_message else ""))
-    if summary.pushed:
+    if summary.pushed and summary.already_served:
+        lines.append(f"pushed model: {summary.pushed_destination} (already served: same model, no new version)")
+    elif summary.pushed:
         lines.append(f"pushed model: {summary.pushed_destination}")
     else:
         lines.append("pushed model: none (not blessed)")
+    lines.append("")
+    from pipeline.pipeline import EXAMPLE_GEN, TRAINER
+
+    states = {c.component: c.state for c in summary.components}
+    for label, value, node in (("input fingerprint", summary.input_fingerprint, EXAMPLE_GEN),
+                               ("code fingerprint", summary.code_fingerprint, TRAINER)):
+        if value:
+            reused = " (unchanged: cached)" if states.get(node) == "CACHED" else ""
+            lines.append(f"{label}: {_short(value)}{reused}")
     lines.append("")
     lines.append(f"{'component':<32}{'state':<10}{'seconds':>9}")
     total = 0.0

@@ -7,6 +7,12 @@ Trainer.model + CocoExampleGen.examples -> CocoEvaluator -> Pusher (filesystem, 
 
 `create_pipeline` is pure: explicit arguments in, a `tfx.dsl.Pipeline` out; the
 runners (runner_local, runner_vertex) choose orchestration and metadata.
+
+Cache keys: TFX reuses an execution whose input artifacts and properties repeat.
+CocoExampleGen's driver adds the fingerprint of the files under `coco_dir`; the
+ingestion and training code enter as `code_fingerprint` properties (`from_config`
+hashes INGEST_CODE and TRAIN_CODE). The Pusher does not publish a model equal to
+the newest served version again (components/pusher.py).
 """
 from __future__ import annotations
 
@@ -15,10 +21,16 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import pix2seq  # noqa: F401  (Keras 3 guard before tfx imports tensorflow_transform)
 from tfx import v1 as tfx
 
+from components import pusher as pusher_lib
 from components.coco_evaluator.component import CocoEvaluator
 from components.coco_example_gen.component import CocoExampleGen
+from data import fingerprint
+from model.train_config import TrainConfig, to_custom_config
 
 RUN_FN = "model.trainer_module.run_fn"
+# The code whose change must invalidate cached ingestion / training (data/fingerprint.py).
+INGEST_CODE = ("data", "components.beam_ingest", "components.coco_example_gen")
+TRAIN_CODE = ("model", "data")
 
 # Component ids (also the node names in MLMD and in the compiled Vertex spec).
 EXAMPLE_GEN = "CocoExampleGen"
@@ -38,9 +50,7 @@ def create_pipeline(
     pipeline_root: str,
     coco_dir: str,
     serving_dir: str,
-    train_steps: int,
-    eval_steps: int,
-    train_config: Mapping[str, Any],
+    train_config: TrainConfig,
     eval_config: Mapping[str, Any],
     caption_vocab_size: int = 1000,
     max_error_fraction: float = 0.01,
@@ -48,6 +58,8 @@ def create_pipeline(
     metadata_connection_config: Optional[Any] = None,
     enable_cache: bool = True,
     trainer_extension_config: Optional[Mapping[str, Any]] = None,
+    ingest_code_fingerprint: str = "",
+    train_code_fingerprint: str = "",
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
@@ -55,8 +67,8 @@ def create_pipeline(
       pipeline_name / pipeline_root: TFX identity and artifact root (local path or gs://).
       coco_dir: COCO-format directory to ingest (local path or gs://).
       serving_dir: Pusher's filesystem destination; versions are `<serving_dir>/<unix time>/`.
-      train_steps / eval_steps: TrainArgs / EvalArgs steps.
-      train_config: the run_fn's `custom_config` (pipeline.presets.TrainConfig.custom_config()).
+      train_config: the model.train_config.TrainConfig the run_fn trains (steps -> TrainArgs /
+        EvalArgs, the rest -> `custom_config`).
       eval_config: CocoEvaluator settings (pipeline.presets.EvalConfig.to_dict()).
       caption_vocab_size / max_error_fraction: ingestion settings.
       beam_pipeline_args: Beam options for ingestion, statistics and evaluation
@@ -65,9 +77,12 @@ def create_pipeline(
       enable_cache: reuse outputs of executions whose inputs and properties did not change.
       trainer_extension_config: when set, the Trainer runs as a Vertex AI training job
         (TPU/GPU): keys `project`, `region`, `worker_pool_specs` (see runner_vertex).
+      ingest_code_fingerprint / train_code_fingerprint: of the ingestion / training code;
+        a new value reruns that component and everything downstream.
     """
     example_gen = CocoExampleGen(coco_dir=coco_dir, caption_vocab_size=caption_vocab_size,
-                                 max_error_fraction=max_error_fraction).with_id(EXAMPLE_GEN)
+                                 max_error_fraction=max_error_fraction,
+                                 code_fingerprint=ingest_code_fingerprint).with_id(EXAMPLE_GEN)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN)
     schema_gen = tfx.components.SchemaGen(
@@ -76,13 +91,13 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"]).with_id(EXAMPLE_VALIDATOR)
 
-    custom_config: Dict[str, Any] = dict(train_config)
+    custom_config: Dict[str, Any] = dict(to_custom_config(train_config), code_fingerprint=train_code_fingerprint)
     trainer_kwargs = dict(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(num_steps=int(train_steps)),
-        eval_args=tfx.proto.EvalArgs(num_steps=int(eval_steps)),
+        train_args=tfx.proto.TrainArgs(num_steps=int(train_config.steps)),
+        eval_args=tfx.proto.EvalArgs(num_steps=int(train_config.eval_steps)),
     )
     if trainer_extension_config:
         vertex = tfx.extensions.google_cloud_ai_platform
@@ -110,7 +125,7 @@ def create_pipeline(
         eval_config=eval_config,
     ).with_id(EVALUATOR)
 
-    pusher = tfx.components.Pusher(
+    pusher = pusher_lib.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
@@ -129,15 +144,14 @@ def create_pipeline(
 
 
 def from_config(config, metadata_connection_config=None, trainer_extension_config=None) -> tfx.dsl.Pipeline:
-    """`create_pipeline` with every argument taken from a pipeline.presets.PipelineConfig."""
+    """`create_pipeline` with every argument taken from a pipeline.presets.PipelineConfig,
+    and the fingerprints of the code found on this machine."""
     return create_pipeline(
         pipeline_name=config.name,
         pipeline_root=config.pipeline_root,
         coco_dir=config.coco_dir,
         serving_dir=config.serving_dir,
-        train_steps=config.train.steps,
-        eval_steps=config.train.eval_steps,
-        train_config=config.train.custom_config(),
+        train_config=config.train,
         eval_config=config.eval.to_dict(),
         caption_vocab_size=config.caption_vocab_size,
         max_error_fraction=config.max_error_fraction,
@@ -145,4 +159,6 @@ def from_config(config, metadata_connection_config=None, trainer_extension_confi
         metadata_connection_config=metadata_connection_config,
         enable_cache=config.enable_cache,
         trainer_extension_config=trainer_extension_config,
+        ingest_code_fingerprint=str(fingerprint.code_fingerprint(INGEST_CODE)),
+        train_code_fingerprint=str(fingerprint.code_fingerprint(TRAIN_CODE)),
     )

@@ -4,57 +4,23 @@
 is what `make demo` runs on 2 CPU cores in minutes and must actually learn,
 `coco` is the paper's setting on COCO 2017 (TPU training, Dataflow ingestion).
 `get(name, **changes)` returns a copy with top-level fields replaced; nothing
-here parses strings.
+here parses strings. `train` is the one training configuration
+(model/train_config.py) that the Trainer's run_fn and `pix2seq train --preset`
+read too.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Dict, Mapping, Tuple
 
-TASKS = ("detection", "segmentation", "keypoints", "captioning")
-# The paper's batch-mixing loss weights.
-PAPER_TASK_WEIGHTS = {"detection": 0.1782, "segmentation": 0.7128, "keypoints": 0.01, "captioning": 0.099}
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """What the Trainer's run_fn receives as `custom_config` (plus train/eval steps)."""
-
-    model_preset: str = "tiny"
-    model_overrides: Mapping[str, object] = dataclasses.field(default_factory=dict)
-    steps: int = 100
-    eval_steps: int = 2
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    warmup_steps: int = 10
-    weight_decay: float = 0.05
-    task_weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(PAPER_TASK_WEIGHTS))
-    # per-task global batch for batch mixing ({} : `batch_size` for every task)
-    task_batch_sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
-    checkpoint_every: int = 500
-    seed: int = 0
-
-    def custom_config(self) -> Dict[str, object]:
-        return {
-            "model_preset": self.model_preset,
-            "model_overrides": dict(self.model_overrides),
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "warmup_steps": self.warmup_steps,
-            "weight_decay": self.weight_decay,
-            "task_weights": dict(self.task_weights),
-            "tasks": [t for t in TASKS if self.task_weights.get(t, 0) > 0],
-            "task_batch_sizes": dict(self.task_batch_sizes),
-            "checkpoint_every": self.checkpoint_every,
-            "seed": self.seed,
-        }
-
+from model.tasks import TASK_NAMES
+from model.train_config import TrainConfig
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """CocoEvaluator settings and the blessing rule."""
 
-    tasks: Tuple[str, ...] = TASKS
+    tasks: Tuple[str, ...] = TASK_NAMES
     # {task: {metric: minimum}}; e.g. {"detection": {"AP50": 0.5}}
     thresholds: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
     # allowed drop of a task's headline metric vs the latest blessed model
@@ -198,5 +164,4 @@ def get(name: str, **changes) -> PipelineConfig:
     return config.replace(**changes) if changes else config
 
 
-__all__ = ["PipelineConfig", "TrainConfig", "EvalConfig", "VertexConfig", "PRESETS", "TASKS", "get",
-           "PAPER_TASK_WEIGHTS"]
+__all__ = ["PipelineConfig", "TrainConfig", "EvalConfig", "VertexConfig", "PRESETS", "get"]

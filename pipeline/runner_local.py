@@ -2,7 +2,8 @@
 back from MLMD what happened (per-component state and time, artifacts).
 
 A rerun with nothing changed finds every execution in the cache (same inputs,
-same properties) and reuses its outputs.
+same properties, same input and code fingerprints) and reuses its outputs; the
+summary shows the fingerprints the run was keyed on.
 """
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ class RunSummary:
     model_uri: Optional[str]
     examples_uri: Optional[str]
     schema_uri: Optional[str]
+    input_fingerprint: str = ""  # of the COCO files the Examples were ingested from
+    code_fingerprint: str = ""  # of the training code the model was trained with
+    already_served: bool = False  # the pushed model equals the newest served version: nothing copied
 
     @property
     def pictures(self) -> List[str]:
@@ -118,6 +122,7 @@ def summarize(metadata_path: str, pipeline_name: str, run_id: Optional[str] = No
                 metrics = json.load(f)
     props = blessing.custom_properties if blessing is not None else {}
     push_props = pushed_model.custom_properties if pushed_model is not None else {}
+    example_props = examples.custom_properties if examples is not None else {}
     return RunSummary(
         pipeline_name=pipeline_name,
         run_id=run_ctx.name,
@@ -132,7 +137,19 @@ def summarize(metadata_path: str, pipeline_name: str, run_id: Optional[str] = No
         model_uri=model.uri if model is not None else None,
         examples_uri=examples.uri if examples is not None else None,
         schema_uri=schema.uri if schema is not None else None,
+        input_fingerprint=(example_props["input_fingerprint"].string_value
+                           if "input_fingerprint" in example_props else ""),
+        code_fingerprint=_trainer_code_fingerprint(executions, node_of),
+        already_served=bool(push_props["already_served"].int_value) if "already_served" in push_props else False,
     )
+
+
+def _trainer_code_fingerprint(executions, node_of) -> str:
+    """`code_fingerprint` from the Trainer execution's custom_config (cached runs record it too)."""
+    for ex in executions:
+        if node_of.get(ex.id) == pipeline_lib.TRAINER and "custom_config" in ex.custom_properties:
+            return json.loads(ex.custom_properties["custom_config"].string_value or "{}").get("code_fingerprint", "")
+    return ""
 
 
 def _outputs_by_node(store, executions, node_of) -> Dict[str, Dict[str, list]]:

@@ -14,6 +14,12 @@ Cloud TPU worker running the same image; the run_fn's strategy factory finds the
 TPU (TPUClusterResolver) and uses TPUStrategy. Beam steps (ingestion,
 statistics, evaluation) go to Dataflow when the preset's Beam args say
 `--runner=DataflowRunner`; their workers use the same image.
+
+Caching: KFP v2 runs no custom drivers (only TFX's own FileBasedExampleGen
+driver), so CocoExampleGen's input fingerprint is never computed before Vertex's
+cache lookup. The compiled spec therefore turns caching off for that one step:
+ingestion always runs, and the steps after it are reused only when their inputs
+come out the same.
 """
 from __future__ import annotations
 
@@ -75,14 +81,17 @@ def compile_pipeline(config, target: str, image: str, out_file: str) -> str:
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=out_dir, output_filename=os.path.basename(out_file))
     runner.run(pipeline, write_out=True)
+    with open(out_file) as f:
+        job = json.load(f)
+    spec = job["pipelineSpec"]
+    # No driver, no input fingerprint: a cached ingestion could be stale.
+    spec["root"]["dag"]["tasks"][pipeline_lib.EXAMPLE_GEN].pop("cachingOptions", None)
     if target == "kubeflow":
         # KFP v2 takes the PipelineSpec itself (runtime config is given at run creation).
-        with open(out_file) as f:
-            job = json.load(f)
-        spec = job["pipelineSpec"]
         spec.setdefault("defaultPipelineRoot", job.get("runtimeConfig", {}).get("gcsOutputDirectory", ""))
-        with open(out_file, "w") as f:
-            json.dump(spec, f, indent=2, sort_keys=True)
+        job = spec
+    with open(out_file, "w") as f:
+        json.dump(job, f, indent=2, sort_keys=True)
     return out_file
 
 
@@ -107,6 +116,9 @@ def submit(job_file: str, config, service_account: str = "") -> str:
         raise RuntimeError("cannot submit: no project (set VertexConfig.project or a default gcloud project)")
     aiplatform.init(project=project, location=config.vertex.region)
     job = aiplatform.PipelineJob(display_name=config.name, template_path=job_file,
-                                 pipeline_root=config.pipeline_root, enable_caching=config.enable_cache)
+                                 pipeline_root=config.pipeline_root,
+                                 # None keeps the compiled per-step settings (a bool would
+                                 # re-enable caching for CocoExampleGen too)
+                                 enable_caching=None if config.enable_cache else False)
     job.submit(service_account=service_account or config.vertex.service_account or None)
     return job.resource_name

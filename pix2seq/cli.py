@@ -23,7 +23,7 @@ SUBCOMMANDS = {
     "synth": ("data.synth_cli", "write the synthetic COCO-format dataset"),
     "tokens": ("model.tokens_cli", "show a task's token sequence for one image"),
     "ingest": ("components.ingest_cli", "COCO directory -> TFRecord shards (Beam), vocabulary, error report"),
-    "train": ("model.train_cli", "train with Keras model.fit on COCO data or ingested examples"),
+    "train": ("pix2seq.train_cli", "train with Keras model.fit on COCO data or ingested examples"),
     "import-checkpoint": ("pix2seq.import_checkpoint_cli", "convert a released official Pix2Seq checkpoint"),
     "predict": ("serving.predict_cli", "run a SavedModel (in process or over gRPC) on images"),
     "evaluate": ("pix2seq.evaluate", "COCO metrics of an exported model on a COCO-format directory"),

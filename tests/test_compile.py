@@ -65,6 +65,14 @@ def test_kubeflow_spec_trains_in_the_step(compiled):
     assert params["run_fn"]["runtimeValue"]["constantValue"]["stringValue"] == pipeline_lib.RUN_FN
 
 
+def test_ingestion_is_never_served_from_the_vertex_cache(compiled):
+    """KFP v2 runs no custom driver, so nothing would fingerprint the COCO files: no cache for ingestion."""
+    job, spec = compiled
+    for tasks in (job["pipelineSpec"]["root"]["dag"]["tasks"], spec["root"]["dag"]["tasks"]):
+        assert "cachingOptions" not in tasks[pipeline_lib.EXAMPLE_GEN]
+        assert tasks[pipeline_lib.TRAINER]["cachingOptions"] == {"enableCache": True}
+
+
 def test_round_trip_through_the_kfp_spec_parser(compiled):
     job, spec = compiled
     parsed_job = json_format.ParseDict(job, pipeline_spec_pb2.PipelineJob())

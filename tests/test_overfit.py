@@ -54,7 +54,7 @@ def test_train_cli_shows_progress_and_writes_logs_and_checkpoints(examples_dir, 
     from pix2seq import cli
 
     out = tmp_path / "run"
-    argv = ["train", "--examples", examples_dir, "--preset", "tiny", "--steps", "2", "--checkpoint-every", "1",
+    argv = ["train", "--examples", examples_dir, "--model-preset", "tiny", "--steps", "2", "--checkpoint-every", "1",
             "--batch-size", "2", "--keypoints-weight", "0", "--out", str(out)]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out

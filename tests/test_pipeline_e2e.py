@@ -1,10 +1,16 @@
 """The whole TFX pipeline, micro preset, LocalDagRunner + SQLite MLMD: every artifact
-is checked; a second run with an impossible threshold reuses the cached upstream
-outputs, is not blessed and pushes nothing."""
+is checked; then the cache is put to work on one pipeline root: a second run with an
+impossible threshold reuses the cached upstream outputs, is not blessed and pushes
+nothing; a rerun with nothing changed is fully cached; blessing the same model again
+pushes no new version; a changed training-code file, then a changed annotation file
+plus an added image, each rerun exactly the components downstream of them."""
 import dataclasses
 import glob
 import json
 import os
+import shutil
+import sys
+import types
 
 import pytest
 
@@ -14,21 +20,53 @@ from pipeline import pipeline as pipeline_lib
 SIGNATURES = {"serving_default", "detect", "segment", "keypoints", "caption", "detect_and_describe"}
 UPSTREAM = (pipeline_lib.EXAMPLE_GEN, pipeline_lib.STATISTICS_GEN, pipeline_lib.SCHEMA_GEN,
             pipeline_lib.EXAMPLE_VALIDATOR, pipeline_lib.TRAINER)
+# What a change reruns: the Resolver runs every time (it only queries MLMD).
+FROM_TRAINER = (pipeline_lib.TRAINER, pipeline_lib.EVALUATOR, pipeline_lib.PUSHER)
+FROM_INGESTION = tuple(c for c in pipeline_lib.COMPONENT_IDS if c != pipeline_lib.RESOLVER)
+EXTRA_CODE = "e2e_training_code"  # stands in for a file under model/: hashed with the training code
 
 
 @pytest.fixture(scope="module")
 def runs(synth_coco_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    config = presets.get(
-        "micro", coco_dir=synth_coco_dir, pipeline_root=str(root / "root"),
-        serving_dir=str(root / "serving"), metadata_path=str(root / "root" / "metadata.sqlite"),
-        output_dir=str(root / "pictures"))
-    first = runner_local.run(config)
-    versions_after_first = sorted(os.listdir(config.serving_dir))
-    impossible = dataclasses.replace(config.eval, thresholds={"detection": {"AP50": 1.01}})
-    second = runner_local.run(config.replace(eval=impossible))
-    third = runner_local.run(config.replace(eval=impossible))  # nothing changed
-    return config, first, versions_after_first, second, third
+    coco_dir = str(root / "coco")  # a copy: this test edits it
+    shutil.copytree(synth_coco_dir, coco_dir)
+    code = root / "code"
+    code.mkdir()
+    (code / f"{EXTRA_CODE}.py").write_text("STEPS = 1\n")
+    sys.path.insert(0, str(code))
+    train_code = pipeline_lib.TRAIN_CODE
+    pipeline_lib.TRAIN_CODE = train_code + (EXTRA_CODE,)
+    try:
+        config = presets.get(
+            "micro", coco_dir=coco_dir, pipeline_root=str(root / "root"),
+            serving_dir=str(root / "serving"), metadata_path=str(root / "root" / "metadata.sqlite"),
+            output_dir=str(root / "pictures"))
+        r = types.SimpleNamespace(config=config)
+        r.first = runner_local.run(config)
+        r.versions_after_first = sorted(os.listdir(config.serving_dir))
+        impossible = dataclasses.replace(config.eval, thresholds={"detection": {"AP50": 1.01}})
+        r.second = runner_local.run(config.replace(eval=impossible))
+        r.third = runner_local.run(config.replace(eval=impossible))  # nothing changed
+        r.versions_after_third = sorted(os.listdir(config.serving_dir))
+        # The evaluator runs again on the same model and blesses it: the Pusher must not copy it again.
+        r.blessed_again = runner_local.run(config.replace(eval=dataclasses.replace(config.eval, num_pictures=1)))
+        r.versions_after_blessed_again = sorted(os.listdir(config.serving_dir))
+        (code / f"{EXTRA_CODE}.py").write_text("STEPS = 2\n")
+        r.code_changed = runner_local.run(config)
+        with open(os.path.join(coco_dir, "annotations", "instances_val.json")) as f:
+            instances = json.load(f)
+        instances["annotations"] = instances["annotations"][: len(instances["annotations"]) // 2]
+        with open(os.path.join(coco_dir, "annotations", "instances_val.json"), "w") as f:
+            json.dump(instances, f)
+        image = sorted(glob.glob(os.path.join(coco_dir, "images", "train", "*")))[0]
+        shutil.copy(image, os.path.join(os.path.dirname(image), "added.jpg"))
+        # One run for both (each alone changes the fingerprint: tests/test_fingerprint.py).
+        r.input_changed = runner_local.run(config)
+        return r
+    finally:
+        pipeline_lib.TRAIN_CODE = train_code
+        sys.path.remove(str(code))
 
 
 def _states(summary):
@@ -36,14 +74,14 @@ def _states(summary):
 
 
 def test_every_component_ran(runs):
-    _, first, _, _, _ = runs
+    first = runs.first
     states = _states(first)
     for component in pipeline_lib.COMPONENT_IDS:
         assert states.get(component) == "COMPLETE", (component, states)
 
 
 def test_examples_and_schema(runs):
-    _, first, _, _, _ = runs
+    first = runs.first
     for split in ("train", "eval"):
         assert glob.glob(os.path.join(first.examples_uri, f"Split-{split}", "*.gz")), split
     schema = open(os.path.join(first.schema_uri, "schema.pbtxt")).read()
@@ -54,14 +92,14 @@ def test_examples_and_schema(runs):
 def test_model_has_the_serving_signatures(runs):
     from tensorflow.python.tools import saved_model_utils
 
-    _, first, _, _, _ = runs
+    first = runs.first
     serving = os.path.join(first.model_uri, "Format-Serving")
     meta = saved_model_utils.get_meta_graph_def(serving, "serve")
     assert SIGNATURES <= set(meta.signature_def.keys())
 
 
 def test_metrics_json_has_every_task_metric(runs):
-    _, first, _, _, _ = runs
+    first = runs.first
     metrics = first.metrics["candidate"]
     for task, names in cli.TABLE_METRICS:
         for name in names:
@@ -84,7 +122,7 @@ def test_metrics_json_has_every_task_metric(runs):
 
 
 def test_first_run_is_blessed_and_pushed(runs):
-    config, first, versions, _, _ = runs
+    config, first, versions = runs.config, runs.first, runs.versions_after_first
     assert first.blessed is True
     assert first.pushed and len(versions) == 1
     pushed = os.path.join(config.serving_dir, versions[0])
@@ -94,14 +132,15 @@ def test_first_run_is_blessed_and_pushed(runs):
 
 
 def test_rerun_reuses_cache_and_impossible_threshold_pushes_nothing(runs):
-    config, first, versions, second, third = runs
+    config, first, versions, second, third = (runs.config, runs.first, runs.versions_after_first, runs.second,
+                                              runs.third)
     states = _states(second)
     for component in UPSTREAM:
         assert states[component] == "CACHED", (component, states)
     assert second.model_uri == first.model_uri  # the cached model
     assert second.blessed is False and "AP50" in second.blessing_message
     assert not second.pushed
-    assert sorted(os.listdir(config.serving_dir)) == versions
+    assert runs.versions_after_third == versions
     # The baseline was the latest blessed model (the first run's, i.e. this same model).
     assert second.metrics["baseline_model"] == first.model_uri
     # A rerun with nothing changed reuses every output.
@@ -112,7 +151,7 @@ def test_rerun_reuses_cache_and_impossible_threshold_pushes_nothing(runs):
 
 
 def test_table_reports_everything(runs):
-    _, first, _, second, _ = runs
+    first, second = runs.first, runs.second
     table = cli.format_table(first)
     assert "BLESSED" in table and first.pushed_destination in table
     for component in pipeline_lib.COMPONENT_IDS:
@@ -120,13 +159,13 @@ def test_table_reports_everything(runs):
     assert "NOT BLESSED" in cli.format_table(second)
 
 
-def test_ground_truth_rebuilt_from_examples_equals_the_source(runs, synth_coco_dir):
+def test_ground_truth_rebuilt_from_examples_equals_the_source(runs, synth_coco_dir):  # the first run's data
     """What the evaluator scores against is the source annotation file, read back from the
     ingested eval examples (ids, classes, crowd flags, boxes, keypoints, captions)."""
     from components.coco_evaluator import ground_truth as gt_lib
     from data import features
 
-    _, first, _, _, _ = runs
+    first = runs.first
     decoded = [features.decode_example(r)
                for r in gt_lib.read_examples(os.path.join(first.examples_uri, "Split-eval", "*"))]
     categories = gt_lib.load_categories(first.examples_uri)
@@ -148,3 +187,54 @@ def test_ground_truth_rebuilt_from_examples_equals_the_source(runs, synth_coco_d
     assert {c["name"] for c in gt["instances"]["categories"]} >= {"person"}
     assert sorted(c["caption"] for c in gt["captions"]["annotations"]) == \
         sorted(c["caption"] for c in captions["annotations"])
+
+
+def _rerun(summary):
+    return sorted(c for c, state in _states(summary).items() if state != "CACHED" and c != pipeline_lib.RESOLVER)
+
+
+def test_same_model_blessed_again_is_not_pushed_again(runs):
+    assert _rerun(runs.blessed_again) == sorted((pipeline_lib.EVALUATOR, pipeline_lib.PUSHER))
+    assert runs.blessed_again.blessed is True
+    assert runs.blessed_again.pushed and runs.blessed_again.already_served
+    assert runs.versions_after_blessed_again == runs.versions_after_first
+    assert runs.blessed_again.pushed_destination == os.path.join(runs.config.serving_dir, runs.versions_after_first[0])
+    assert "already served" in cli.format_table(runs.blessed_again)
+
+
+def test_changed_training_code_reruns_the_trainer_and_what_follows(runs):
+    assert _rerun(runs.code_changed) == sorted(FROM_TRAINER)
+    assert runs.code_changed.code_fingerprint != runs.third.code_fingerprint
+    assert runs.code_changed.input_fingerprint == runs.third.input_fingerprint
+    assert runs.code_changed.model_uri != runs.first.model_uri
+    assert "input fingerprint: " in cli.format_table(runs.code_changed)
+
+
+def test_changed_annotation_and_added_image_rerun_ingestion_and_everything_after(runs):
+    assert runs.input_changed.input_fingerprint.startswith("25 files, ")  # 24 + the added image
+    assert runs.first.input_fingerprint.startswith("24 files, ")
+    assert runs.third.input_fingerprint == runs.first.input_fingerprint
+    assert _rerun(runs.input_changed) == sorted(FROM_INGESTION)
+    assert runs.input_changed.examples_uri != runs.first.examples_uri
+    # Half the eval annotations went: the new Examples (which the evaluator scores) lost them too.
+    def annotation_ids(summary):
+        from components.coco_evaluator import ground_truth as gt_lib
+        from data import features
+
+        decoded = [features.decode_example(r) for r in gt_lib.read_examples(
+            os.path.join(summary.examples_uri, "Split-eval", "*"))]
+        categories = gt_lib.load_categories(summary.examples_uri)
+        gt = gt_lib.build_ground_truth(decoded, categories, gt_lib.keypoint_categories(categories, ()))
+        return {a["id"] for a in gt["instances"]["annotations"]}
+
+    with open(os.path.join(runs.config.coco_dir, "annotations", "instances_val.json")) as f:
+        kept = {a["id"] for a in json.load(f)["annotations"]}
+    before, after = annotation_ids(runs.first), annotation_ids(runs.input_changed)
+    assert kept <= after < before
+
+
+def test_table_shows_the_fingerprints_and_what_was_cached(runs):
+    table = cli.format_table(runs.third)
+    assert f"input fingerprint: {runs.third.input_fingerprint.split('sha256:')[0]}" in table
+    assert "code fingerprint: " in table and "(unchanged: cached)" in table
+    assert "(unchanged: cached)" not in cli.format_table(runs.input_changed)
