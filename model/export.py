@@ -19,7 +19,7 @@ polygons per instance, 8 by default), P = polygon points, K = keypoints):
 | `keypoints` | images, boxes f32 [B,N,4] (persons) | keypoints f32 [B,N,K,3] (x, y, score of the point), keypoint_scores f32 [B,N] (mean probability of the 2K coordinate tokens) |
 | `caption` | images | captions string [B] |
 | `detect_and_describe` | images | detect's outputs + segment's (for every detection, N = M) + keypoints and keypoint_scores (for detected persons, zeros otherwise) + captions |
-| `detect_examples`, `detect_and_describe_examples` | examples: string [B] serialized tf.Examples (ingested layout, `image/encoded` read) | the same as detect / detect_and_describe on those image bytes |
+| `detect_examples` | examples: string [B] serialized tf.Examples (ingested layout, `image/encoded` read) | the same as detect on those image bytes |
 
 A mask is the shared results code's work (`model/results.py`): rasterize each of the
 S polygons of an instance at image resolution, average, keep >= 0.5; its score is the
@@ -36,7 +36,7 @@ num_samples, seed (the later stages keep their paper defaults).
 A temperature <= 0 means greedy decoding. Sampling is seeded: the same request with
 the same seed gives the same answer.
 
-The `_examples` signatures have one string [None] input, the only shape through which
+`detect_examples` has one string [None] input, the only shape through which
 TFX's BulkInferrer and InfraValidator feed records to a Predict signature. Next to the
 SavedModel, `assets.extra/` holds TF Serving's warm-up requests and the model config.
 """
@@ -194,8 +194,6 @@ def signature_functions(graph: InferenceGraph):
         "detect_and_describe_with_options": (
             detect_and_describe_with_options, [IMAGES, MAX_OBJECTS, TEMPERATURE, TOP_P, NUM_SAMPLES, SEED]),
         "detect_examples": (lambda examples: detect(example_images(examples)), [EXAMPLES]),
-        "detect_and_describe_examples": (lambda examples: detect_and_describe(example_images(examples)),
-                                         [EXAMPLES]),
     }
     return table
 
@@ -203,7 +201,7 @@ def signature_functions(graph: InferenceGraph):
 SIGNATURES = ("detect", "segment", "keypoints", "caption", "detect_and_describe",
               "detect_with_options", "segment_with_options", "keypoints_with_options",
               "caption_with_options", "detect_and_describe_with_options",
-              "detect_examples", "detect_and_describe_examples")
+              "detect_examples")
 
 
 def warmup_logs(specs: dict, options: dict, batch_sizes):

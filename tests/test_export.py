@@ -18,7 +18,7 @@ import pytest
 import tiny_export
 
 PLAIN = ("detect", "segment", "keypoints", "caption", "detect_and_describe")
-EXAMPLE_SIGNATURES = ("detect_examples", "detect_and_describe_examples")
+EXAMPLE_SIGNATURES = ("detect_examples",)
 ALL = PLAIN + tuple(f"{n}_with_options" for n in PLAIN) + EXAMPLE_SIGNATURES + ("serving_default",)
 SIZES = [(100, 150), (200, 120)]  # (height, width) of the two request images
 BIN = os.path.dirname(sys.executable)
