@@ -19,6 +19,7 @@ polygons per instance, 8 by default), P = polygon points, K = keypoints):
 | `keypoints` | images, boxes f32 [B,N,4] (persons) | keypoints f32 [B,N,K,3] (x, y, score of the point), keypoint_scores f32 [B,N] (mean probability of the 2K coordinate tokens) |
 | `caption` | images | captions string [B] |
 | `detect_and_describe` | images | detect's outputs + segment's (for every detection, N = M) + keypoints and keypoint_scores (for detected persons, zeros otherwise) + captions |
+| `detect_examples` | examples: string [B] serialized tf.Examples (ingested layout, `image/encoded` read) | the same as detect on those image bytes |
 
 A mask is the shared results code's work (`model/results.py`): rasterize each of the
 S polygons of an instance at image resolution, average, keep >= 0.5; its score is the
@@ -34,15 +35,29 @@ request: TF Serving cannot leave an input out, so each signature has a
 num_samples, seed (the later stages keep their paper defaults).
 A temperature <= 0 means greedy decoding. Sampling is seeded: the same request with
 the same seed gives the same answer.
+
+`detect_examples` has one string [None] input, the only shape through which
+TFX's BulkInferrer and InfraValidator feed records to a Predict signature. Next to the
+SavedModel, `assets.extra/` holds TF Serving's warm-up requests and the model config.
 """
+import json
+import os
+
 import pix2seq  # noqa: F401  (Keras 3 guard)
 
 import keras
 import tensorflow as tf
 
+from data import features
+from model import warmup_requests
 from model.serving_graph import PAPER_DEFAULTS, InferenceGraph
 
 IMAGES = tf.TensorSpec([None], tf.string, name="images")
+# The ModelConfig the model was built with, for model cards and people (JSON).
+MODEL_CONFIG_FILE = os.path.join("assets.extra", "model_config.json")
+# Serialized tf.Examples in the ingested layout (data/features.py): one string input of
+# shape [None], what TFX's BulkInferrer and InfraValidator feed a Predict signature.
+EXAMPLES = tf.TensorSpec([None], tf.string, name="examples")
 BOXES = tf.TensorSpec([None, None, 4], tf.float32, name="boxes")
 CLASSES = tf.TensorSpec([None, None], tf.int32, name="classes")
 
@@ -62,6 +77,24 @@ def _defaults(task, **extra):
     return {**PAPER_DEFAULTS[task], "seed": 0, **extra}
 
 
+def default_options(graph: InferenceGraph) -> dict:
+    """{plain signature: {option input: value}}: what each plain signature passes its
+    `_with_options` twin (the paper's settings, seed 0)."""
+    det = _defaults("detection", max_objects=graph.config.max_instances)
+    seg = _defaults("segmentation")
+    return {"detect": det, "segment": seg, "keypoints": _defaults("keypoints"),
+            "caption": _defaults("captioning"),
+            "detect_and_describe": {**det, "num_samples": seg["num_samples"]}}
+
+
+def plain_name(signature: str) -> str:
+    """`detect_with_options` / `detect_examples` -> `detect`."""
+    for suffix in ("_with_options", "_examples"):
+        if signature.endswith(suffix):
+            return signature[: -len(suffix)]
+    return signature
+
+
 def signature_functions(graph: InferenceGraph):
     """name -> (python function, input TensorSpecs), in registration order (detect first).
 
@@ -71,10 +104,8 @@ def signature_functions(graph: InferenceGraph):
     caption stages, and a plain signature calls its `_with_options` twin with the
     defaults. Exporting thus traces each decoding loop once.
     """
-    det = _defaults("detection", max_objects=graph.config.max_instances)
-    seg = _defaults("segmentation")
-    kp = _defaults("keypoints")
-    cap = _defaults("captioning")
+    options = default_options(graph)
+    det, seg, kp, cap = (options[n] for n in ("detect", "segment", "keypoints", "caption"))
     decoder = graph.model.decoder
     cross_spec = tf.TensorSpec(
         [None, decoder.depth, 2, decoder.num_heads, graph.model.config.num_image_tokens, decoder.head_dim],
@@ -134,9 +165,19 @@ def signature_functions(graph: InferenceGraph):
         text = caption_stage(*frame, cap["temperature"], cap["top_p"], seed)
         return {**found, **shapes, **people, **text}
 
+    def example_images(examples):
+        spec = {features.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)}
+        return tf.io.parse_example(examples, spec)[features.IMAGE_ENCODED]
+
+    def detect(images):
+        return detect_with_options(images, det["max_objects"], det["temperature"], det["top_p"], det["seed"])
+
+    def detect_and_describe(images):
+        return detect_and_describe_with_options(
+            images, det["max_objects"], det["temperature"], det["top_p"], seg["num_samples"], det["seed"])
+
     table = {
-        "detect": (lambda images: detect_with_options(
-            images, det["max_objects"], det["temperature"], det["top_p"], det["seed"]), [IMAGES]),
+        "detect": (detect, [IMAGES]),
         "segment": (lambda images, boxes, classes: segment_with_options(
             images, boxes, classes, seg["num_samples"], seg["temperature"], seg["top_p"], seg["seed"]),
             [IMAGES, BOXES, CLASSES]),
@@ -144,9 +185,7 @@ def signature_functions(graph: InferenceGraph):
             images, boxes, kp["temperature"], kp["top_p"], kp["seed"]), [IMAGES, BOXES]),
         "caption": (lambda images: caption_with_options(
             images, cap["temperature"], cap["top_p"], cap["seed"]), [IMAGES]),
-        "detect_and_describe": (lambda images: detect_and_describe_with_options(
-            images, det["max_objects"], det["temperature"], det["top_p"], seg["num_samples"], det["seed"]),
-            [IMAGES]),
+        "detect_and_describe": (detect_and_describe, [IMAGES]),
         "detect_with_options": (detect_with_options, [IMAGES, MAX_OBJECTS, TEMPERATURE, TOP_P, SEED]),
         "segment_with_options": (segment_with_options,
                                  [IMAGES, BOXES, CLASSES, NUM_SAMPLES, TEMPERATURE, TOP_P, SEED]),
@@ -154,22 +193,40 @@ def signature_functions(graph: InferenceGraph):
         "caption_with_options": (caption_with_options, [IMAGES, TEMPERATURE, TOP_P, SEED]),
         "detect_and_describe_with_options": (
             detect_and_describe_with_options, [IMAGES, MAX_OBJECTS, TEMPERATURE, TOP_P, NUM_SAMPLES, SEED]),
+        "detect_examples": (lambda examples: detect(example_images(examples)), [EXAMPLES]),
     }
     return table
 
 
 SIGNATURES = ("detect", "segment", "keypoints", "caption", "detect_and_describe",
               "detect_with_options", "segment_with_options", "keypoints_with_options",
-              "caption_with_options", "detect_and_describe_with_options")
+              "caption_with_options", "detect_and_describe_with_options",
+              "detect_examples")
 
 
-def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=None):
-    """Write the serving SavedModel of `model` (a built `Pix2SeqModel`) to `export_dir`.
+def warmup_logs(specs: dict, options: dict, batch_sizes):
+    """PredictionLogs for TF Serving's warm-up: every signature in `specs` ({name: input
+    TensorSpecs}) and `serving_default` (= detect) at every batch size, with the plain
+    signature's `options` (`default_options`)."""
+    specs = {"serving_default": specs["detect"], **specs}
+    for name, inputs in specs.items():
+        plain = plain_name("detect" if name == "serving_default" else name)
+        for batch_size in batch_sizes:
+            values = warmup_requests.sample_inputs([s.name for s in inputs], batch_size, options[plain])
+            yield warmup_requests.predict_log(name, values, {s.name: s.dtype for s in inputs})
+
+
+def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=None,
+                       warmup_batch_sizes=warmup_requests.DEFAULT_BATCH_SIZES):
+    """Write the serving SavedModel of `model` (a built `Pix2SeqModel`) to `export_dir`,
+    with TF Serving warm-up records (model/warmup_requests.py) and the model's
+    config (`MODEL_CONFIG_FILE`) in `assets.extra/`.
 
     Args:
       caption_vocab_file: SentencePiece model for caption text (else piece ids).
       signatures: names to export (default all of `SIGNATURES`; `detect` is always
         first, so it is also `serving_default`).
+      warmup_batch_sizes: batch sizes recorded per signature (empty: no warm-up file).
     Returns:
       export_dir.
     """
@@ -186,4 +243,10 @@ def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=No
         fn, spec = functions[name]
         archive.add_endpoint(name, fn, input_signature=spec)
     archive.write_out(export_dir, verbose=False)
+    tf.io.gfile.makedirs(os.path.join(export_dir, os.path.dirname(MODEL_CONFIG_FILE)))
+    with tf.io.gfile.GFile(os.path.join(export_dir, MODEL_CONFIG_FILE), "w") as f:
+        f.write(json.dumps(model.config.to_dict(), indent=1, sort_keys=True))
+    if warmup_batch_sizes:
+        specs = {name: functions[name][1] for name in names}
+        warmup_requests.write(export_dir, warmup_logs(specs, default_options(graph), warmup_batch_sizes))
     return export_dir

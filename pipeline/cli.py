@@ -105,6 +105,8 @@ def format_table(summary) -> str:
         lines.append(f"pushed model: {summary.pushed_destination} (already served: same model, no new version)")
     elif summary.pushed:
         lines.append(f"pushed model: {summary.pushed_destination}")
+        if summary.model_card:
+            lines.append(f"model card: {summary.model_card} (Markdown beside it)")
     else:
         lines.append("pushed model: none (not blessed)")
     lines.append("")

@@ -47,6 +47,8 @@ class RunSummary:
     input_fingerprint: str = ""  # of the COCO files the Examples were ingested from
     code_fingerprint: str = ""  # of the training code the model was trained with
     already_served: bool = False  # the pushed model equals the newest served version: nothing copied
+    pushed_model_id: Optional[int] = None
+    model_card: Optional[str] = None  # the pushed model's card (JSON; Markdown beside it)
 
     @property
     def pictures(self) -> List[str]:
@@ -70,7 +72,24 @@ def run(config) -> RunSummary:
     tfx_pipeline = pipeline_lib.from_config(config, metadata)
     with progress.component_lines(len(tfx_pipeline.components)):
         tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
-    return summarize(config.metadata_path, config.name)
+    summary = summarize(config.metadata_path, config.name)
+    summary.model_card = publish_model_card(summary, dataclasses.asdict(config.train))
+    return summary
+
+
+def publish_model_card(summary: RunSummary, train_config: Optional[dict] = None) -> Optional[str]:
+    """Copy the evaluator's model card next to the pushed version, with the push's ids
+    (components/model_card.py); returns its JSON path, or None when nothing was pushed."""
+    from components import model_card
+
+    if not (summary.pushed and summary.pushed_destination and summary.evaluation_uri):
+        return None
+    card = model_card.read(os.path.join(summary.evaluation_uri, model_card.CARD_DIR, model_card.JSON_FILE))
+    if card is None:
+        return None
+    card = model_card.with_push(card, summary.pushed_destination, summary.pushed_model_id, summary.run_id,
+                                train_config)
+    return model_card.publish_next_to(card, summary.pushed_destination)
 
 
 def summarize(metadata_path: str, pipeline_name: str, run_id: Optional[str] = None) -> RunSummary:
@@ -141,6 +160,7 @@ def summarize(metadata_path: str, pipeline_name: str, run_id: Optional[str] = No
                            if "input_fingerprint" in example_props else ""),
         code_fingerprint=_trainer_code_fingerprint(executions, node_of),
         already_served=bool(push_props["already_served"].int_value) if "already_served" in push_props else False,
+        pushed_model_id=pushed_model.id if pushed_model is not None else None,
     )
 
 

@@ -2,43 +2,34 @@
 
 The first call of a loaded signature optimizes its graph (for the decoding while-loops
 this takes far longer than a request). TF Serving replays the requests stored in
-`<version>/assets.extra/tf_serving_warmup_requests` (a TFRecord of PredictionLog)
-before marking a version AVAILABLE; we do the same, and when a SavedModel ships no such
-file, call every signature whose only inputs are images once with a small generated
-JPEG. The version manager swaps a version in only after this has run.
+`<version>/assets.extra/tf_serving_warmup_requests` (a TFRecord of PredictionLog; every
+export writes one, model/warmup_requests.py) before marking a version AVAILABLE; we do
+the same, and when a SavedModel ships no such file (an older export), call every
+signature whose only inputs are images once with a small generated JPEG.
+The version manager swaps a version in only after this has run.
 """
 import logging
 import os
 
-import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import prediction_log_pb2
+
+from model import warmup_requests
 
 log = logging.getLogger(__name__)
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-
-
-def _sample_jpeg(side: int = 32) -> bytes:
-    ramp = np.linspace(0, 255, side * side * 3, dtype=np.float32).reshape(side, side, 3)
-    return tf.io.encode_jpeg(tf.constant(ramp.astype(np.uint8))).numpy()
+WARMUP_FILE = warmup_requests.WARMUP_FILE
 
 
 def _recorded_requests(path: str):
     """(signature, {alias: Tensor}) for each Predict request in the version's warm-up file."""
-    for record in tf.data.TFRecordDataset(path):
-        entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
-        if entry.WhichOneof("log_type") != "predict_log":
-            continue  # classify/regress logs have no predict signature to run here
-        request = entry.predict_log.request
-        inputs = {alias: tf.constant(tf.make_ndarray(proto)) for alias, proto in request.inputs.items()}
-        yield request.model_spec.signature_name or "serving_default", inputs
+    for name, inputs in warmup_requests.read(path):
+        yield name, {alias: tf.constant(value) for alias, value in inputs.items()}
 
 
 def _generated_requests(signature_defs, image_inputs):
     """One small JPEG for each signature whose inputs are all image inputs."""
-    images = tf.constant([_sample_jpeg()])
+    images = tf.constant([warmup_requests.sample_jpeg()])
     for name, signature_def in signature_defs.items():
         inputs = signature_def.inputs
         if inputs and all(a in image_inputs and i.dtype == types_pb2.DT_STRING for a, i in inputs.items()):

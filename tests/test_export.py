@@ -18,7 +18,8 @@ import pytest
 import tiny_export
 
 PLAIN = ("detect", "segment", "keypoints", "caption", "detect_and_describe")
-ALL = PLAIN + tuple(f"{n}_with_options" for n in PLAIN) + ("serving_default",)
+EXAMPLE_SIGNATURES = ("detect_examples",)
+ALL = PLAIN + tuple(f"{n}_with_options" for n in PLAIN) + EXAMPLE_SIGNATURES + ("serving_default",)
 SIZES = [(100, 150), (200, 120)]  # (height, width) of the two request images
 BIN = os.path.dirname(sys.executable)
 M = tiny_export.TINY_TOKENS["max_instances"]
@@ -81,6 +82,15 @@ def export_dir(tmp_path_factory):
     return tiny_export.exported_tiny(tmp_path_factory)
 
 
+def _ingested_example(image, image_id, height, width):
+    """A serialized tf.Example as ingestion writes it (data/features.py), with one object."""
+    from data import features
+
+    record = {"image_id": image_id, "height": height, "width": width, "file_name": f"{image_id}.png",
+              "objects": [{"bbox": [2, 3, 20, 10], "category_id": 3, "iscrowd": 0, "area": 200, "id": 1}]}
+    return features.encode_example(record, image, "png", num_keypoints=17).SerializeToString()
+
+
 @pytest.fixture(scope="module")
 def answers(export_dir, tmp_path_factory):
     """Outputs of every signature from both loaders in a fresh process."""
@@ -90,7 +100,9 @@ def answers(export_dir, tmp_path_factory):
     boxes = np.array([[[10, 20, 60, 90], [0, 0, 0, 0]], [[30, 10, 150, 100], [5, 5, 50, 40]]], np.float32)
     classes = np.array([[3, 0], [1, 7]], np.int32)
     options = {"max_objects": 2, "temperature": 1.0, "top_p": 1.0, "num_samples": 3, "seed": 5}
-    np.savez(work / "request.npz", images=images, boxes=boxes, classes=classes,
+    examples = np.array([_ingested_example(image, i, *size) for i, (image, size) in enumerate(zip(images, SIZES))],
+                        dtype=object)
+    np.savez(work / "request.npz", images=images, examples=examples, boxes=boxes, classes=classes,
              options=np.array(json.dumps(options)))
     script = work / "runner.py"
     script.write_text(RUNNER)
@@ -221,6 +233,72 @@ def test_detect_and_describe_covers_every_task(answers):
     assert out[prefix + "/captions"].shape == (2,)
 
 
+@pytest.mark.parametrize("loader", ["tf2", "session"])
+def test_example_signatures_answer_as_their_image_twins(answers, loader):
+    """tf.Examples in the ingested layout give exactly what their image bytes give."""
+    _, out = answers
+    for name in EXAMPLE_SIGNATURES:
+        twin = name[: -len("_examples")]
+        keys = {k.split("/")[2] for k in out if k.startswith(f"{loader}/{twin}/")}
+        assert keys and keys == {k.split("/")[2] for k in out if k.startswith(f"{loader}/{name}/")}
+        for key in keys:
+            np.testing.assert_array_equal(out[f"{loader}/{name}/{key}"], out[f"{loader}/{twin}/{key}"],
+                                          err_msg=f"{name}/{key}")
+
+
+def test_infra_validator_requests_from_examples_run(export_dir, tmp_path):
+    """TFX's InfraValidator builds Predict requests from an Examples artifact for a
+    signature with one DT_STRING [None] input (BulkInferrer's RunInference has the same
+    rule); the loaded model answers them with detect's outputs."""
+    import tensorflow as tf
+    from tfx.components.infra_validator import request_builder
+    from tfx.proto import infra_validator_pb2
+    from tfx.types import standard_artifacts
+
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / "model")
+    os.makedirs(model.uri)
+    os.symlink(export_dir, os.path.join(model.uri, "Format-Serving"))
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    examples.split_names = '["eval"]'
+    os.makedirs(tmp_path / "examples" / "Split-eval")
+    with tf.io.TFRecordWriter(str(tmp_path / "examples" / "Split-eval" / "data.gz"), "GZIP") as writer:
+        writer.write(_ingested_example(tiny_export.encoded_image(40, 30, 7), 7, 40, 30))
+    spec = infra_validator_pb2.RequestSpec(
+        tensorflow_serving=infra_validator_pb2.TensorFlowServingRequestSpec(signature_names=["detect_examples"]),
+        split_name="eval", num_examples=1)
+    requests = request_builder.build_requests("pix2seq", model, examples, spec)
+    assert len(requests) == 1 and list(requests[0].inputs) == ["examples"]
+    loaded = tf.saved_model.load(export_dir)
+    outputs = loaded.signatures["detect_examples"](examples=tf.make_ndarray(requests[0].inputs["examples"]))
+    assert outputs["boxes"].shape == (1, M, 4) and outputs["num_detections"].shape == (1,)
+
+
+def test_warmup_file_parses_and_every_record_runs(export_dir, tmp_path):
+    """One Predict request per signature (and serving_default) and batch size, each of
+    which the loaded model answers, replayed as `pix2seq serve` does before serving."""
+    from model import warmup_requests
+    from serving import model_loader, warmup
+
+    records = list(warmup_requests.read(os.path.join(export_dir, warmup_requests.WARMUP_FILE)))
+    batch_sizes = warmup_requests.DEFAULT_BATCH_SIZES
+    batch = lambda inputs: len(inputs.get("images", inputs.get("examples")))  # noqa: E731
+    assert sorted((name, batch(inputs)) for name, inputs in records) == sorted(
+        (name, b) for name in ALL for b in batch_sizes)
+    for name, inputs in records:
+        assert set(inputs) == set(model_loader.read_signature_defs(export_dir)[name].inputs)
+    os.symlink(export_dir, tmp_path / "1")  # the Pusher's layout: <base>/<version>
+    assert warmup.warm_up(model_loader.load_version(str(tmp_path), 1)) == len(records)
+
+
+def test_warmup_requests_refuse_an_input_they_cannot_fill():
+    from model import warmup_requests
+
+    with pytest.raises(ValueError, match="No warm-up value for input 'mask'"):
+        warmup_requests.sample_inputs(["images", "mask"], 1, {"seed": 0})
+
+
 def test_saved_model_cli_show_lists_signatures(export_dir):
     proc = subprocess.run([os.path.join(BIN, "saved_model_cli"), "show", "--dir", export_dir, "--all"],
                           capture_output=True, text=True, timeout=300)
@@ -229,7 +307,7 @@ def test_saved_model_cli_show_lists_signatures(export_dir):
         assert f"signature_def['{name}']" in proc.stdout
     for tensor in ("images", "boxes", "classes", "max_objects", "temperature", "top_p", "num_samples",
                    "seed", "num_detections", "polygons", "polygon_parts", "keypoints", "keypoint_scores",
-                   "captions"):
+                   "captions", "examples"):
         assert f"['{tensor}']" in proc.stdout, tensor
 
 

@@ -44,14 +44,14 @@ def runs(synth_coco_dir, tmp_path_factory):
             output_dir=str(root / "pictures"))
         r = types.SimpleNamespace(config=config)
         r.first = runner_local.run(config)
-        r.versions_after_first = sorted(os.listdir(config.serving_dir))
+        r.versions_after_first = _versions(config.serving_dir)
         impossible = dataclasses.replace(config.eval, thresholds={"detection": {"AP50": 1.01}})
         r.second = runner_local.run(config.replace(eval=impossible))
         r.third = runner_local.run(config.replace(eval=impossible))  # nothing changed
-        r.versions_after_third = sorted(os.listdir(config.serving_dir))
+        r.versions_after_third = _versions(config.serving_dir)
         # The evaluator runs again on the same model and blesses it: the Pusher must not copy it again.
         r.blessed_again = runner_local.run(config.replace(eval=dataclasses.replace(config.eval, num_pictures=1)))
-        r.versions_after_blessed_again = sorted(os.listdir(config.serving_dir))
+        r.versions_after_blessed_again = _versions(config.serving_dir)
         (code / f"{EXTRA_CODE}.py").write_text("STEPS = 2\n")
         r.code_changed = runner_local.run(config)
         with open(os.path.join(coco_dir, "annotations", "instances_val.json")) as f:
@@ -67,6 +67,13 @@ def runs(synth_coco_dir, tmp_path_factory):
     finally:
         pipeline_lib.TRAIN_CODE = train_code
         sys.path.remove(str(code))
+
+
+def _versions(serving_dir):
+    """The version directories, as TF Serving sees them (model cards lie beside them)."""
+    from serving.model_loader import scan_versions
+
+    return [str(v) for v in scan_versions(serving_dir)]
 
 
 def _states(summary):
@@ -129,6 +136,17 @@ def test_first_run_is_blessed_and_pushed(runs):
     assert first.pushed_destination == pushed
     assert os.path.exists(os.path.join(pushed, "saved_model.pb"))
     assert os.path.isdir(os.path.join(pushed, "variables"))
+    assert os.path.exists(os.path.join(pushed, "assets.extra", "tf_serving_warmup_requests"))
+    # The model card beside the version: the evaluation's facts plus the push's ids.
+    assert first.model_card == pushed + ".model_card.json" and os.path.exists(pushed + ".model_card.md")
+    with open(first.model_card) as f:
+        card = json.load(f)
+    assert card["blessing"]["blessed"] is True and card["metrics"] == first.metrics["candidate"]
+    assert card["push"]["version"] == versions[0] and card["push"]["pushed_model_id"] == first.pushed_model_id
+    assert card["model"]["uri"] == first.model_uri and card["model"]["config"]["image_size"] > 0
+    assert card["model"]["train_config"]["steps"] == config.train.steps
+    assert card["lineage"]["model_id"] and card["lineage"]["examples_id"] and card["lineage"]["blessing_id"]
+    assert card["push"]["pipeline_run_id"] == first.run_id == card["lineage"]["pipeline_run_id"]
 
 
 def test_rerun_reuses_cache_and_impossible_threshold_pushes_nothing(runs):

@@ -6,6 +6,7 @@ Layout of the outputs:
   evaluation/results/<model>/{bbox,segm,keypoints,captions}.json   COCO result files
   evaluation/ground_truth/{instances,keypoints,captions}.json       what was scored against
   evaluation/pictures/*.png         a few eval images with the candidate's predictions drawn
+  evaluation/model_card/model_card.{json,md}   the candidate's model card (components/model_card.py)
   blessing/BLESSED | NOT_BLESSED    plus custom properties `blessed`, `current_model`, ...
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
 from components import blessing as blessing_rule
+from components import model_card
 from components.coco_evaluator import evaluation
 from components.coco_evaluator import ground_truth as gt_lib
 from components.coco_evaluator import pictures as pictures_lib
@@ -128,6 +130,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         report["pictures"] = pictures
         _write_json(os.path.join(evaluation_artifact.uri, METRICS_FILE), report)
         write_blessing(blessing, decision, model, baseline)
+        card = model_card.build(report, model, examples, baseline, evaluation_artifact, blessing, serving_dir(model),
+                                categories or (), getattr(self._context, "pipeline_run_id", None) or "")
+        card_dir = os.path.join(evaluation_artifact.uri, model_card.CARD_DIR)
+        model_card.write(card, os.path.join(card_dir, model_card.JSON_FILE),
+                         os.path.join(card_dir, model_card.MARKDOWN_FILE))
         for task, value in blessing_rule.metric_summary(report["candidate"]).items():
             if value is not None:
                 evaluation_artifact.set_float_custom_property(f"{task}_{blessing_rule.HEADLINE_METRICS[task]}", value)
