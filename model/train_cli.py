@@ -13,6 +13,7 @@ used; see model/warm_start.py).
 """
 import logging
 import os
+import sys
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
 
@@ -33,7 +34,8 @@ def add_arguments(parser):
     parser.add_argument("--clipnorm", type=float, default=1.0, help="global gradient-norm clip; 0 disables")
     for task in TASKS:
         parser.add_argument(f"--{task}-weight", type=float, default=None,
-                            help=f"loss weight of {task} (default: the paper's; 0 disables the task)")
+                            help=f"loss weight of {task} (default: the paper's when the data supports "
+                                 f"{task}, else 0; 0 disables the task)")
     parser.add_argument("--mixing", choices=("batch", "data"), default="batch",
                         help="batch mixing (one batch per task per step) or data mixing (tasks sampled by weight)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
@@ -43,20 +45,22 @@ def add_arguments(parser):
     parser.add_argument("--tpu", default=None, help="TPU name or grpc:// address; 'none' disables discovery")
     parser.add_argument("--caption-vocab-size", type=int, default=1000, help="with --coco-dir: SentencePiece size")
     parser.add_argument("--export", metavar="DIR", help="also write the serving SavedModel here (for pix2seq predict/serve)")
+    parser.add_argument("--verbose", action="store_true", help="show the traceback of a dataset error")
     parser.add_argument("--init-checkpoint", metavar="DIR",
                         help="start from the weights saved in DIR (train or import-checkpoint output), with its "
                              "architecture instead of --preset; ignored when OUT already has checkpoints")
 
 
-def task_weights(args):
+def task_weights(args, examples):
+    """The paper's weights for the tasks the data supports (dataset_info.json `tasks`),
+    with the flags given on top; a flagged task the data cannot feed is an error."""
+    from model import train_data
     from model.pix2seq_model import DEFAULT_TASK_WEIGHTS
 
     weights = dict(DEFAULT_TASK_WEIGHTS)
-    for task in TASKS:
-        given = getattr(args, f"{task}_weight")
-        if given is not None:
-            weights[task] = given
-    weights = {t: w for t, w in weights.items() if w > 0}
+    explicit = [t for t in TASKS if getattr(args, f"{t}_weight") is not None]
+    weights.update({t: getattr(args, f"{t}_weight") for t in explicit})
+    weights = train_data.task_weights_for(examples, weights, explicit)
     if not weights:
         raise SystemExit("pix2seq train: every task weight is 0; nothing to train")
     return weights
@@ -77,12 +81,25 @@ def ingest(coco_dir, out, caption_vocab_size):
 
 
 def main(args) -> int:
+    """Dataset mistakes (data/dataset_info.py DatasetError) end with their message and exit 2."""
+    from data.dataset_info import DatasetError
+
+    try:
+        return _main(args)
+    except DatasetError as e:
+        if getattr(args, "verbose", False):
+            raise
+        print(f"pix2seq train: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from model import train_data
     from model.training import TrainConfig, train
 
-    weights = task_weights(args)
     examples = args.examples or ingest(args.coco_dir, args.out, args.caption_vocab_size)
+    weights = task_weights(args, examples)
     initialize = None
     if args.init_checkpoint:
         from model import warm_start

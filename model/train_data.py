@@ -10,6 +10,7 @@ import os
 import tensorflow as tf
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
+from data import dataset_info as data_info
 from data import pipelines
 from model.config import preset
 
@@ -40,13 +41,47 @@ def caption_model_file(examples_dir):
     return path if tf.io.gfile.exists(path) else None
 
 
+def dataset_token_fields(info):
+    """TokenConfig fields the ingested data decides (data/dataset_info.py): the class
+    map (a dense map sets the class range to its size), the keypoint class and schema.
+    Empty for data ingested before these were recorded."""
+    fields = {}
+    class_ids = tuple(info.get("class_category_ids") or ())
+    if class_ids:
+        fields.update(class_category_ids=class_ids, max_class_id=len(class_ids))
+    schema = info.get("keypoint_schema")
+    if schema:
+        fields.update(person_class_id=data_info.class_index(class_ids)(schema["category_id"]),
+                      num_keypoints=int(schema["num_keypoints"]),
+                      keypoint_flip_pairs=tuple(tuple(p) for p in schema["flip_pairs"]))
+    return fields
+
+
+def dataset_tasks(info):
+    """The tasks the ingested data supports (every task for data ingested before
+    ingestion recorded them)."""
+    return list(info.get("tasks") or pipelines.TASK_NAMES)
+
+
+def task_weights_for(examples_dir, weights, explicit=()):
+    """`weights` (task -> weight) kept for the tasks the data supports: a task left at
+    its default is dropped when the data cannot feed it, a task in `explicit` with
+    weight > 0 that the data cannot feed is a `DatasetError` naming what is missing."""
+    supported = dataset_tasks(dataset_info(examples_dir))
+    data_info.check_tasks([t for t in explicit if weights.get(t, 0) > 0], supported, examples_dir)
+    return {t: w for t, w in weights.items() if w > 0 and t in supported}
+
+
 def model_config_for(preset_name, examples_dir, **overrides):
     """The preset (a name, or a `ModelConfig` such as a warm-start source's) with the
-    caption vocabulary size ingestion actually built."""
+    caption vocabulary size ingestion actually built and the dataset's class map and
+    keypoint schema (`dataset_token_fields`)."""
     info = dataset_info(examples_dir)
     changes = dict(overrides)
     if info.get("caption_vocab_size"):
         changes.setdefault("caption_vocab_size", int(info["caption_vocab_size"]))
+    for key, value in dataset_token_fields(info).items():
+        changes.setdefault(key, value)
     if isinstance(preset_name, str):
         return preset(preset_name, **changes)
     return preset_name.replace(**changes) if changes else preset_name

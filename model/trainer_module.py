@@ -25,7 +25,9 @@ def run_fn(fn_args):
     train_files = sorted(f for p in fn_args.train_files for f in tf.io.gfile.glob(p))
     eval_files = sorted(f for p in fn_args.eval_files for f in tf.io.gfile.glob(p))
     examples = train_data.examples_root(fn_args.train_files[0])
-    weights = {t: float(w) for t, w in (config.get("task_weights") or DEFAULT_TASK_WEIGHTS).items() if w > 0}
+    # No `task_weights`: the paper's, for the tasks the data supports; given ones must be fed.
+    given = {t: float(w) for t, w in (config.get("task_weights") or {}).items()}
+    weights = train_data.task_weights_for(examples, given or dict(DEFAULT_TASK_WEIGHTS), list(given))
     model_config = train_data.model_config_for(
         config.get("model_preset", "tiny"), examples, **dict(config.get("model_overrides") or {})
     )
