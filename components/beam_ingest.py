@@ -17,7 +17,8 @@ Spark by their usual flags.
 
 Outputs: `examples_dir/Split-{train,eval}/data_tfrecord-*.gz`,
 `examples_dir/dataset_info.json` (categories with names, keypoint names,
-skeleton, counts, caption vocabulary size) and a copy of the caption model;
+skeleton, counts, caption vocabulary size, and what data/dataset_info.py infers:
+the class map, the keypoint schema and the tasks the data supports) and a copy of the caption model;
 `vocab_dir/caption_spm.{model,vocab}` + `vocab_info.json`;
 `report_dir/errors.jsonl` + `summary.json`.
 """
@@ -31,7 +32,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from data import coco, features, image_io
+from data import coco, dataset_info, features, image_io
 from data import validate as V
 from pix2seq import progress
 
@@ -225,6 +226,12 @@ def run_ingest(coco_dir, examples_dir, vocab_dir, report_dir, make_pipeline,
     data = coco.load_coco_dir(coco_dir)
     log.info("ingest: %d annotation records, images per split: %s", data.total_records,
              ", ".join(f"{s}={len(r)}" for s, r in sorted(data.splits.items())))
+    inferred = dataset_info.info_fields(data.categories, data.splits.get("train", []))
+    to_class = dataset_info.class_index(inferred["class_category_ids"])
+    for records in data.splits.values():  # object/class holds the class index (the class map)
+        for record in records:
+            for obj in record["objects"]:
+                obj["class"] = to_class(obj["category_id"])
     for split in data.splits:  # a rerun into the same directory replaces, never mixes, shards
         split_dir = _join(examples_dir, f"Split-{split}")
         _delete_tree(split_dir)
@@ -263,7 +270,7 @@ def run_ingest(coco_dir, examples_dir, vocab_dir, report_dir, make_pipeline,
         "categories": data.categories, "num_keypoints": data.num_keypoints,
         "splits": sorted(data.splits), "num_images": summary["images_written"],
         "caption_vocab_size": summary["caption_vocab_size"],
-        "caption_model": SPM_MODEL if model_path else None, "source": coco_dir}, indent=1))
+        "caption_model": SPM_MODEL if model_path else None, "source": coco_dir, **inferred}, indent=1))
     if summary["error_fraction"] > max_error_fraction:
         raise IngestError(summary)
     return summary

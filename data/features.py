@@ -123,7 +123,9 @@ def _clip01(v):
 def normalize_objects(objects, height, width, num_keypoints):
     """COCO-pixel objects (validated, see data/validate.py) -> flat normalized lists.
 
-    Each object: `bbox` [x, y, w, h] (inside the image), `category_id`, `iscrowd`,
+    Each object: `bbox` [x, y, w, h] (inside the image), `category_id` and optionally
+    `class` (the class index ingestion's class map gives it, data/dataset_info.py;
+    `object/class` holds it, else the category id), `iscrowd`,
     `area`, `id`, `polygons` (list of flat [x, y, ...] parts), `rle` (dict or None),
     `keypoints` (flat [x, y, v] * K or None).
     """
@@ -134,7 +136,7 @@ def normalize_objects(objects, height, width, num_keypoints):
         x, y, w, h = obj["bbox"]
         out[OBJECT_BBOX] += [_clip01(y / height), _clip01(x / width),
                              _clip01((y + h) / height), _clip01((x + w) / width)]
-        out[OBJECT_CLASS].append(int(obj["category_id"]))
+        out[OBJECT_CLASS].append(int(obj.get("class", obj["category_id"])))
         out[OBJECT_IS_CROWD].append(int(obj["iscrowd"]))
         out[OBJECT_AREA].append(float(obj["area"]))
         out[OBJECT_ID].append(int(obj["id"]))

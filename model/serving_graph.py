@@ -27,7 +27,9 @@ The paper's inference rules: nucleus sampling as the official `top_logits`
 (`sampling.TopPSampler`); a detection's class is the argmax over the class range at
 its class position, whatever was sampled, and its score that probability; keypoints
 never emit the invisible token and a person scores the mean probability of its 2K
-coordinate tokens; segmentation returns every sampled polygon (S = num_samples per
+coordinate tokens; classes in and out are the dataset's category ids (the token
+config's class map: class index c <-> `class_category_ids[c - 1]`, identity when
+empty); segmentation returns every sampled polygon (S = num_samples per
 instance, 8 by default), which the shared results code rasterizes at image resolution
 and averages (>= 0.5); a mask's score is its detection's.
 """
@@ -123,6 +125,31 @@ class InferenceGraph:
         limit = tf.reshape(tf.tile(hw, [1, 2]), [-1, 1, 4])
         return tf.clip_by_value(boxes, 0.0, limit)
 
+    # --- class map -------------------------------------------------------------------------
+
+    def category_ids(self, classes):
+        """Class indices -> the dataset's category ids (0 stays 0: padding)."""
+        ids = self.config.class_category_ids
+        if not ids:
+            return classes
+        table = tf.constant((0,) + ids, tf.int32)
+        inside = (classes > 0) & (classes <= len(ids))
+        return tf.where(inside, tf.gather(table, tf.clip_by_value(classes, 0, len(ids))), 0)
+
+    def class_indices(self, category_ids):
+        """The dataset's category ids -> class indices (an unknown id -> 0: padding)."""
+        ids = self.config.class_category_ids
+        if not ids:
+            return category_ids
+        match = tf.equal(category_ids[..., tf.newaxis], tf.constant(ids, tf.int32))
+        return tf.where(tf.reduce_any(match, -1), tf.cast(tf.argmax(tf.cast(match, tf.int32), -1), tf.int32) + 1, 0)
+
+    @property
+    def keypoint_category_id(self):
+        """Category id of the class whose instances carry keypoints."""
+        ids = self.config.class_category_ids
+        return ids[self.config.person_class_id - 1] if ids else self.config.person_class_id
+
     # --- tasks -----------------------------------------------------------------------------
 
     def _decode(self, task, cross, prompt, temperature, top_p, seed, salt, **kwargs):
@@ -150,19 +177,20 @@ class InferenceGraph:
         boxes = tf.concat([tf.minimum(boxes[..., :2], boxes[..., 2:]), tf.maximum(boxes[..., :2], boxes[..., 2:])], -1)
         return {
             "boxes": self._clip_to_image(boxes, frame["image_size"]),
-            "classes": tf.gather(parsed["classes"], order, batch_dims=1),
+            "classes": self.category_ids(tf.gather(parsed["classes"], order, batch_dims=1)),
             "scores": tf.gather(parsed["scores"], order, batch_dims=1),
             "num_detections": parsed["num_detections"],
         }
 
     def segment(self, frame, boxes, classes, num_samples, temperature, top_p, seed):
         """Pixel boxes [B,N,4] + classes [B,N] (class <= 0 or an empty box: padding) ->
-        every sampled polygon: polygons float32 [B,N,S,P,2] (y, x image pixels, not
+        every sampled polygon (classes are category ids): polygons float32 [B,N,S,P,2]
+        (y, x image pixels, not
         clipped), polygon_parts int32 [B,N,S,P] (part index, -1 unused); S = num_samples."""
         task = self.segmentation
         p = self.config.max_polygon_points
         boxes = tf.cast(boxes, tf.float32)
-        classes = tf.cast(classes, tf.int32)
+        classes = self.class_indices(tf.cast(classes, tf.int32))
         valid = (classes > 0) & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
         index = tf.where(valid)
         image = tf.cast(index[:, 0], tf.int32)
@@ -233,6 +261,6 @@ class InferenceGraph:
         return {"captions": tf.strings.strip(tf.strings.reduce_join(ids, axis=-1, separator=" "))}
 
     def person_boxes(self, detections):
-        """Detected boxes of the person class, other rows zeroed (padding for keypoints)."""
-        is_person = tf.equal(detections["classes"], self.config.person_class_id)
+        """Detected boxes of the keypoint class, other rows zeroed (padding for keypoints)."""
+        is_person = tf.equal(detections["classes"], self.keypoint_category_id)
         return tf.where(is_person[..., tf.newaxis], detections["boxes"], 0.0)

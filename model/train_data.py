@@ -11,6 +11,7 @@ import os
 import tensorflow as tf
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
+from data import dataset_info as data_info
 from data import pipelines
 from model.config import preset
 from model.training import train
@@ -44,13 +45,47 @@ def caption_model_file(examples_dir):
     return path if tf.io.gfile.exists(path) else None
 
 
+def dataset_token_fields(info):
+    """TokenConfig fields the ingested data decides (data/dataset_info.py): the class
+    map (a dense map sets the class range to its size), the keypoint class and schema.
+    Empty for data ingested before these were recorded."""
+    fields = {}
+    class_ids = tuple(info.get("class_category_ids") or ())
+    if class_ids:
+        fields.update(class_category_ids=class_ids, max_class_id=len(class_ids))
+    schema = info.get("keypoint_schema")
+    if schema:
+        fields.update(person_class_id=data_info.class_index(class_ids)(schema["category_id"]),
+                      num_keypoints=int(schema["num_keypoints"]),
+                      keypoint_flip_pairs=tuple(tuple(p) for p in schema["flip_pairs"]))
+    return fields
+
+
+def dataset_tasks(info):
+    """The tasks the ingested data supports (every task for data ingested before
+    ingestion recorded them)."""
+    return list(info.get("tasks") or pipelines.TASK_NAMES)
+
+
+def task_weights_for(examples_dir, weights, explicit=()):
+    """`weights` (task -> weight) kept for the tasks the data supports: a task left at
+    its default is dropped when the data cannot feed it, a task in `explicit` with
+    weight > 0 that the data cannot feed is a `DatasetError` naming what is missing."""
+    supported = dataset_tasks(dataset_info(examples_dir))
+    data_info.check_tasks([t for t in explicit if weights.get(t, 0) > 0], supported, examples_dir)
+    return {t: w for t, w in weights.items() if w > 0 and t in supported}
+
+
 def model_config_for(preset_name, examples_dir, **overrides):
     """The preset (a name, or a `ModelConfig` such as a warm-start source's) with the
-    caption vocabulary size ingestion actually built."""
+    caption vocabulary size ingestion actually built and the dataset's class map and
+    keypoint schema (`dataset_token_fields`)."""
     info = dataset_info(examples_dir)
     changes = dict(overrides)
     if info.get("caption_vocab_size"):
         changes.setdefault("caption_vocab_size", int(info["caption_vocab_size"]))
+    for key, value in dataset_token_fields(info).items():
+        changes.setdefault(key, value)
     if isinstance(preset_name, str):
         return preset(preset_name, **changes)
     return preset_name.replace(**changes) if changes else preset_name
@@ -105,12 +140,21 @@ def eval_dataset_fn(files, token_config, batch_size, tasks):
     return dataset_fn
 
 
-def train_on_examples(config, examples_dir, out_dir, train_files=None, eval_files=None, verbose="auto"):
+def train_on_examples(config, examples_dir, out_dir, train_files=None, eval_files=None, verbose="auto",
+                      explicit_tasks=()):
     """Trains `config` (a model.train_config.TrainConfig) on an ingested Examples directory.
 
+    Tasks follow the data: a task the dataset cannot feed (dataset_info.json `tasks`) is
+    dropped from the config's weights, unless it is in `explicit_tasks` (asked for by the
+    user), which is a `DatasetError` naming what is missing.
     `train_files` / `eval_files`: shard lists or globs (default: the directory's splits).
     Returns training.train's TrainResult.
     """
+    weights = task_weights_for(examples_dir, config.active_task_weights, explicit_tasks)
+    if not weights:
+        raise data_info.DatasetError(f"{examples_dir}: the data feeds none of the tasks {config.tasks}")
+    config = config.replace(task_weights=weights,
+                            task_batch_sizes={t: b for t, b in config.task_batch_sizes.items() if t in weights})
     initialize = None
     if config.init_checkpoint:
         from model import warm_start

@@ -64,7 +64,11 @@ class TokenConfig:
       max_caption_len: captioning sequence length (pieces + EOS, prompt excluded).
       image_size: side of the padded square canvas in pixels.
       max_class_id: largest category id (COCO: 90); class tokens 101..100+max_class_id.
-      person_class_id: category whose instances carry keypoints (prompt class token).
+      person_class_id: class index whose instances carry keypoints (prompt class token).
+      class_category_ids: the dataset's class map (data/dataset_info.py): () when class
+        index = category id (the official COCO layout), else the category id of each
+        class index (index c -> class_category_ids[c - 1]). The serving signatures
+        speak category ids through it.
       object_order: order of the objects in a detection training sequence: "random"
         (the paper's default), "area" (largest first) or "dist2ori" (nearest box
         top-left corner to the image origin first), the paper's ablation choices.
@@ -81,10 +85,12 @@ class TokenConfig:
     max_class_id: int = 90
     person_class_id: int = 1
     object_order: str = "random"
+    class_category_ids: tuple = ()
 
     def __post_init__(self):
         # JSON round trips turn tuples into lists; keep the config hashable and comparable.
         object.__setattr__(self, "keypoint_flip_pairs", tuple(tuple(p) for p in self.keypoint_flip_pairs))
+        object.__setattr__(self, "class_category_ids", tuple(int(c) for c in self.class_category_ids))
         checks = (
             (2 <= self.num_bins <= MAX_NUM_BINS, "num_bins", f"in [2, {MAX_NUM_BINS}]"),
             (self.max_instances >= 1, "max_instances", ">= 1"),
@@ -97,6 +103,8 @@ class TokenConfig:
             (1 <= self.max_class_id <= MAX_CLASS_TOKEN_ID, "max_class_id", f"in [1, {MAX_CLASS_TOKEN_ID}]"),
             (1 <= self.person_class_id <= self.max_class_id, "person_class_id", "in [1, max_class_id]"),
             (self.object_order in OBJECT_ORDERS, "object_order", f"one of {OBJECT_ORDERS}"),
+            (len(self.class_category_ids) <= self.max_class_id, "class_category_ids",
+             "at most max_class_id ids"),
         )
         for ok, name, rule in checks:
             if not ok:

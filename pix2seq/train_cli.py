@@ -19,9 +19,11 @@ Lives in the command-line layer because it reads the pipeline presets.
 import dataclasses
 import logging
 import os
+import sys
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from model import config as model_config
+from pix2seq import console
 from model import train_config as train_config_lib
 from pipeline import presets
 
@@ -52,7 +54,8 @@ def add_arguments(parser):
     parser.add_argument("--clipnorm", type=float, help="global gradient-norm clip (default 1.0); 0 disables")
     for task in TASKS:
         parser.add_argument(f"--{task}-weight", type=float, default=None,
-                            help=f"loss weight of {task} (default: the preset's or the paper's; 0 disables the task)")
+                            help=f"loss weight of {task} (default: the preset's or the paper's when the data supports "
+                                 f"{task}, else 0; 0 disables the task)")
     parser.add_argument("--mixing", choices=train_config_lib.MIXING,
                         help="batch mixing (one batch per task per step, default) or data mixing (tasks sampled by weight)")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
@@ -118,6 +121,20 @@ def ingest(coco_dir, out, caption_vocab_size):
 
 
 def main(args) -> int:
+    """A dataset that cannot feed what was asked (data/dataset_info.py DatasetError) ends with
+    its message and exit 2 (`pix2seq --verbose train ...` shows the traceback)."""
+    from data.dataset_info import DatasetError
+
+    try:
+        return _main(args)
+    except DatasetError as e:
+        if console.verbose():
+            raise
+        print(f"pix2seq train: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from model import train_data
 
@@ -127,7 +144,8 @@ def main(args) -> int:
     vocab_size = args.caption_vocab_size or (presets.get(args.preset).caption_vocab_size if args.preset
                                              else DEFAULT_CAPTION_VOCAB_SIZE)
     examples = args.examples or ingest(args.coco_dir, args.out, vocab_size)
-    result = train_data.train_on_examples(config, examples, args.out)
+    explicit = [t for t in TASKS if getattr(args, f"{t}_weight") is not None]
+    result = train_data.train_on_examples(config, examples, args.out, explicit_tasks=explicit)
     final = {k: round(float(v[-1]), 4) for k, v in result.history.items()}
     print(f"trained {result.model.config.name} to step {int(result.model.optimizer.iterations.numpy())}: {final}")
     print(f"weights: {os.path.join(args.out, 'model.weights.h5')}  TensorBoard: {os.path.join(args.out, 'tensorboard')}")

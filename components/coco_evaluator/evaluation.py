@@ -55,12 +55,14 @@ class GroundTruth:
 
 
 def ground_truth(decoded: Sequence[Mapping], categories: Optional[Sequence[Mapping]],
-                 default_keypoint_category_ids: Sequence[int] = (1,)) -> GroundTruth:
+                 default_keypoint_category_ids: Sequence[int] = (1,),
+                 class_category_ids: Sequence[int] = ()) -> GroundTruth:
     """Decoded examples (data.features.decode_example) -> the COCO ground truth they hold.
 
-    Keypoint categories are those with keypoint names (COCO: person), else the default."""
+    Keypoint categories are those with keypoint names (COCO: person), else the default;
+    `class_category_ids` is ingestion's class map (examples hold class indices)."""
     kp_cats = tuple(gt_lib.keypoint_categories(categories, default_keypoint_category_ids))
-    datasets = gt_lib.build_ground_truth(decoded, categories, kp_cats)
+    datasets = gt_lib.build_ground_truth(decoded, categories, kp_cats, class_category_ids)
     num_kp = max([len(c.get("keypoints") or []) for c in categories or []] or [0])
     sigmas = None if num_kp in (0, COCO_KEYPOINTS) else [OTHER_KEYPOINT_SIGMA] * num_kp
     return GroundTruth(datasets, kp_cats, sigmas)

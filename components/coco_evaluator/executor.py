@@ -84,7 +84,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             records = records[:max_examples]
         decoded = [F.decode_example(r) for r in records]
         categories = gt_lib.load_categories(examples.uri)
-        gt = evaluation.ground_truth(decoded, categories, config.get("keypoint_category_ids") or (1,))
+        gt = evaluation.ground_truth(decoded, categories, config.get("keypoint_category_ids") or (1,),
+                                     gt_lib.load_class_map(examples.uri))
         for name, dataset in gt.datasets.items():
             _write_json(os.path.join(evaluation_artifact.uri, "ground_truth", f"{name}.json"), dataset)
 

@@ -15,6 +15,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
+from data import dataset_info as data_info
 from data import features as F
 
 
@@ -27,8 +28,10 @@ def _scaled(points_yx, height, width):
 
 
 def image_ground_truth(example: Mapping, keypoint_category_ids: Sequence[int],
-                       first_annotation_id: int) -> tuple[dict, List[dict], List[str]]:
-    """One decoded example (`data.features.decode_example`) -> (image, annotations, captions)."""
+                       first_annotation_id: int, class_category_ids: Sequence[int] = ()
+                       ) -> tuple[dict, List[dict], List[str]]:
+    """One decoded example (`data.features.decode_example`) -> (image, annotations, captions);
+    `object/class` goes back to category ids through the class map (data/dataset_info.py)."""
     image_id = int(example[F.IMAGE_ID])
     height, width = int(example[F.IMAGE_HEIGHT]), int(example[F.IMAGE_WIDTH])
     image = {"id": image_id, "height": height, "width": width,
@@ -59,7 +62,7 @@ def image_ground_truth(example: Mapping, keypoint_category_ids: Sequence[int],
         ann = {
             "id": int(ids[i]) if ids[i] is not None else first_annotation_id + i,
             "image_id": image_id,
-            "category_id": int(classes[i]),
+            "category_id": data_info.category_id(class_category_ids, classes[i]),
             "iscrowd": int(crowd[i]),
             "bbox": [float(v) for v in bbox],
             "area": float(areas[i]) if areas[i] is not None else float(bbox[2] * bbox[3]),
@@ -84,7 +87,8 @@ def image_ground_truth(example: Mapping, keypoint_category_ids: Sequence[int],
 
 
 def build_ground_truth(examples: Iterable[Mapping], categories: Optional[Sequence[Mapping]] = None,
-                       keypoint_category_ids: Sequence[int] = (1,)) -> dict:
+                       keypoint_category_ids: Sequence[int] = (1,),
+                       class_category_ids: Sequence[int] = ()) -> dict:
     """Decoded examples -> {"instances", "keypoints", "captions"} COCO dataset dicts.
 
     `categories` (COCO category dicts) name the classes; without them every class
@@ -94,7 +98,7 @@ def build_ground_truth(examples: Iterable[Mapping], categories: Optional[Sequenc
     seen_ids = set()
     next_id = 1
     for example in examples:
-        image, anns, caps = image_ground_truth(example, keypoint_category_ids, next_id)
+        image, anns, caps = image_ground_truth(example, keypoint_category_ids, next_id, class_category_ids)
         if image["id"] in seen_ids:
             raise ValueError(f"duplicate image id {image['id']} in the eval examples")
         seen_ids.add(image["id"])
@@ -139,11 +143,22 @@ def load_categories(examples_dir: str) -> Optional[List[dict]]:
         return list(json.load(f).get("categories") or []) or None
 
 
+def load_class_map(examples_dir: str) -> tuple:
+    """The class map ingestion recorded in `dataset_info.json` (() = identity)."""
+    from components.beam_ingest import DATASET_INFO
+
+    path = os.path.join(examples_dir, DATASET_INFO)
+    if not tf.io.gfile.exists(path):
+        return ()
+    with tf.io.gfile.GFile(path) as f:
+        return tuple(json.load(f).get("class_category_ids") or ())
+
+
 def keypoint_categories(categories: Optional[Sequence[Mapping]], default: Sequence[int]) -> List[int]:
     """Ids of the categories that have keypoints (COCO: person), else `default`."""
     ids = [int(c["id"]) for c in categories or [] if c.get("keypoints")]
     return ids or [int(c) for c in default]
 
 
-__all__ = ["build_ground_truth", "image_ground_truth", "read_examples", "load_categories",
+__all__ = ["build_ground_truth", "image_ground_truth", "read_examples", "load_categories", "load_class_map",
            "keypoint_categories"]

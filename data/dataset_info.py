@@ -1,0 +1,122 @@
+"""What ingestion infers from a COCO-format dataset (pure Python): the class map, the
+tasks the data can feed and the keypoint schema. Written into `dataset_info.json`
+(components/beam_ingest.py) and read back by training (model/train_data.py), the
+evaluator and the export, so every consumer agrees on them.
+
+Class map. A class token is 100 + class index, class index in [1, 899] (DESIGN §4).
+When every category id already lies in [1, 90] the index is the id itself (the
+official COCO layout, so released checkpoints keep their meaning); otherwise the
+categories get dense indices 1..N in id order. `class_category_ids` is () for the
+identity map, else the category id of each class index (index c -> ids[c - 1]).
+
+Tasks. detection always; segmentation when an object has a polygon or RLE;
+keypoints when a category names keypoints and an object carries them; captioning
+when captions exist.
+
+Keypoint schema. The category with keypoints (at most one) gives the count, the
+names, the skeleton, and the flip pairs (`left_<part>` <-> `right_<part>`).
+"""
+import re
+
+OFFICIAL_MAX_CLASS_ID = 90
+MAX_CLASSES = 899  # class tokens 101..999 (model/vocab.py MAX_CLASS_TOKEN_ID)
+TASK_NAMES = ("detection", "segmentation", "keypoints", "captioning")
+_SIDE = re.compile(r"^(left|right)([_ ].+)$")
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be used as it is; the message names the field and the fix."""
+
+
+def class_category_ids(categories):
+    """Category dicts -> () (identity map) or the category id of each class index."""
+    ids = sorted({int(c["id"]) for c in categories})
+    if len(ids) > MAX_CLASSES:
+        raise DatasetError(
+            f"the dataset declares {len(ids)} categories, but the token layout has room for "
+            f"{MAX_CLASSES} classes (class tokens 101..999). Merge or drop categories in the "
+            f"annotation files' `categories` lists.")
+    if all(1 <= i <= OFFICIAL_MAX_CLASS_ID for i in ids):
+        return ()
+    return tuple(ids)
+
+
+def class_index(class_ids):
+    """The class map -> a function category id -> class index."""
+    if not class_ids:
+        return int
+    lookup = {int(c): i + 1 for i, c in enumerate(class_ids)}
+    return lambda category_id: lookup[int(category_id)]
+
+
+def category_id(class_ids, index):
+    """Class index -> category id (0 and out-of-range indices stay 0: no detection)."""
+    index = int(index)
+    if not class_ids:
+        return index
+    return int(class_ids[index - 1]) if 1 <= index <= len(class_ids) else 0
+
+
+def keypoint_schema(categories):
+    """The keypoint category's schema, or None when no category names keypoints:
+    {"category_id", "num_keypoints", "names", "skeleton", "flip_pairs"}."""
+    with_points = [c for c in categories if c.get("keypoints")]
+    if len(with_points) > 1:
+        names = ", ".join(f"{c['id']} ({c.get('name', '?')})" for c in with_points)
+        raise DatasetError(
+            f"categories {names} all name keypoints; one keypoint category is supported. Remove the "
+            f"`keypoints` list from all but one category.")
+    if not with_points:
+        return None
+    cat = with_points[0]
+    names = [str(n) for n in cat["keypoints"]]
+    return {"category_id": int(cat["id"]), "num_keypoints": len(names), "names": names,
+            "skeleton": [list(map(int, e)) for e in cat.get("skeleton") or []],
+            "flip_pairs": flip_pairs(names)}
+
+
+def flip_pairs(names):
+    """Index pairs of keypoints named `left_<part>` / `right_<part>` (a horizontal flip
+    swaps them), in the order of the left names."""
+    index = {n: i for i, n in enumerate(names)}
+    pairs = []
+    for i, name in enumerate(names):
+        m = _SIDE.match(name)
+        if m and m.group(1) == "left" and f"right{m.group(2)}" in index:
+            pairs.append((i, index[f"right{m.group(2)}"]))
+    return pairs
+
+
+def supported_tasks(records, schema=None):
+    """The tasks per-image records (data/coco.py) can feed, in TASK_NAMES order."""
+    found = {"detection"}
+    for record in records:
+        for obj in record["objects"]:
+            if obj.get("polygons") and not obj.get("iscrowd"):
+                found.add("segmentation")
+            if schema and obj.get("keypoints") and int(obj["category_id"]) == schema["category_id"]:
+                found.add("keypoints")
+        if record.get("captions"):
+            found.add("captioning")
+    return [t for t in TASK_NAMES if t in found]
+
+
+def info_fields(categories, records):
+    """The inferred part of dataset_info.json, from all categories and the train records."""
+    schema = keypoint_schema(categories)
+    return {"class_category_ids": list(class_category_ids(categories)),
+            "keypoint_schema": schema, "tasks": supported_tasks(records, schema)}
+
+
+def check_tasks(requested, supported, where):
+    """Raise DatasetError naming what is missing when a requested task has no data."""
+    missing = [t for t in requested if t not in supported]
+    if missing:
+        needs = {"segmentation": "segmentation polygons on non-crowd objects",
+                 "keypoints": "a category with a `keypoints` list and objects carrying keypoints",
+                 "captioning": "a captions_*.json file", "detection": "objects"}
+        raise DatasetError(
+            f"task(s) {', '.join(missing)} were asked for, but {where} supports only "
+            f"{', '.join(supported)} (dataset_info.json `tasks`). "
+            + " ".join(f"{t} needs {needs[t]}." for t in missing)
+            + " Leave the task out (weight 0) or add the annotations and ingest again.")
