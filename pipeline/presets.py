@@ -153,7 +153,24 @@ def _coco() -> PipelineConfig:
     )
 
 
-PRESETS = {"micro": _micro, "demo": _demo, "coco": _coco}
+def _coco_finetune() -> PipelineConfig:
+    # The official detection fine-tuning recipe (configs/config_det_finetune.py; docs/OFFICIAL_CHECKPOINTS.md)
+    # from a released checkpoint converted with `pix2seq import-checkpoint --config det-vit-b-640`:
+    # learning rate 3e-5, batch 32, 40 COCO epochs (118k images: ~148k steps), 2 epochs of warm-up,
+    # no gradient clipping. The architecture comes from the checkpoint (TrainConfig.init_checkpoint).
+    coco = _coco()
+    return coco.replace(
+        name="pix2seq-coco-finetune",
+        pipeline_root="gs://YOUR_BUCKET/pix2seq/finetune_root",
+        metadata_path="pipeline_root/coco-finetune/metadata.sqlite",
+        train=TrainConfig(init_checkpoint="gs://YOUR_BUCKET/pix2seq/imported/det-vit-b-640",
+                          steps=148_000, eval_steps=100, batch_size=32, learning_rate=3e-5,
+                          warmup_steps=7_400, clipnorm=None, task_weights={"detection": 1.0}),
+        eval=dataclasses.replace(coco.eval, tasks=("detection",), thresholds={"detection": {"AP": 0.45}}),
+    )
+
+
+PRESETS = {"micro": _micro, "demo": _demo, "coco": _coco, "coco-finetune": _coco_finetune}
 
 
 def get(name: str, **changes) -> PipelineConfig:
