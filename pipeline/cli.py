@@ -15,7 +15,7 @@ import shutil
 import sys
 from typing import List, Optional
 
-from components.coco_metrics import TABLE_METRICS, metrics_table  # noqa: F401  (TABLE_METRICS: the rows)
+from components.coco_metrics import metrics_table
 from pipeline import presets
 
 
@@ -76,10 +76,6 @@ def _config(args):
     if vertex:
         changes["vertex"] = dataclasses.replace(config.vertex, **vertex)
     return config.replace(**changes) if changes else config
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _short(fingerprint: str) -> str:

@@ -14,6 +14,7 @@ import types
 
 import pytest
 
+from components import coco_metrics
 from pipeline import cli, presets, runner_local
 from pipeline import pipeline as pipeline_lib
 
@@ -108,7 +109,7 @@ def test_model_has_the_serving_signatures(runs):
 def test_metrics_json_has_every_task_metric(runs):
     first = runs.first
     metrics = first.metrics["candidate"]
-    for task, names in cli.TABLE_METRICS:
+    for task, names in coco_metrics.TABLE_METRICS:
         for name in names:
             value = metrics[task][name]
             if value is None:  # pycocotools' -1: e.g. no large objects in 6 images
