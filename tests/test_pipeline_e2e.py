@@ -144,7 +144,7 @@ def test_first_run_is_blessed_and_pushed(runs):
         card = json.load(f)
     assert card["blessing"]["blessed"] is True and card["metrics"] == first.metrics["candidate"]
     assert card["push"]["version"] == versions[0] and card["push"]["pushed_model_id"]
-    assert card["model"]["uri"] == first.model_uri and card["model"]["config"]["image_size"] > 0
+    assert card["model"]["uri"] == first.model_uri and card["model"]["config"]["tokens"]["image_size"] > 0
     assert card["model"]["train_config"]["steps"] == config.train.steps
     assert card["lineage"]["model_id"] and card["lineage"]["examples_id"] and card["lineage"]["blessing_id"]
     assert card["push"]["pipeline_run_id"] == first.run_id == card["lineage"]["pipeline_run_id"]
