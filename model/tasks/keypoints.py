@@ -50,9 +50,11 @@ class KeypointTask(base.Task):
     def build_sequences(self, example, seed=0, augment: bool = True):
         """Example dict (see module docstring) -> input/target tokens and weights [L].
 
-        Deterministic: `seed` and `augment` are accepted for the common task interface.
+        With `augment`, the paper's input masking: every response *input* token becomes
+        the invisible token 41 with probability r ~ U(0, keypoint_mask_max_rate) drawn
+        per sequence from `seed` (targets unchanged), so the model learns to place a
+        keypoint without trusting the ones it emitted before.
         """
-        del seed, augment
         k = self.config.num_keypoints
         keypoints = tf.cast(example["keypoints"], tf.float32)
         with tf.control_dependencies([tf.debugging.assert_equal(
@@ -66,7 +68,12 @@ class KeypointTask(base.Task):
         response = tf.concat([tf.reshape(pairs, [-1]), [vocab.EOS]], 0)
         weights = tf.concat([tf.repeat(pair_w, 2), [EOS_WEIGHT]], 0)
         prompt = self.prompt_tokens(tf.reshape(example["box"], [4]))
-        return self._teacher_forcing(prompt, response, response, weights)
+        response_input = response
+        if augment and self.config.keypoint_mask_max_rate > 0:
+            s_rate, s_mask = tf.unstack(tf.random.experimental.stateless_split(vocab.as_seed(seed), 2))
+            rate = tf.random.stateless_uniform([], s_rate, 0.0, self.config.keypoint_mask_max_rate)
+            response_input = self._replace_at_rate(response, rate, vocab.INVISIBLE, s_mask)
+        return self._teacher_forcing(prompt, response_input, response, weights)
 
     def inference_prompt(self, boxes):
         """Person boxes [B, 4] in crop-canvas coordinates -> int32 [B, 6]."""
