@@ -1,7 +1,7 @@
 """Training-time task augmentation (Pix2Seq v2): random, but a pure function of a seed.
 
 - detection, captioning: horizontal flip, scale jitter, random crop to the canvas,
-  pad bottom/right (captioning also picks one random caption);
+  pad bottom/right;
 - segmentation: up to `num_instances` random non-crowd instances, same flip/jitter/crop
   (instances the crop loses are dropped; when it loses all, the un-jittered canvas is
   used instead);
