@@ -113,11 +113,12 @@ def test_wrong_keypoint_count_is_a_clear_error():
 
 
 def test_suppressed_invisible_grammar_and_the_paper_person_score():
-    """suppress_invisible: `41` is never allowed, nor counted in the softmax that scores a
-    token; a person scores the mean probability of its 2K coordinate tokens."""
+    """suppress_invisible: `41` may still be emitted (the decoder's own prefix stays as
+    trained; it is replaced after decoding) but is never counted in the softmax that scores
+    a token; a person scores the mean probability of its 2K coordinate tokens."""
     task = get_task("keypoints", CFG, suppress_invisible=True)
     m = task.grammar_mask(tf.constant(0), tf.constant([101])).numpy()[0]
-    assert not m[vocab.INVISIBLE] and m.sum() == 1000
+    assert m[vocab.INVISIBLE] and m.sum() == 1001
     rng = np.random.default_rng(4)
     resp = np.concatenate([rng.integers(1000, 2000, 2 * K), [vocab.EOS]]).astype(np.int32)
     logits = rng.normal(0, 2, [2 * K + 1, task.vocab_size]).astype(np.float32)

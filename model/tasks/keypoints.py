@@ -13,9 +13,14 @@ Decoding maps crop-canvas coordinates into any frame through `canvas_window`: th
 region (ymin, xmin, ymax, xmax) of that frame the crop canvas covers, so canvas (0, 0)
 lands on (ymin, xmin) and (1, 1) on (ymax, xmax).
 
-Inference (the paper's evaluation, `suppress_invisible=True`): the invisible token is
-never emitted and left out of the softmax that scores a token, so every keypoint gets a
-location; a person's score is the mean probability of its 2K coordinate tokens.
+Inference (the paper's evaluation, `suppress_invisible=True`): every keypoint gets a
+location — a point decoded as `41` takes the most likely coordinate, scored by the
+softmax without the invisible token (the official code resamples invisible tokens from
+the suppressed logits *after* decoding). Decoding itself may still emit `41`, so the
+tokens fed back to the decoder stay those it was trained on: forcing a coordinate where
+the model put `41` feeds it a prefix it never saw, and on a memorized person every later
+keypoint then went astray by 10-30 px (tests/test_memorize.py). A person's score is the
+mean probability of its 2K coordinate tokens.
 """
 import tensorflow as tf
 
@@ -80,14 +85,14 @@ class KeypointTask(base.Task):
         return self.prompt_tokens(boxes)
 
     def grammar_mask(self, step, prev_tokens):
-        """Allowed ids [B, V]: exactly K pairs, each two coordinates or `41 41` (never with
-        `suppress_invisible`), then EOS."""
+        """Allowed ids [B, V]: exactly K pairs, each two coordinates or `41 41`, then EOS
+        (with `suppress_invisible` too: `41` is replaced after decoding, see the module
+        docstring)."""
         step = tf.cast(step, tf.int32)
         prev = tf.reshape(tf.cast(prev_tokens, tf.int32), [-1])
         second = tf.where((prev == vocab.INVISIBLE)[:, tf.newaxis],
                           tf.constant(self._inv)[tf.newaxis], tf.constant(self._coord)[tf.newaxis])
-        first_ids = self._coord if self.suppress_invisible else self._coord_inv
-        first = tf.broadcast_to(tf.constant(first_ids)[tf.newaxis], tf.shape(second))
+        first = tf.broadcast_to(tf.constant(self._coord_inv)[tf.newaxis], tf.shape(second))
         allowed = tf.where(step % 2 == 0, first, second)
         eos = tf.broadcast_to(tf.constant(self._eos)[tf.newaxis], tf.shape(second))
         return tf.where(step >= 2 * self.config.num_keypoints, eos, allowed)
@@ -95,8 +100,8 @@ class KeypointTask(base.Task):
     def step_readout(self, step, logits, token):
         """`coord`: the emitted token when it is a coordinate, else the most likely
         coordinate; `coord_prob`: its probability under the softmax of the raw logits
-        (the invisible token left out with `suppress_invisible`, as it was never
-        allowed)."""
+        (the invisible token left out with `suppress_invisible`: the paper scores the
+        coordinate that replaces an invisible token as if `41` had been suppressed)."""
         del step
         lo, bins = vocab.COORD_OFFSET, self.config.num_bins
         best = tf.argmax(logits[..., lo:lo + bins], axis=-1, output_type=tf.int32) + lo
