@@ -73,8 +73,10 @@ def memorize(work_dir, steps=STEPS, num_images=NUM_IMAGES, log=print):
     examples = os.path.join(work_dir, "examples")
     beam_ingest.run_ingest(coco_dir, examples, os.path.join(work_dir, "vocab"), os.path.join(work_dir, "report"),
                            make_pipeline=beam.Pipeline, caption_vocab_size=1000)
-    # Long enough for every synthetic caption (the tiny preset's 32 cuts the longest ones).
-    config = train_data.model_config_for("tiny", examples, dropout=0.0, drop_path=0.0, max_caption_len=64)
+    # Long enough for every synthetic caption (the tiny preset's 32 cuts the longest ones);
+    # every instance of an image in its segmentation row block.
+    config = train_data.model_config_for("tiny", examples, dropout=0.0, drop_path=0.0, max_caption_len=64,
+                                         segmentation_instances_per_image=10)
     batches = fixed_batches(train_data.split_pattern(examples, "train"), config.tokens)
     log({task: int(b["image"].shape[0]) for task, b in batches.items()})
     times["data"] = time.time() - start
