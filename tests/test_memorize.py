@@ -20,6 +20,7 @@ import pytest
 
 NUM_IMAGES = 6
 STEPS = 150
+MAX_INSTANCES = 5  # most instances on one of these images: each image's segmentation rows
 SYNTH_SEED = 4
 TASKS = ("detection", "segmentation", "keypoints", "captioning")
 TASK_WEIGHTS = {"detection": 1.0, "segmentation": 1.0, "keypoints": 1.0, "captioning": 1.0}
@@ -67,18 +68,19 @@ def memorize(work_dir, steps=STEPS, num_images=NUM_IMAGES, log=print):
     from pix2seq import evaluate as evaluate_cli
 
     times = {}
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     coco_dir = os.path.join(work_dir, "synth")
     synth.generate(coco_dir, num_train=num_images, num_val=1, image_size=128, seed=SYNTH_SEED)
     examples = os.path.join(work_dir, "examples")
     beam_ingest.run_ingest(coco_dir, examples, os.path.join(work_dir, "vocab"), os.path.join(work_dir, "report"),
                            make_pipeline=beam.Pipeline, caption_vocab_size=1000)
     # Long enough for every synthetic caption (the tiny preset's 32 cuts the longest ones);
-    # every instance of an image in its segmentation row block.
+    # every instance of an image in its segmentation rows.
     config = train_data.model_config_for("tiny", examples, dropout=0.0, drop_path=0.0, max_caption_len=64,
-                                         segmentation_instances_per_image=10)
+                                         segmentation_instances_per_image=MAX_INSTANCES)
     batches = fixed_batches(train_data.split_pattern(examples, "train"), config.tokens)
-    log({task: int(b["image"].shape[0]) for task, b in batches.items()})
+    instances = int(tf.reduce_sum(tf.cast(tf.reduce_sum(batches["segmentation"]["token_weights"], -1) > 0, tf.int32)))
+    log({task: int(b["image"].shape[0]) for task, b in batches.items()}, "instances:", instances)
     times["data"] = time.time() - start
 
     start = time.time()
@@ -105,6 +107,9 @@ def memorize(work_dir, steps=STEPS, num_images=NUM_IMAGES, log=print):
     per_image = evaluation.predict(model_runner.ModelRunner(model_dir, TASKS), decoded, options)
     metrics, _ = evaluation.score(gt, per_image, TASKS)
     times["evaluate"] = time.time() - start
+    times["cpu"] = time.process_time() - cpu
+    num_instances = sum(1 for r in records for o in r["objects"] if not o.get("iscrowd"))
+    assert instances == num_instances, f"{instances} of {num_instances} instances trained: raise MAX_INSTANCES"
     return metrics, per_image, records, times
 
 
