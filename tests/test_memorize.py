@@ -19,7 +19,7 @@ import time
 import pytest
 
 NUM_IMAGES = 6
-STEPS = 150
+STEPS = 120
 MAX_INSTANCES = 5  # most instances on one of these images: each image's segmentation rows
 SYNTH_SEED = 4
 TASKS = ("detection", "segmentation", "keypoints", "captioning")

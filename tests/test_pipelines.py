@@ -22,19 +22,20 @@ def files(tmp_path_factory):
     return er.write_shards(str(tmp_path_factory.mktemp("shards")), NUM_IMAGES, num_shards=2)
 
 
-def token_shape(task, size):
-    """Training batches: [B, L], or [B, K, L] for a task training K sequences per image."""
-    per_image = get_task(task, TC).sequences_per_image
+def token_shape(task, size, training=True):
+    """Training batches: [B, L], or [B, K, L] for a task training K sequences per image;
+    eval batches: [B, L]."""
+    per_image = get_task(task, TC).sequences_per_image if training else 1
     return (size, TC.seq_len(task)) if per_image == 1 else (size, per_image, TC.seq_len(task))
 
 
-def assert_task_batch(batch, task, size):
+def assert_task_batch(batch, task, size, training=True):
     length = TC.seq_len(task)
     assert batch["image"].shape == (size, TC.image_size, TC.image_size, 3)
     assert batch["image"].dtype == tf.float32
     assert 0.0 <= float(tf.reduce_min(batch["image"])) and float(tf.reduce_max(batch["image"])) <= 1.0
     for key, dtype in (("input_tokens", tf.int32), ("target_tokens", tf.int32), ("token_weights", tf.float32)):
-        assert batch[key].shape == token_shape(task, size) and batch[key].dtype == dtype
+        assert batch[key].shape == token_shape(task, size, training) and batch[key].dtype == dtype
     weights = batch["token_weights"].numpy().reshape(size, -1, length)
     tokens = batch["input_tokens"].numpy().reshape(size, -1, length)
     used = weights.sum(axis=2) > 0
@@ -102,7 +103,7 @@ def test_eval_is_deterministic_and_covers_every_instance(files):
         runs = [list(ds), list(ds)]
         assert sum(b["image"].shape[0] for b in runs[0]) == expected
         for a, b in zip(*runs):
-            assert_task_batch(a, task, 2)
+            assert_task_batch(a, task, 2, training=False)
             for key in a:
                 np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
         if task == "detection":  # the 3 non-crowd objects, no noise, then EOS
@@ -167,4 +168,4 @@ def test_coco_dir_source_ingests_once_and_feeds_the_pipelines(synth_coco_dir, tm
                            caption_vocab_size=data.caption_vocab_size, max_caption_len=10)
     batches = list(pipelines.eval_dataset(data.eval_files, "captioning", tc, batch_size=2))
     assert sum(b["image"].shape[0] for b in batches) == 6
-    assert_task_batch(batches[0], "captioning", 2)
+    assert_task_batch(batches[0], "captioning", 2, training=False)
