@@ -5,7 +5,10 @@ augment (train, data/augment.py) or prepare (eval, data/preprocess.py) -> the ta
 codec's `build_sequences` (model/tasks) -> static-shape batches with drop_remainder
 (TPU). One batch (CONTRACTS.md "Training batches"):
   image float32 [B, S, S, 3] in [0, 1], input_tokens / target_tokens int32 [B, L_t],
-  token_weights float32 [B, L_t].
+  token_weights float32 [B, L_t];
+in training, a codec that trains K = `sequences_per_image` > 1 sequences per image
+(segmentation instances, captions) gives [B, K, L_t] (the model encodes each image
+once); data mixing splits them into one element per sequence.
 
 Randomness is stateless: element i of a stream gets the seed (base, i), base derived
 from the user seed, the task and the input pipeline, so runs repeat exactly and every
@@ -51,14 +54,20 @@ def usable(example, task):
     return tf.constant(True)
 
 
-def codec_inputs(example, task):
+def codec_inputs(example, task, per_image=False):
     """Task-prepared example -> the fields the task codec reads (model/tasks docstrings):
     segmentation/keypoints get their single object as `box`/`class`, captioning its
-    single caption as flat `caption_ids`."""
+    single caption as flat `caption_ids`. With `per_image` (the codec's
+    `build_image_sequences`): segmentation keeps all its objects, captioning all its
+    captions as `caption_ids` [C, len] padded with -1."""
     if task == "detection":
         return {k: example[k] for k in ("boxes", "classes", "is_crowd")}
     if task == "captioning":
+        if per_image:
+            return {"caption_ids": example["caption_ids"].to_tensor(default_value=-1)}
         return {"caption_ids": example["caption_ids"].flat_values}
+    if per_image and task == "segmentation":
+        return {k: example[k] for k in ("boxes", "classes", "polygon_points", "polygon_part", "polygon_instance")}
     out = {"box": example["boxes"][0], "class": example["classes"][0]}
     if task == "segmentation":
         out.update(polygon_points=example["polygon_points"], polygon_part=example["polygon_part"])
@@ -68,8 +77,14 @@ def codec_inputs(example, task):
 
 
 def _sequences(codec, example, task, seed, training):
-    inputs = codec_inputs(example, task)
-    seqs = codec.build_sequences(inputs, seed, augment=training)
+    """Training: the codec's `build_image_sequences` when it trains several sequences
+    per image (tokens [K, L]); otherwise, and in evaluation, one sequence [L]."""
+    per_image = training and codec.sequences_per_image > 1
+    inputs = codec_inputs(example, task, per_image)
+    if per_image:
+        seqs = codec.build_image_sequences(inputs, seed, augment=True)
+    else:
+        seqs = codec.build_sequences(inputs, seed, augment=training)
     out = {"image": example["image"]}
     out.update({k: seqs[k] for k in SEQUENCE_KEYS})
     return out
@@ -121,7 +136,8 @@ def task_examples(files, task, token_config, seed=0, augment_config=augment_lib.
         seeds = tf.random.experimental.stateless_split(
             tf.stack([tf.constant(base, tf.int64), index]), num=2)
         example = parse.decode_parsed(example)
-        example = augment_lib.augment(example, task, seeds[0], size, augment_config, pairs)
+        example = augment_lib.augment(example, task, seeds[0], size, augment_config, pairs,
+                                      codec.sequences_per_image)
         return _sequences(codec, example, task, seeds[1], training=True)
 
     return ds.enumerate().map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -183,6 +199,21 @@ def _pad_sequences(element, length):
     return out
 
 
+def _one_sequence_per_element(ds):
+    """Elements with tokens [K, L] -> K elements with tokens [L] (image repeated),
+    weight-0 rows dropped; [L] elements pass unchanged."""
+    if ds.element_spec["input_tokens"].shape.rank == 1:
+        return ds
+
+    def rows(e):
+        k = tf.shape(e["input_tokens"])[0]
+        out = {key: e[key] for key in SEQUENCE_KEYS}
+        out["image"] = tf.repeat(e["image"][tf.newaxis], k, axis=0)
+        return tf.data.Dataset.from_tensor_slices(out)
+
+    return ds.flat_map(_graph(rows)).filter(_graph(lambda e: tf.reduce_sum(e["token_weights"]) > 0))
+
+
 def data_mixing_dataset(files, weights, token_config, batch_size, seed=0,
                         augment_config=augment_lib.AugmentConfig(), input_context=None,
                         shuffle_buffer=64):
@@ -196,7 +227,8 @@ def data_mixing_dataset(files, weights, token_config, batch_size, seed=0,
     length = max(token_config.seq_len(t) for t in tasks)
     streams = []
     for t in tasks:
-        ds = task_examples(files, t, token_config, seed, augment_config, input_context, shuffle_buffer)
+        ds = _one_sequence_per_element(
+            task_examples(files, t, token_config, seed, augment_config, input_context, shuffle_buffer))
         tid = task_id(t)
         streams.append(ds.map(_graph(lambda e, tid=tid: dict(_pad_sequences(e, length),
                                                              task_id=tf.constant(tid, tf.int32)))))

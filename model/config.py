@@ -158,8 +158,11 @@ def _longest(tokens: TokenConfig) -> int:
 
 
 def _tiny() -> ModelConfig:
+    # CPU-sized, like its sequence budgets: 4 instances / 3 captions per image per step (the
+    # paper's 10 / 5 would multiply a step's decoder tokens ~3x on images with few objects).
     tokens = TokenConfig(
-        image_size=128, max_instances=10, max_polygon_points=32, caption_vocab_size=1000, max_caption_len=32
+        image_size=128, max_instances=10, max_polygon_points=32, caption_vocab_size=1000, max_caption_len=32,
+        segmentation_instances_per_image=4, captions_per_image=3,
     )
     return ModelConfig(
         name="tiny",

@@ -7,7 +7,8 @@ gives float32 logits. `train_step`/`test_step` take either
 - a batch-mixing element `{task_name: {"image", "input_tokens", "target_tokens",
   "token_weights"}}` (one batch per task every step): the images of all tasks go
   through the encoder together, each task's tokens through the decoder, and the
-  loss is `sum_t task_weights[t] * loss_t`; or
+  loss is `sum_t task_weights[t] * loss_t`; a task's tokens may be [B, K, L] (K
+  sequences per image: each image's memory serves its K sequences); or
 - a data-mixing element (one batch of mixed tasks padded to one length, plus
   `"task_id"` [B]): the loss is the token-weighted cross-entropy of the whole batch
   (tasks are weighted by how often they are sampled).
@@ -136,9 +137,15 @@ class Pix2SeqModel(keras.Model):
         parts, start = {}, 0
         for task, size in zip(tasks, sizes):
             batch = data[task]
-            logits = self.decoder(batch["input_tokens"], memory[start : start + size], training=training)
+            task_memory = memory[start : start + size]
             start = start + size
-            numerator, denominator = weighted_xent_parts(batch["target_tokens"], logits, batch["token_weights"])
+            tokens, targets, weights = (batch[k] for k in ("input_tokens", "target_tokens", "token_weights"))
+            if len(tokens.shape) == 3:  # [B, K, L]: K sequences per image
+                per_image = tokens.shape[1]
+                task_memory = ops.repeat(task_memory, per_image, axis=0)
+                tokens, targets, weights = (ops.reshape(x, (-1, x.shape[-1])) for x in (tokens, targets, weights))
+            logits = self.decoder(tokens, task_memory, training=training)
+            numerator, denominator = weighted_xent_parts(targets, logits, weights)
             parts[task] = (numerator, global_sum(ops.stop_gradient(denominator)))
         total = sum(self.task_weights.get(t, 0.0) * ops.divide_no_nan(n, d) for t, (n, d) in parts.items())
         return total, parts

@@ -6,7 +6,7 @@ importable. Ranges:
 
     0            padding, and end-of-sequence for detection/segmentation/keypoints
     10..13       task prompts (detection, segmentation, keypoints, captioning)
-    30           fake (noise) class
+    30           fake (noise) class; also a dropped caption input token
     40           polygon part separator
     41           invisible / unlabeled keypoint
     100 + c      class token of category id c (c in [1, max_class_id] <= 899)
@@ -28,6 +28,7 @@ SEGMENTATION_PROMPT = 11
 KEYPOINT_PROMPT = 12
 CAPTION_PROMPT = 13
 FAKE_CLASS = 30
+FAKE_TEXT = 30  # the same token stands for a dropped caption input token
 SEPARATOR = 40
 INVISIBLE = 41
 CLASS_OFFSET = 100
@@ -72,6 +73,21 @@ class TokenConfig:
       object_order: order of the objects in a detection training sequence: "random"
         (the paper's default), "area" (largest first) or "dist2ori" (nearest box
         top-left corner to the image origin first), the paper's ablation choices.
+
+    Training recipe (Pix2Seq v2's values by default; each acts in the task's
+    `build_sequences` with `augment=True` only, model/tasks):
+      noise_jitter: detection duplicate noise boxes move each side by a truncated
+        normal of std `noise_jitter / 2` times the box size (so at most `noise_jitter`).
+      noise_random_box_size: random noise boxes get height and width
+        |truncated normal| of std `noise_random_box_size / 2`.
+      keypoint_mask_max_rate: each keypoint sequence replaces its response *input*
+        tokens by the invisible token 41 at a rate drawn from U(0, this); 0 disables.
+      caption_drop_rate: rate at which caption response input tokens become the fake
+        token 30; 0 disables.
+      captions_per_image: captions of one image trained per step (one sequence each,
+        one image encoding); images with fewer captions pad with weight-0 rows.
+      segmentation_instances_per_image: instances of one image trained per step.
+      segmentation_padding_weight: weight of the PAD targets after a polygon's EOS.
     """
 
     num_bins: int = 1000
@@ -86,6 +102,13 @@ class TokenConfig:
     person_class_id: int = 1
     object_order: str = "random"
     class_category_ids: tuple = ()
+    noise_jitter: float = 0.1
+    noise_random_box_size: float = 1.0
+    keypoint_mask_max_rate: float = 1.0
+    caption_drop_rate: float = 0.5
+    captions_per_image: int = 5
+    segmentation_instances_per_image: int = 10
+    segmentation_padding_weight: float = 1.0
 
     def __post_init__(self):
         # JSON round trips turn tuples into lists; keep the config hashable and comparable.
@@ -105,6 +128,13 @@ class TokenConfig:
             (self.object_order in OBJECT_ORDERS, "object_order", f"one of {OBJECT_ORDERS}"),
             (len(self.class_category_ids) <= self.max_class_id, "class_category_ids",
              "at most max_class_id ids"),
+            (0.0 <= self.noise_jitter <= 1.0, "noise_jitter", "in [0, 1]"),
+            (0.0 < self.noise_random_box_size <= 1.0, "noise_random_box_size", "in (0, 1]"),
+            (0.0 <= self.keypoint_mask_max_rate <= 1.0, "keypoint_mask_max_rate", "in [0, 1]"),
+            (0.0 <= self.caption_drop_rate < 1.0, "caption_drop_rate", "in [0, 1)"),
+            (self.captions_per_image >= 1, "captions_per_image", ">= 1"),
+            (self.segmentation_instances_per_image >= 1, "segmentation_instances_per_image", ">= 1"),
+            (self.segmentation_padding_weight >= 0.0, "segmentation_padding_weight", ">= 0"),
         )
         for ok, name, rule in checks:
             if not ok:

@@ -220,3 +220,37 @@ def test_segmentation_always_keeps_one_instance_even_when_the_crop_misses_it(exa
         assert_on_objects(out)
         scales.add(round(float(out["canvas_scale"][1]) / fit, 3))
     assert scales == {1.0, 2.0}  # zoomed crops that kept the instance, and the un-jittered fallback
+
+
+def test_keypoint_crop_is_scale_jittered_like_the_paper(examples):
+    """After the 2x person crop the crop's longer side is s x S, s ~ U(0.3, 1.0); with
+    the jitter off (1, 1) the crop equals the evaluation's deterministic one."""
+    example = examples[0]
+    person = int(preprocess.keypoint_candidates(example).numpy()[0])
+    plain = preprocess.prepare_eval(example, "keypoints", S, person)
+    still = augment.AugmentConfig(flip_prob=0.0, keypoint_scale_min=1.0, keypoint_scale_max=1.0)
+    out = augment.augment(example, "keypoints", tf.constant([0, 3], tf.int64), S, still, PAIRS)
+    for key in ("image", "boxes", "keypoints", "canvas_scale"):
+        np.testing.assert_allclose(out[key].numpy(), plain[key].numpy(), atol=1e-5, err_msg=key)
+    scales = []
+    for s in range(12):
+        out = augment.augment(example, "keypoints", tf.constant([s, 3], tf.int64), S, keypoint_flip_pairs=PAIRS)
+        scales.append(float(out["canvas_scale"][0] / plain["canvas_scale"][0]))
+        assert_keypoints_on_dots(out)
+    assert 0.29 <= min(scales) and max(scales) <= 1.01 and max(scales) - min(scales) > 0.3, scales
+    assert augment.AugmentConfig().keypoint_scale_min == 0.3 and augment.AugmentConfig().keypoint_scale_max == 1.0
+    with pytest.raises(ValueError, match="keypoint_scale_min"):
+        augment.AugmentConfig(keypoint_scale_min=0.0)
+
+
+def test_segmentation_and_captioning_keep_several_instances_and_captions(examples):
+    """`num_instances` (the codec's sequences_per_image): every non-crowd instance and
+    every caption of the image, in a random order."""
+    still = augment.AugmentConfig(scale_min=1.0, scale_max=1.0, flip_prob=0.0)
+    orders = set()
+    for s in range(6):
+        out = augment.augment(examples[0], "segmentation", tf.constant([s, 2], tf.int64), S, still, PAIRS, 10)
+        assert out["boxes"].shape[0] == 3 and assert_on_objects(out) == 3
+        caps = augment.augment(examples[0], "captioning", tf.constant([s, 2], tf.int64), S, still, PAIRS, 5)
+        orders.add(tuple(caps["captions"].numpy().tolist()))
+    assert orders == {(b"a red triangle", b"shapes and a person"), (b"shapes and a person", b"a red triangle")}

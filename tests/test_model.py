@@ -100,6 +100,21 @@ def test_test_step_reports_weighted_task_losses(tiny_model):
     assert all(logs[f"{t}_loss"] > 0 for t in TASK_NAMES)
 
 
+def test_several_sequences_per_image_equal_the_image_repeated(tiny_model):
+    """[B, K, L] tokens (K instances or captions of one image) give the loss of the
+    flat [B*K, L] batch with each image repeated K times: one encoding serves K rows."""
+    config = tiny_model.config
+    flat = _random_batch(config, "segmentation", batch_size=6, seed=3)
+    flat["image"] = np.repeat(flat["image"][::3], 3, axis=0)
+    nested = {k: v.reshape((2, 3) + v.shape[1:]) for k, v in flat.items() if k != "image"}
+    nested["image"] = flat["image"][::3]
+    want = tiny_model.compute_task_losses({"segmentation": flat, "detection": _random_batch(config, "detection")})
+    got = tiny_model.compute_task_losses({"segmentation": nested, "detection": _random_batch(config, "detection")})
+    np.testing.assert_allclose(float(got[0]), float(want[0]), rtol=1e-5)
+    for task in ("segmentation", "detection"):
+        np.testing.assert_allclose([float(x) for x in got[1][task]], [float(x) for x in want[1][task]], rtol=1e-5)
+
+
 LAYERS = [
     (L.Attention(32, 4), (2, 5, 32)),
     (L.Mlp(32, 64, dropout=0.1), (2, 5, 32)),

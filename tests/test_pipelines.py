@@ -1,4 +1,6 @@
 """data/pipelines.py: per-task batches, batch mixing, data mixing, eval, tf.distribute."""
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -6,6 +8,7 @@ import tensorflow as tf
 import example_records as er
 from data import pipelines
 from model import vocab
+from model.tasks import get_task
 
 TC = vocab.TokenConfig(image_size=32, max_instances=6, max_polygon_points=16, caption_vocab_size=64,
                        max_caption_len=10, keypoint_flip_pairs=tuple(zip(er.LEFT, er.RIGHT)))
@@ -19,22 +22,33 @@ def files(tmp_path_factory):
     return er.write_shards(str(tmp_path_factory.mktemp("shards")), NUM_IMAGES, num_shards=2)
 
 
-def assert_task_batch(batch, task, size):
+def token_shape(task, size, training=True):
+    """Training batches: [B, L], or [B, K, L] for a task training K sequences per image;
+    eval batches: [B, L]."""
+    per_image = get_task(task, TC).sequences_per_image if training else 1
+    return (size, TC.seq_len(task)) if per_image == 1 else (size, per_image, TC.seq_len(task))
+
+
+def assert_task_batch(batch, task, size, training=True):
     length = TC.seq_len(task)
     assert batch["image"].shape == (size, TC.image_size, TC.image_size, 3)
     assert batch["image"].dtype == tf.float32
     assert 0.0 <= float(tf.reduce_min(batch["image"])) and float(tf.reduce_max(batch["image"])) <= 1.0
     for key, dtype in (("input_tokens", tf.int32), ("target_tokens", tf.int32), ("token_weights", tf.float32)):
-        assert batch[key].shape == (size, length) and batch[key].dtype == dtype
-    np.testing.assert_array_equal(batch["input_tokens"].numpy()[:, 0], PROMPTS[task])
-    assert np.all(batch["token_weights"].numpy().sum(axis=1) > 0)
+        assert batch[key].shape == token_shape(task, size, training) and batch[key].dtype == dtype
+    weights = batch["token_weights"].numpy().reshape(size, -1, length)
+    tokens = batch["input_tokens"].numpy().reshape(size, -1, length)
+    used = weights.sum(axis=2) > 0
+    assert np.all(used.any(axis=1))  # every image trains at least one sequence
+    np.testing.assert_array_equal(tokens[used][:, 0], PROMPTS[task])
+    assert not tokens[~used].any()  # rows without weight are all PAD
 
 
 def test_batch_mixing_one_static_batch_per_task_per_step(files):
     ds = pipelines.batch_mixing_dataset(files, pipelines.TASK_NAMES, TC, batch_size=4, seed=1)
     for task in pipelines.TASK_NAMES:  # static shapes, for TPU
         assert ds.element_spec[task]["image"].shape == (4, TC.image_size, TC.image_size, 3)
-        assert ds.element_spec[task]["input_tokens"].shape == (4, TC.seq_len(task))
+        assert ds.element_spec[task]["input_tokens"].shape == token_shape(task, 4)
     steps = list(ds.take(2))
     for step in steps:
         assert set(step) == set(pipelines.TASK_NAMES)
@@ -65,6 +79,23 @@ def test_data_mixing_follows_the_weights(files):
         assert not first["token_weights"].numpy()[row, TC.seq_len(task):].any()
 
 
+def test_training_uses_several_instances_and_captions_of_an_image_per_step(files):
+    """The paper's recipe: all (<= 10) instances and (<= 5) captions of an image in one
+    step, one sequence each; here 3 instances and 2 captions per image."""
+    for task, count in (("segmentation", 3), ("captioning", 2)):
+        batch = next(iter(pipelines.train_dataset(files, task, TC, batch_size=2, seed=3)))
+        weights = batch["token_weights"].numpy()
+        for image in range(2):
+            used = weights[image].sum(axis=1) > 0
+            assert used.sum() == count, task
+            firsts = {tuple(row) for row in batch["target_tokens"].numpy()[image][used][:, :5]}
+            assert len(firsts) == count, task  # distinct instances / captions
+    one = dataclasses.replace(TC, segmentation_instances_per_image=1, captions_per_image=1)
+    for task in ("segmentation", "captioning"):
+        batch = next(iter(pipelines.train_dataset(files, task, one, batch_size=2, seed=3)))
+        assert batch["input_tokens"].shape == (2, one.seq_len(task))
+
+
 def test_eval_is_deterministic_and_covers_every_instance(files):
     for task, expected in (("detection", NUM_IMAGES), ("segmentation", 3 * NUM_IMAGES),
                            ("keypoints", NUM_IMAGES), ("captioning", NUM_IMAGES)):
@@ -72,7 +103,7 @@ def test_eval_is_deterministic_and_covers_every_instance(files):
         runs = [list(ds), list(ds)]
         assert sum(b["image"].shape[0] for b in runs[0]) == expected
         for a, b in zip(*runs):
-            assert_task_batch(a, task, 2)
+            assert_task_batch(a, task, 2, training=False)
             for key in a:
                 np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
         if task == "detection":  # the 3 non-crowd objects, no noise, then EOS
@@ -137,4 +168,4 @@ def test_coco_dir_source_ingests_once_and_feeds_the_pipelines(synth_coco_dir, tm
                            caption_vocab_size=data.caption_vocab_size, max_caption_len=10)
     batches = list(pipelines.eval_dataset(data.eval_files, "captioning", tc, batch_size=2))
     assert sum(b["image"].shape[0] for b in batches) == 6
-    assert_task_batch(batches[0], "captioning", 2)
+    assert_task_batch(batches[0], "captioning", 2, training=False)

@@ -18,7 +18,7 @@ TASK = get_task("captioning", CFG)
     ([], []),
 ])
 def test_sequence_and_weights(ids, kept):
-    out = TASK.build_sequences({"caption_ids": np.array(ids, np.int32)}, 0)
+    out = TASK.build_sequences({"caption_ids": np.array(ids, np.int32)}, 0, augment=False)
     inp, target, w = (out[k].numpy() for k in ("input_tokens", "target_tokens", "token_weights"))
     n = len(kept)
     assert inp.shape == (8,)
@@ -39,6 +39,36 @@ def test_eager_equals_function_and_errors():
     assert_same(TASK.build_sequences(ex, 0), tf.function(TASK.build_sequences)(ex, 0))
     with pytest.raises(tf.errors.InvalidArgumentError, match="caption_ids"):
         TASK.build_sequences({"caption_ids": np.array([4, 50], np.int32)}, 0)
+
+
+def test_input_drop_replaces_response_inputs_only_at_the_configured_rate():
+    """The paper's input_seq_drop_rate: response input tokens become 30, targets stay."""
+    task = get_task("captioning", vocab.TokenConfig(caption_vocab_size=50, max_caption_len=32))
+    ex = {"caption_ids": np.arange(3, 33, dtype=np.int32)}  # 30 pieces: inputs 1..30 are pieces
+    plain = task.build_sequences(ex, 0, augment=False)
+    dropped = []
+    for seed in range(40):
+        out = task.build_sequences(ex, seed)
+        np.testing.assert_array_equal(out["target_tokens"], plain["target_tokens"])
+        np.testing.assert_array_equal(out["token_weights"], plain["token_weights"])
+        inp, ref = out["input_tokens"].numpy(), plain["input_tokens"].numpy()
+        assert inp[0] == vocab.CAPTION_PROMPT
+        changed = inp != ref
+        assert np.all(inp[changed] == vocab.FAKE_TEXT)
+        dropped.append(changed[1:31].mean())
+    assert 0.45 < np.mean(dropped) < 0.55  # caption_drop_rate = 0.5
+    off = get_task("captioning", vocab.TokenConfig(caption_vocab_size=50, max_caption_len=32, caption_drop_rate=0.0))
+    assert_same(off.build_sequences(ex, 7), plain)
+
+
+def test_several_captions_per_image_one_row_each():
+    ids = np.array([[4, 8, 15, -1], [16, 23, 42, 5], [7, -1, -1, -1]], np.int32)
+    out = TASK.build_image_sequences({"caption_ids": ids}, 0, augment=False)
+    assert TASK.sequences_per_image == 5 and out["input_tokens"].shape == (5, 8)
+    for k in range(3):
+        assert_same({key: v[k] for key, v in out.items()},
+                    TASK.build_sequences({"caption_ids": ids[k]}, 0, augment=False))
+    assert out["token_weights"].numpy()[3:].sum() == 0
 
 
 def test_grammar_mask():

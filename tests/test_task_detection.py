@@ -91,8 +91,46 @@ def test_noise_boxes_are_valid_and_class_corruption_is_half_fake():
         assert np.all(boxes[:, 2] >= boxes[:, 0]) and np.all(boxes[:, 3] >= boxes[:, 1])
         fakes.append(out["input_tokens"].numpy()[1:501].reshape(100, 5)[:, 4] == vocab.FAKE_CLASS)
     assert 0.4 < np.mean(fakes) < 0.6
-    noise = detection.noise_boxes(tf.zeros([0, 4]), 50, 3).numpy()
-    assert noise.shape == (50, 4) and noise.min() >= 0 and noise.max() <= 1
+    noise, kind = detection.noise_boxes(tf.zeros([0, 4]), 50, 3)
+    assert noise.shape == (50, 4) and noise.numpy().min() >= 0 and noise.numpy().max() <= 1
+    assert np.all(kind.numpy() == 2)  # no real box: random boxes only
+
+
+def test_noise_boxes_follow_the_papers_mix_and_its_config_fields_act():
+    """Duplicate count uniform in {0..num} per sequence, duplicates within `noise_jitter`
+    of their box, the rest half shifted / half random, random sizes |N(0, size/2)|."""
+    real = tf.constant([[0.2, 0.3, 0.5, 0.7], [0.6, 0.1, 0.9, 0.4]])
+    num = 8
+    dup_counts, kinds, rand_hw = [], [], []
+    for seed in range(300):
+        boxes, kind = detection.noise_boxes(real, num, seed)
+        boxes, kind = boxes.numpy(), kind.numpy()
+        dup_counts.append(int(np.sum(kind == 0)))
+        kinds.append(kind)
+        rand_hw.append(boxes[kind == 2][:, 2:] - boxes[kind == 2][:, :2])
+    counts = np.bincount(dup_counts, minlength=num + 1)
+    assert counts.min() >= 10, counts  # every count 0..8 occurs (uniform: ~33 each)
+    assert abs(np.mean(dup_counts) - num / 2) < 0.6
+    bad = np.concatenate(kinds)[np.concatenate(kinds) > 0]
+    assert 0.4 < np.mean(bad == 1) < 0.6
+    # Random boxes: |truncated normal| of std 0.5 has mean ~0.37 before clipping to the canvas.
+    assert 0.2 < np.mean(np.concatenate(rand_hw)) < 0.4
+
+    def max_dup_offset(jitter):
+        worst = 0.0
+        for seed in range(100):
+            boxes, kind = detection.noise_boxes(real[:1], num, seed, jitter=jitter)
+            dup = boxes.numpy()[kind.numpy() == 0]
+            size = np.array([0.3, 0.4, 0.3, 0.4])
+            worst = max(worst, float(np.max(np.abs(dup - real.numpy()[0]) / size, initial=0.0)))
+        return worst
+
+    assert 0.05 < max_dup_offset(0.1) <= 0.1 + 1e-5
+    assert max_dup_offset(0.02) <= 0.02 + 1e-5
+    small = np.concatenate([
+        (lambda b, k: (b[k == 2][:, 2:] - b[k == 2][:, :2]))(*[t.numpy() for t in detection.noise_boxes(
+            real, num, seed, random_box_size=0.2)]) for seed in range(50)])
+    assert small.max() <= 0.2 + 1e-5 and small.mean() < 0.1
 
 
 def test_same_seed_same_sequence_eager_equals_function_and_tf_data():

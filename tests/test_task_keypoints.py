@@ -45,8 +45,38 @@ def test_sequence_weights_and_round_trip():
 def test_deterministic_and_eager_equals_function():
     ex = example(np.random.default_rng(1))
     a = TASK.build_sequences(ex, 3)
-    assert_same(a, TASK.build_sequences(ex, 4))
+    assert_same(a, TASK.build_sequences(ex, 3))
     assert_same(a, tf.function(TASK.build_sequences)(ex, 3))
+    plain = TASK.build_sequences(ex, 3, augment=False)
+    assert_same(plain, TASK.build_sequences(ex, 4, augment=False))
+
+
+def _masked_fractions(task, ex, seeds):
+    """Fraction of response input tokens turned into 41 per sequence (targets checked equal)."""
+    plain = task.build_sequences(ex, 0, augment=False)
+    ref = plain["input_tokens"].numpy()
+    maskable = ref[6:] != vocab.INVISIBLE
+    out = []
+    for seed in seeds:
+        seq = task.build_sequences(ex, seed)
+        np.testing.assert_array_equal(seq["target_tokens"], plain["target_tokens"])
+        np.testing.assert_array_equal(seq["token_weights"], plain["token_weights"])
+        inp = seq["input_tokens"].numpy()
+        np.testing.assert_array_equal(inp[:6], ref[:6])  # the prompt is never masked
+        assert np.all(inp[inp != ref] == vocab.INVISIBLE)
+        out.append(np.mean(inp[6:][maskable] == vocab.INVISIBLE))
+    return np.array(out)
+
+
+def test_input_masking_rate_is_uniform_per_sequence_and_configurable():
+    """The paper masks response input tokens with 41 at a rate ~ U(0, 1)."""
+    ex = example(np.random.default_rng(2))
+    rates = _masked_fractions(TASK, ex, range(150))
+    assert 0.4 < rates.mean() < 0.6 and rates.min() < 0.1 and rates.max() > 0.9
+    low = get_task("keypoints", vocab.TokenConfig(caption_vocab_size=64, keypoint_mask_max_rate=0.2))
+    assert _masked_fractions(low, ex, range(50)).max() < 0.4
+    off = get_task("keypoints", vocab.TokenConfig(caption_vocab_size=64, keypoint_mask_max_rate=0.0))
+    assert _masked_fractions(off, ex, range(5)).max() == 0
 
 
 def test_decode_invisible_gets_best_coordinate_and_maps_to_window():
@@ -83,11 +113,12 @@ def test_wrong_keypoint_count_is_a_clear_error():
 
 
 def test_suppressed_invisible_grammar_and_the_paper_person_score():
-    """suppress_invisible: `41` is never allowed, nor counted in the softmax that scores a
-    token; a person scores the mean probability of its 2K coordinate tokens."""
+    """suppress_invisible: `41` may still be emitted (the decoder's own prefix stays as
+    trained; it is replaced after decoding) but is never counted in the softmax that scores
+    a token; a person scores the mean probability of its 2K coordinate tokens."""
     task = get_task("keypoints", CFG, suppress_invisible=True)
     m = task.grammar_mask(tf.constant(0), tf.constant([101])).numpy()[0]
-    assert not m[vocab.INVISIBLE] and m.sum() == 1000
+    assert m[vocab.INVISIBLE] and m.sum() == 1001
     rng = np.random.default_rng(4)
     resp = np.concatenate([rng.integers(1000, 2000, 2 * K), [vocab.EOS]]).astype(np.int32)
     logits = rng.normal(0, 2, [2 * K + 1, task.vocab_size]).astype(np.float32)

@@ -1,4 +1,6 @@
 """model/tasks/segmentation.py: polygon sequences, resampling, grammar, decoding to masks."""
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -27,7 +29,7 @@ def example(rng, sizes, pad=0):
 @pytest.mark.parametrize("sizes,pad", [((12,), 0), ((8, 5, 3), 4), ((3,), 2)])
 def test_round_trip_ids_and_weights(sizes, pad):
     ex = example(np.random.default_rng(len(sizes)), sizes, pad)
-    out = TASK.build_sequences(ex, 0)
+    out = TASK.build_sequences(ex, 0, augment=False)
     inp, target, w = (out[k].numpy() for k in ("input_tokens", "target_tokens", "token_weights"))
     assert inp.shape == target.shape == w.shape == (TASK.max_seq_len,) == (6 + 2 * 32,)
     np.testing.assert_array_equal(inp[:6], [11, 1100, 1200, 1899, 1799, 144])
@@ -119,3 +121,34 @@ def test_bad_class_is_a_clear_error():
     ex["class"] = np.int32(300)
     with pytest.raises(tf.errors.InvalidArgumentError, match="class"):
         TASK.build_sequences(ex, 0)
+
+
+def test_padding_weight_acts_in_training_only():
+    """The paper trains the PAD targets after EOS at weight 1 (`segmentation_padding_weight`)."""
+    ex = example(np.random.default_rng(5), (6,))
+    n_tokens = 2 * 6 + 1
+    trained = TASK.build_sequences(ex, 0)["token_weights"].numpy()
+    np.testing.assert_array_equal(trained, np.r_[np.zeros(5), np.ones(TASK.max_seq_len - 5)].astype(np.float32))
+    plain = TASK.build_sequences(ex, 0, augment=False)["token_weights"].numpy()
+    assert plain[5 + n_tokens:].sum() == 0 and plain[5:5 + n_tokens].sum() == n_tokens
+    half = get_task("segmentation", dataclasses.replace(CFG, segmentation_padding_weight=0.5))
+    w = half.build_sequences(ex, 0)["token_weights"].numpy()
+    assert np.all(w[5 + n_tokens:] == 0.5) and np.all(w[5:5 + n_tokens] == 1.0)
+
+
+def test_several_instances_per_image_are_one_row_each_and_missing_ones_weigh_nothing():
+    rng = np.random.default_rng(6)
+    first, second = example(rng, (5,)), example(rng, (4, 3))
+    second["box"], second["class"] = np.array([0.5, 0.1, 0.7, 0.3], np.float32), np.int32(7)
+    multi = {"boxes": np.stack([first["box"], second["box"]]), "classes": np.array([44, 7], np.int32),
+             "polygon_points": np.concatenate([first["polygon_points"], second["polygon_points"]]),
+             "polygon_part": np.concatenate([first["polygon_part"], second["polygon_part"]]),
+             "polygon_instance": np.array([0] * 5 + [1] * 7, np.int32)}
+    assert TASK.sequences_per_image == 10  # the paper's instances per image
+    out = TASK.build_image_sequences(multi, 3)
+    assert out["input_tokens"].shape == (10, TASK.max_seq_len)
+    assert_same({k: v[0] for k, v in out.items()}, TASK.build_sequences(first, 3))
+    assert_same({k: v[1] for k, v in out.items()}, TASK.build_sequences(second, 3))
+    assert out["token_weights"].numpy()[2:].sum() == 0
+    graph = tf.function(TASK.build_image_sequences)(multi, 3)
+    assert_same(out, graph)

@@ -36,6 +36,17 @@ class Task:
         """Tokens the decoder emits after the prompt (EOS included)."""
         return self.max_seq_len - self.prompt_length + 1
 
+    @property
+    def sequences_per_image(self) -> int:
+        """Training sequences built from one image per step (`build_image_sequences`);
+        1: one sequence per image (`build_sequences`)."""
+        return 1
+
+    def build_image_sequences(self, example, seed=0, augment: bool = True):
+        """One image's training sequences [sequences_per_image, L]: here the single
+        sequence of `build_sequences` with a leading axis."""
+        return {k: v[tf.newaxis] for k, v in self.build_sequences(example, seed, augment).items()}
+
     def step_readout(self, step, logits, token):
         """What inference keeps from raw logits `[..., V]` (before grammar and temperature)
         at response position(s) `step` (scalar, or broadcastable to `token`) for emitted
@@ -63,11 +74,11 @@ class Task:
     def _coord_mask(self) -> np.ndarray:
         return self._np_range(vocab.COORD_OFFSET, vocab.COORD_OFFSET + self.config.num_bins)
 
-    def _teacher_forcing(self, prompt, response_input, response_target, response_weights):
+    def _teacher_forcing(self, prompt, response_input, response_target, response_weights, pad_weight=0.0):
         """Builds the static-length training triple from prompt and response.
 
         prompt: int32 [p]; response_*: [r] with p + r - 1 <= max_seq_len. The result is
-        padded with PAD (weight 0) to max_seq_len.
+        padded with PAD (weight `pad_weight`) to max_seq_len.
         """
         prompt = tf.cast(prompt, tf.int32)
         seq_in = tf.concat([prompt, tf.cast(response_input, tf.int32)], 0)[:-1]
@@ -77,8 +88,30 @@ class Task:
         return {
             "input_tokens": _pad_to(seq_in, self.max_seq_len, vocab.PAD),
             "target_tokens": _pad_to(seq_target, self.max_seq_len, vocab.PAD),
-            "token_weights": _pad_to(weights, self.max_seq_len, 0.0),
+            "token_weights": _pad_to(weights, self.max_seq_len, pad_weight),
         }
+
+    def _stack_rows(self, build_row, num_valid):
+        """`[sequences_per_image, L]` from `build_row(k)` (a `_teacher_forcing` dict) for
+        k < num_valid; the other rows are PAD with weight 0. `build_row` reads row k with
+        `tf.gather` (a static slice out of a short input's bounds fails at trace time)."""
+        rows = []
+        for k in range(self.sequences_per_image):
+            valid = k < num_valid
+            row = tf.cond(valid, lambda k=k: build_row(k), lambda: self._empty_row())
+            rows.append(row)
+        return {key: tf.stack([r[key] for r in rows]) for key in rows[0]}
+
+    def _empty_row(self):
+        length = self.max_seq_len
+        return {"input_tokens": tf.zeros([length], tf.int32), "target_tokens": tf.zeros([length], tf.int32),
+                "token_weights": tf.zeros([length], tf.float32)}
+
+    def _replace_at_rate(self, tokens, rate, replacement, seed):
+        """`tokens` [T] with each entry replaced by `replacement` with probability `rate`
+        (stateless in `seed`): the paper's corruption of response *input* tokens."""
+        hit = tf.random.stateless_uniform(tf.shape(tokens), seed) < rate
+        return tf.where(hit, tf.cast(replacement, tokens.dtype), tokens)
 
     def _fit_response(self, tokens, readout=None):
         """Batched response tokens [B, T] (and readout values [B, T]) -> static length R."""

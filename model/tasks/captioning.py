@@ -6,6 +6,12 @@ Example key read by `build_sequences`:
                           or -1. Captions longer than max_caption_len - 1 pieces are cut.
 Weights: pieces 1, EOS 0.1, padding 0.
 
+Training recipe (Pix2Seq v2): `build_image_sequences` trains `captions_per_image`
+captions of one image per step, one sequence each (the model encodes the image once);
+with `augment`, each response input token becomes the fake token 30 with probability
+`caption_drop_rate` (targets unchanged), so the model leans on the image rather than
+on the words it emitted before.
+
 Decoding turns response tokens into piece ids and, when the task was given the
 SentencePiece model's pieces (`vocab_file` or `pieces`), into strings with core TF
 ops only (model/caption_tokenizer.py), so it can live in the serving graph.
@@ -37,12 +43,13 @@ class CaptioningTask(base.Task):
                 pieces = caption_tokenizer.load_pieces(vocab_file)
             self._detokenizer = caption_tokenizer.Detokenizer(pieces)
 
-    def build_sequences(self, example, seed=0, augment: bool = True):
-        """Example dict (see module docstring) -> input/target tokens and weights [L].
+    @property
+    def sequences_per_image(self) -> int:
+        return self.config.captions_per_image
 
-        Deterministic: `seed` and `augment` are accepted for the common task interface.
-        """
-        del seed, augment
+    def build_sequences(self, example, seed=0, augment: bool = True):
+        """Example dict (see module docstring) -> input/target tokens and weights [L];
+        with `augment`, response input tokens dropped at `caption_drop_rate`."""
         if not self.config.has_captions:
             raise ValueError("captioning needs a caption vocabulary; this TokenConfig has caption_vocab_size=0")
         ids = tf.reshape(tf.cast(example["caption_ids"], tf.int32), [-1])
@@ -54,7 +61,22 @@ class CaptioningTask(base.Task):
         n = tf.shape(ids)[0]
         response = tf.concat([vocab.text_to_token(ids), [vocab.CAPTION_EOS]], 0)
         weights = tf.concat([tf.ones([n]), [EOS_WEIGHT]], 0)
-        return self._teacher_forcing(self.prompt, response, response, weights)
+        response_input = response
+        if augment and self.config.caption_drop_rate > 0:
+            response_input = self._replace_at_rate(response, self.config.caption_drop_rate, vocab.FAKE_TEXT,
+                                                   vocab.as_seed(seed))
+        return self._teacher_forcing(self.prompt, response_input, response, weights)
+
+    def build_image_sequences(self, example, seed=0, augment: bool = True):
+        """All captions of one image -> tokens and weights [captions_per_image, L].
+
+        `caption_ids` int [C, len]: one row per caption, padded with ids <= 1. Row k
+        holds caption k; rows past C have weight 0.
+        """
+        ids = tf.reshape(tf.cast(example["caption_ids"], tf.int32), [tf.shape(example["caption_ids"])[0], -1])
+        seeds = tf.random.experimental.stateless_split(vocab.as_seed(seed), self.sequences_per_image)
+        return self._stack_rows(
+            lambda k: self.build_sequences({"caption_ids": tf.gather(ids, k)}, seeds[k], augment), tf.shape(ids)[0])
 
     def inference_prompt(self, batch_size):
         return tf.fill([batch_size, 1], tf.constant(vocab.CAPTION_PROMPT, tf.int32))

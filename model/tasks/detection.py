@@ -9,9 +9,9 @@ Rows with an empty box (ymax <= ymin or xmax <= xmin) are dropped too, so the da
 pipeline may pad N to a static maximum with class 0 or `valid = False`.
 
 Training sequence (augment=True, DESIGN.md §4): real objects in random order (at most
-max_instances), then noise objects up to max_instances — jittered duplicates of real
-boxes, real boxes shifted to a random place, and random boxes — whose target class is
-the fake class 30 with coordinate weight 0 and class weight 1; the *input* class token
+max_instances), then noise objects up to max_instances (`noise_boxes`: the paper's mix
+of jittered duplicates of real boxes, real boxes shifted to a random place and random
+boxes) whose target class is the fake class 30 with coordinate weight 0 and class weight 1; the *input* class token
 of every object is replaced by a random class or 30 (50/50); final EOS weight 0.1.
 With augment=False: real objects in the given order, EOS (0.1), then PAD (weight 0).
 """
@@ -71,8 +71,8 @@ class DetectionTask(base.Task):
         real_tokens = vocab.class_to_token(base._pad_to(classes, m, 0))
 
         if augment:
-            noise = noise_boxes(boxes, m, seeds[1])
-            all_boxes = tf.where(is_real[:, tf.newaxis], real_boxes, noise)
+            noise, _ = noise_boxes(boxes, m - n, seeds[1], cfg.noise_jitter, cfg.noise_random_box_size)
+            all_boxes = tf.ensure_shape(tf.concat([boxes, noise], 0), [m, 4])
             target_cls = tf.where(is_real, real_tokens, vocab.FAKE_CLASS)
             rand_cls = vocab.class_to_token(
                 tf.random.stateless_uniform([m], seeds[2], 1, cfg.max_class_id + 1, tf.int32))
@@ -167,35 +167,45 @@ class DetectionTask(base.Task):
         return out
 
 
-def noise_boxes(real_boxes, num, seed):
-    """`num` noise boxes [num, 4] in [0, 1]: jittered duplicates, shifted copies, random boxes.
+def noise_boxes(real_boxes, num, seed, jitter=0.1, random_box_size=1.0):
+    """`num` noise boxes [num, 4] in [0, 1] and their kind int32 [num] (0 duplicate,
+    1 shifted, 2 random), mixed the way Pix2Seq v2 does.
 
-    Each slot picks a kind uniformly (only random boxes when there is no real box).
-    Duplicates move every side by N(0, 0.1·size) (clipped to ±0.25·size); shifted copies
-    keep a real box's size at a uniform random centre; random boxes have a uniform centre
-    and height/width uniform in [0.05, 0.5].
+    Per sequence, the number of duplicates is uniform in {0, ..., num} (0 when there is
+    no real box); every other slot is a shifted or a random box with probability 1/2
+    each (only random without real boxes); the kinds lie in random slots.
+    Duplicates: a random real box with each side moved by a truncated normal of std
+    `jitter / 2` times the box height/width (so at most `jitter` times). Shifted: a random
+    real box's size at a uniform random centre. Random: a uniform centre with height
+    and width |truncated normal| of std `random_box_size / 2`. Boxes are clipped to the
+    canvas.
     """
-    seeds = tf.random.experimental.stateless_split(vocab.as_seed(seed), 6)
+    seeds = tf.random.experimental.stateless_split(vocab.as_seed(seed), 8)
     real_boxes = tf.reshape(tf.cast(real_boxes, tf.float32), [-1, 4])
     n = tf.shape(real_boxes)[0]
+    num = tf.convert_to_tensor(num, tf.int32)
     src_idx = tf.random.stateless_uniform([num], seeds[0], 0, tf.maximum(n, 1), tf.int32)
     src = tf.gather(tf.concat([real_boxes, tf.constant([[0.25, 0.25, 0.75, 0.75]])], 0), src_idx)
     hw = src[:, 2:] - src[:, :2]
-    size = tf.tile(hw, [1, 2])
-    jitter = tf.clip_by_value(tf.random.stateless_normal([num, 4], seeds[1]) * 0.1, -0.25, 0.25)
-    duplicated = src + jitter * size
+    offsets = tf.random.stateless_truncated_normal([num, 4], seeds[1], stddev=jitter / 2.0)
+    duplicated = src + offsets * tf.tile(hw, [1, 2])
     centre = tf.random.stateless_uniform([num, 2], seeds[2])
     shifted = tf.concat([centre - hw / 2, centre + hw / 2], 1)
-    rand_hw = tf.random.stateless_uniform([num, 2], seeds[3], 0.05, 0.5)
+    rand_hw = tf.abs(tf.random.stateless_truncated_normal([num, 2], seeds[3], stddev=random_box_size / 2.0))
     rand_centre = tf.random.stateless_uniform([num, 2], seeds[4])
     random = tf.concat([rand_centre - rand_hw / 2, rand_centre + rand_hw / 2], 1)
-    kind = tf.random.stateless_uniform([num], seeds[5], 0, 3, tf.int32)
-    kind = tf.where(n > 0, kind, 2)[:, tf.newaxis]
-    boxes = tf.where(kind == 0, duplicated, tf.where(kind == 1, shifted, random))
+    num_dup = tf.random.stateless_uniform([], seeds[5], 0, num + 1, tf.int32)
+    num_dup = tf.where(n > 0, num_dup, 0)
+    rank = tf.argsort(tf.argsort(tf.random.stateless_uniform([num], seeds[6])))
+    coin = tf.random.stateless_uniform([num], seeds[7]) < 0.5
+    kind = tf.where(rank < num_dup, 0, tf.where(coin & (n > 0), 1, 2))
+    boxes = tf.where((kind == 0)[:, tf.newaxis], duplicated,
+                     tf.where((kind == 1)[:, tf.newaxis], shifted, random))
     boxes = tf.clip_by_value(boxes, 0.0, 1.0)
     lo = tf.minimum(boxes[:, :2], boxes[:, 2:])
     hi = tf.maximum(boxes[:, :2], boxes[:, 2:])
-    return tf.concat([lo, hi], 1)
+    return tf.concat([lo, hi], 1), kind
+
 
 
 def object_order(boxes, order, seed):

@@ -13,9 +13,14 @@ Decoding maps crop-canvas coordinates into any frame through `canvas_window`: th
 region (ymin, xmin, ymax, xmax) of that frame the crop canvas covers, so canvas (0, 0)
 lands on (ymin, xmin) and (1, 1) on (ymax, xmax).
 
-Inference (the paper's evaluation, `suppress_invisible=True`): the invisible token is
-never emitted and left out of the softmax that scores a token, so every keypoint gets a
-location; a person's score is the mean probability of its 2K coordinate tokens.
+Inference (the paper's evaluation, `suppress_invisible=True`): every keypoint gets a
+location — a point decoded as `41` takes the most likely coordinate, scored by the
+softmax without the invisible token (the official code resamples invisible tokens from
+the suppressed logits *after* decoding). Decoding itself may still emit `41`, so the
+tokens fed back to the decoder stay those it was trained on: forcing a coordinate where
+the model put `41` feeds it a prefix it never saw, and on a memorized person every later
+keypoint then went astray by 10-30 px (tests/test_memorize.py). A person's score is the
+mean probability of its 2K coordinate tokens.
 """
 import tensorflow as tf
 
@@ -50,9 +55,11 @@ class KeypointTask(base.Task):
     def build_sequences(self, example, seed=0, augment: bool = True):
         """Example dict (see module docstring) -> input/target tokens and weights [L].
 
-        Deterministic: `seed` and `augment` are accepted for the common task interface.
+        With `augment`, the paper's input masking: every response *input* token becomes
+        the invisible token 41 with probability r ~ U(0, keypoint_mask_max_rate) drawn
+        per sequence from `seed` (targets unchanged), so the model learns to place a
+        keypoint without trusting the ones it emitted before.
         """
-        del seed, augment
         k = self.config.num_keypoints
         keypoints = tf.cast(example["keypoints"], tf.float32)
         with tf.control_dependencies([tf.debugging.assert_equal(
@@ -66,21 +73,26 @@ class KeypointTask(base.Task):
         response = tf.concat([tf.reshape(pairs, [-1]), [vocab.EOS]], 0)
         weights = tf.concat([tf.repeat(pair_w, 2), [EOS_WEIGHT]], 0)
         prompt = self.prompt_tokens(tf.reshape(example["box"], [4]))
-        return self._teacher_forcing(prompt, response, response, weights)
+        response_input = response
+        if augment and self.config.keypoint_mask_max_rate > 0:
+            s_rate, s_mask = tf.unstack(tf.random.experimental.stateless_split(vocab.as_seed(seed), 2))
+            rate = tf.random.stateless_uniform([], s_rate, 0.0, self.config.keypoint_mask_max_rate)
+            response_input = self._replace_at_rate(response, rate, vocab.INVISIBLE, s_mask)
+        return self._teacher_forcing(prompt, response_input, response, weights)
 
     def inference_prompt(self, boxes):
         """Person boxes [B, 4] in crop-canvas coordinates -> int32 [B, 6]."""
         return self.prompt_tokens(boxes)
 
     def grammar_mask(self, step, prev_tokens):
-        """Allowed ids [B, V]: exactly K pairs, each two coordinates or `41 41` (never with
-        `suppress_invisible`), then EOS."""
+        """Allowed ids [B, V]: exactly K pairs, each two coordinates or `41 41`, then EOS
+        (with `suppress_invisible` too: `41` is replaced after decoding, see the module
+        docstring)."""
         step = tf.cast(step, tf.int32)
         prev = tf.reshape(tf.cast(prev_tokens, tf.int32), [-1])
         second = tf.where((prev == vocab.INVISIBLE)[:, tf.newaxis],
                           tf.constant(self._inv)[tf.newaxis], tf.constant(self._coord)[tf.newaxis])
-        first_ids = self._coord if self.suppress_invisible else self._coord_inv
-        first = tf.broadcast_to(tf.constant(first_ids)[tf.newaxis], tf.shape(second))
+        first = tf.broadcast_to(tf.constant(self._coord_inv)[tf.newaxis], tf.shape(second))
         allowed = tf.where(step % 2 == 0, first, second)
         eos = tf.broadcast_to(tf.constant(self._eos)[tf.newaxis], tf.shape(second))
         return tf.where(step >= 2 * self.config.num_keypoints, eos, allowed)
@@ -88,8 +100,8 @@ class KeypointTask(base.Task):
     def step_readout(self, step, logits, token):
         """`coord`: the emitted token when it is a coordinate, else the most likely
         coordinate; `coord_prob`: its probability under the softmax of the raw logits
-        (the invisible token left out with `suppress_invisible`, as it was never
-        allowed)."""
+        (the invisible token left out with `suppress_invisible`: the paper scores the
+        coordinate that replaces an invisible token as if `41` had been suppressed)."""
         del step
         lo, bins = vocab.COORD_OFFSET, self.config.num_bins
         best = tf.argmax(logits[..., lo:lo + bins], axis=-1, output_type=tf.int32) + lo

@@ -11,7 +11,12 @@ Example keys read by `build_sequences` (ONE instance, canvas-normalized):
 Polygons longer than `max_polygon_points` pairs (separator pairs included) are
 resampled evenly along the contour (model/polygons.py), never truncated.
 Weights: the 5 target positions that repeat the prompt 0; polygon tokens and EOS 1;
-padding 0.
+padding 0 (with `augment`: `segmentation_padding_weight`, the paper's 1, so the model
+also learns to stay ended).
+
+Training recipe (Pix2Seq v2): `build_image_sequences` trains up to
+`segmentation_instances_per_image` instances of one image per step, one sequence each
+(the model encodes the image once); missing instances are rows of weight 0.
 """
 import tensorflow as tf
 
@@ -47,12 +52,17 @@ class SegmentationTask(base.Task):
         pos = tf.range(tf.size(index)) + index
         return tf.tensor_scatter_nd_update(pairs, pos[:, tf.newaxis], q)
 
+    @property
+    def sequences_per_image(self) -> int:
+        return self.config.segmentation_instances_per_image
+
     def build_sequences(self, example, seed=0, augment: bool = True):
         """Example dict (see module docstring) -> input/target tokens and weights [L].
 
-        Deterministic: `seed` and `augment` are accepted for the common task interface.
+        Deterministic (`seed` is accepted for the common task interface); `augment`
+        gives the PAD targets after EOS `segmentation_padding_weight`.
         """
-        del seed, augment
+        del seed
         cls = tf.reshape(tf.cast(example["class"], tf.int32), [])
         with tf.control_dependencies([tf.debugging.assert_less_equal(
                 cls, self.config.max_class_id,
@@ -61,7 +71,30 @@ class SegmentationTask(base.Task):
         pairs = self.polygon_pairs(example["polygon_points"], example["polygon_part"])
         response = tf.concat([tf.reshape(pairs, [-1]), [vocab.EOS]], 0)
         weights = tf.ones_like(response, tf.float32)
-        return self._teacher_forcing(prompt, response, response, weights)
+        pad_weight = self.config.segmentation_padding_weight if augment else 0.0
+        return self._teacher_forcing(prompt, response, response, weights, pad_weight=pad_weight)
+
+    def build_image_sequences(self, example, seed=0, augment: bool = True):
+        """Several instances of one image -> tokens and weights
+        [segmentation_instances_per_image, L].
+
+        Keys: `boxes` [N, 4], `classes` [N], `polygon_points` [P, 2], `polygon_part` [P]
+        and `polygon_instance` [P] (the object each vertex belongs to). Row k is
+        instance k; rows past N have weight 0.
+        """
+        boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), [-1, 4])
+        classes = tf.reshape(tf.cast(example["classes"], tf.int32), [-1])
+        points = tf.reshape(tf.cast(example["polygon_points"], tf.float32), [-1, 2])
+        part = tf.reshape(tf.cast(example["polygon_part"], tf.int32), [-1])
+        instance = tf.reshape(tf.cast(example["polygon_instance"], tf.int32), [-1])
+
+        def row(k):
+            mine = tf.equal(instance, k)
+            return self.build_sequences(
+                {"box": tf.gather(boxes, k), "class": tf.gather(classes, k), "polygon_points": tf.boolean_mask(points, mine),
+                 "polygon_part": tf.boolean_mask(part, mine)}, seed, augment)
+
+        return self._stack_rows(row, tf.shape(classes)[0])
 
     def inference_prompt(self, boxes, classes):
         """Boxes [B, 4] (canvas-normalized) and classes [B] -> int32 [B, 6]."""
