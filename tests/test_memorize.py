@@ -56,7 +56,7 @@ def fixed_batches(files, token_config):
 def memorize(work_dir, steps=STEPS, num_images=NUM_IMAGES, log=print):
     """Synth -> ingest -> train on all of it -> export -> COCO evaluation of the same images.
 
-    Returns (metrics, per-image results, records, phase times in seconds)."""
+    Returns (metrics, per-image results, records, phase times in seconds, (model, batches))."""
     import apache_beam as beam
     import tensorflow as tf
 
@@ -110,7 +110,7 @@ def memorize(work_dir, steps=STEPS, num_images=NUM_IMAGES, log=print):
     times["cpu"] = time.process_time() - cpu
     num_instances = sum(1 for r in records for o in r["objects"] if not o.get("iscrowd"))
     assert instances == num_instances, f"{instances} of {num_instances} instances trained: raise MAX_INSTANCES"
-    return metrics, per_image, records, times
+    return metrics, per_image, records, times, (result.model, batches)
 
 
 def exact_captions(per_image, records):
@@ -124,7 +124,20 @@ def exact_captions(per_image, records):
 
 @pytest.mark.slow
 def test_tiny_memorizes_every_task_through_the_export_and_the_coco_metrics(tmp_path):
-    metrics, per_image, records, times = memorize(str(tmp_path))
+    import numpy as np
+
+    from model import decoding, reference_decoding
+    from model.vocab import DETECTION_PROMPT
+
+    metrics, per_image, records, times, (model, batches) = memorize(str(tmp_path))
+    # On trained weights too, the K/V-cached loop emits exactly the recompute-everything loop's tokens.
+    images = batches["detection"]["image"]
+    length = int(batches["detection"]["target_tokens"].shape[1])
+    prompt = np.full((int(images.shape[0]), 1), DETECTION_PROMPT, np.int32)
+    cached = decoding.generate(model, images, prompt, length, end_token=0)["tokens"].numpy()
+    reference = reference_decoding.reference_decode(
+        model.decoder, model.encode(images), prompt, length, end_token=0)["tokens"].numpy()
+    np.testing.assert_array_equal(cached, reference)
     report = f"{metrics} in {times}"
     assert metrics["detection"]["AP"] >= 0.8, report
     assert metrics["segmentation"]["AP"] >= 0.5, report
@@ -171,7 +184,7 @@ if __name__ == "__main__":
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        metrics, per_image, records, times = memorize(tmp, int(sys.argv[1]) if len(sys.argv) > 1 else STEPS)
+        metrics, per_image, records, times, _ = memorize(tmp, int(sys.argv[1]) if len(sys.argv) > 1 else STEPS)
         print("keypoint errors (image, mean px, box IoU)", keypoint_errors(per_image, records))
         print({task: {k: metrics[task].get(k) for k in ("AP", "AP50", "CIDEr-D")} for task in metrics})
         print("exact captions", exact_captions(per_image, records), "of", len(records))
