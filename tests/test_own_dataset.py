@@ -163,6 +163,23 @@ def test_train_config_required_tasks_need_a_weight():
         TrainConfig(task_weights={"detection": 1.0}, required_tasks=("keypoints",))
 
 
+def test_dataset_mistake_is_one_paragraph_and_a_nonzero_exit(synth_coco_dir, tmp_path, capsys):
+    from pix2seq import cli
+
+    def two_keypoint_categories(kind, doc):
+        for c in doc["categories"]:
+            if c["id"] == 3:
+                c["keypoints"] = ["tip"]
+
+    coco_dir = _rewrite(synth_coco_dir, str(tmp_path / "coco"), two_keypoint_categories)
+    for argv in (["ingest", "--coco-dir", coco_dir, "--out", str(tmp_path / "ingest")],
+                 ["tokens", "--coco-dir", coco_dir, "--image-id", "1", "--task", "detection"]):
+        assert cli.main(argv) != 0
+        err = capsys.readouterr().err
+        assert "1 (person), 3 (circle) all name keypoints" in err and "Remove the `keypoints` list" in err
+        assert "Traceback" not in err  # --verbose shows it (tests/test_console.py)
+
+
 # --- three datasets end to end -------------------------------------------------------------
 
 
@@ -178,7 +195,8 @@ def _train_and_export(examples, out):
     from model.export import export_saved_model
     from model.train_config import TrainConfig
 
-    config = TrainConfig(model_overrides=MICRO, steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2)
+    config = TrainConfig(model_overrides=MICRO, steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2,
+                         jit_compile=False)  # XLA compiling the step costs more than 2 steps save
     result = train_data.train_on_examples(config, examples, out, verbose=0)
     export = os.path.join(out, "export")
     export_saved_model(result.model, export, train_data.caption_model_file(examples), tasks=result.tasks,
@@ -271,6 +289,25 @@ def test_detection_only_ids_in_the_500s(detection_500s, tmp_path, capsys):
     assert cli.main(["train", "--examples", run.examples, "--out", run.out + "_x", "--steps", "1",
                      "--keypoints-weight", "1"]) == 2
     assert "keypoints needs a category with a `keypoints` list" in capsys.readouterr().err
+
+
+def test_served_model_tells_its_tasks(detection_500s, tmp_path, capsys):
+    import portpicker
+
+    from pix2seq import cli
+    from serving.client import Pix2SeqClient
+    from serving.server import ModelServer, ServerConfig
+
+    base = tmp_path / "serving"
+    base.mkdir()
+    os.symlink(detection_500s.export, base / "1")
+    config = ServerConfig(str(base), host="127.0.0.1", port=portpicker.pick_unused_port(), poll_seconds=0)
+    with ModelServer(config) as server, Pix2SeqClient(server.address) as client:
+        assert client.metadata()["tasks"] == ["detection"]  # GetModelMetadata's signature names
+        capsys.readouterr()
+        image = _images(detection_500s.coco_dir)[0]
+        assert cli.main(["predict", "--server", server.address, "--task", "segment", image]) == 2
+        assert "was trained without segmentation: it serves only detection" in capsys.readouterr().err
 
 
 def test_tokens_speak_the_dataset_ids(detection_500s, capsys):
