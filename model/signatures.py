@@ -26,6 +26,9 @@ TASK_SIGNATURES = {"detection": ("detect", "detect_with_options", "detect_exampl
                    "keypoints": ("keypoints", "keypoints_with_options"),
                    "captioning": ("caption", "caption_with_options")}
 DESCRIBE = ("detect_and_describe", "detect_and_describe_with_options")
+# The output of `detect_and_describe` that tells each task is there.
+DESCRIBE_OUTPUTS = {"detection": "boxes", "segmentation": "polygons", "keypoints": "keypoints",
+                    "captioning": "captions"}
 # The ModelConfig the model was built with (model/export.py writes it), for model cards and people.
 MODEL_CONFIG_FILE = os.path.join("assets.extra", "model_config.json")
 # TF2 SavedModels list their init op as a signature; it is not callable by clients.
@@ -43,11 +46,16 @@ def signatures_for_tasks(tasks):
     return [n for n in SIGNATURES if n in names]
 
 
-def tasks_of(signature_names):
-    """The tasks a set of signature names serves (a task's plain signature is there), in
-    TASK_NAMES order: what a model's GetModelMetadata or SavedModel tells about it."""
+def tasks_of(signature_names, outputs=None):
+    """The tasks a model with these signatures serves, in TASK_NAMES order: a task whose
+    plain signature is there, plus, when `outputs` ({signature: output names}) is given,
+    those `detect_and_describe` answers (a model exported with that signature alone)."""
     names = set(signature_names)
-    return [t for t in TASK_NAMES if TASK_SIGNATURES[t][0] in names]
+    found = {t for t in TASK_NAMES if TASK_SIGNATURES[t][0] in names}
+    for name in DESCRIBE:
+        if name in names and outputs and name in outputs:
+            found |= {t for t, key in DESCRIBE_OUTPUTS.items() if key in outputs[name]}
+    return [t for t in TASK_NAMES if t in found]
 
 
 def read_signature_defs(saved_model_dir, tag="serve"):
@@ -75,7 +83,8 @@ def read_signature_defs(saved_model_dir, tag="serve"):
 
 def exported_tasks(saved_model_dir):
     """The tasks an exported SavedModel serves (`tasks_of` its signatures)."""
-    return tasks_of(read_signature_defs(saved_model_dir))
+    defs = read_signature_defs(saved_model_dir)
+    return tasks_of(defs, {name: set(d.outputs) for name, d in defs.items()})
 
 
 def keypoint_category_id(saved_model_dir, default=1):

@@ -164,7 +164,7 @@ class Pix2SeqClient:
             for name, sig in signature_map.signature_def.items()
         }
         return {"version": response.model_spec.version.value, "signatures": signatures,
-                "tasks": signatures_lib.tasks_of(signatures)}
+                "tasks": signatures_lib.tasks_of(signatures, {n: s["outputs"] for n, s in signatures.items()})}
 
     def status(self, version=None) -> list[dict]:
         """[{version, state, error_code, error_message}] from ModelService.GetModelStatus."""

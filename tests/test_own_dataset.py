@@ -134,6 +134,9 @@ def test_signatures_follow_the_tasks():
     assert S.signatures_for_tasks(["captioning"]) == ["caption", "caption_with_options"]
     for tasks in (["detection"], ["detection", "segmentation"], ["captioning"], list(D.TASK_NAMES)):
         assert S.tasks_of(S.signatures_for_tasks(tasks) + ["serving_default"]) == tasks
+    # a model exported with detect_and_describe alone: its outputs tell the tasks
+    describe = {"detect_and_describe": {"boxes", "classes", "scores", "num_detections", "keypoints"}}
+    assert S.tasks_of(["detect_and_describe"], describe) == ["detection", "keypoints"]
     with pytest.raises(ValueError, match="non-empty subset"):
         S.signatures_for_tasks(["detection", "pose"])
 

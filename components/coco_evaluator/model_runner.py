@@ -55,7 +55,8 @@ class ModelRunner:
         self._tasks = tuple(tasks)
         self._options = dict(options or {})
         names = set(self._model.signatures.keys())
-        self.model_tasks = signatures_lib.tasks_of(names)
+        self.model_tasks = signatures_lib.tasks_of(
+            names, {n: set(self._model.signatures[n].structured_outputs) for n in names})
         if any(t not in self.model_tasks for t in self._tasks):
             raise MissingSignatureError(signatures_lib.missing_task_message(model_dir, self._tasks, self.model_tasks))
         wanted = signatures_for(self._tasks, bool(self._options))
