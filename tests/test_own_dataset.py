@@ -176,7 +176,7 @@ def test_dataset_mistake_is_one_paragraph_and_a_nonzero_exit(synth_coco_dir, tmp
 
     coco_dir = _rewrite(synth_coco_dir, str(tmp_path / "coco"), two_keypoint_categories)
     for argv in (["ingest", "--coco-dir", coco_dir, "--out", str(tmp_path / "ingest")],
-                 ["tokens", "--coco-dir", coco_dir, "--image-id", "1", "--task", "detection"]):
+                 ["tokens", "--coco-dir", coco_dir, "--split", "train", "--image-id", "1", "--task", "detection"]):
         assert cli.main(argv) != 0
         err = capsys.readouterr().err
         assert "1 (person), 3 (circle) all name keypoints" in err and "Remove the `keypoints` list" in err
