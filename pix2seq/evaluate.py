@@ -107,8 +107,10 @@ def evaluate(args):
     from model import signatures
 
     decoding = {n: getattr(args, n) for n in DECODING if getattr(args, n, None) is not None}
-    records, image_dir, categories, num_keypoints = load_split(args.coco_dir, args.split, args.max_images)
+    records, image_dir, categories, num_keypoints = load_split(args.coco_dir, args.split)
+    # what the whole split has annotations for, however few images are scored
     data_tasks = dataset_info.supported_tasks(records, dataset_info.keypoint_schema(categories))
+    records = records[:args.max_images] if args.max_images > 0 else records
     try:
         tasks = evaluation.tasks_to_score(args.tasks or (), signatures.exported_tasks(model_dir), data_tasks,
                                           model_dir, f"{args.coco_dir} (split {args.split})")
