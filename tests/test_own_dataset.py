@@ -294,6 +294,27 @@ def test_detection_only_ids_in_the_500s(detection_500s, tmp_path, capsys):
     assert "keypoints needs a category with a `keypoints` list" in capsys.readouterr().err
 
 
+def test_pipeline_evaluator_scores_what_model_and_data_have(detection_500s, tmp_path):
+    """The micro preset's EvalConfig (tasks left empty) on the detection-only run: the
+    CocoEvaluator scores detection only, a captioning gate does not apply, naming a task
+    the data lacks fails with what is missing."""
+    import dataclasses
+
+    from pipeline import presets
+    from test_evaluate_cli import run_evaluator
+
+    run = detection_500s
+    config = dataclasses.replace(presets.get("micro").eval, thresholds={"captioning": {"CIDEr-D": 0.1}}).to_dict()
+    assert config["tasks"] == []
+    report = run_evaluator(run.examples, run.export, str(tmp_path / "default"), config)
+    assert report["tasks"] == ["detection"] and set(report["candidate"]) == {"detection"}
+    assert report["blessing"]["blessed"]
+    with open(tmp_path / "default" / "evaluation" / "results" / "candidate" / "bbox.json") as f:
+        assert {d["category_id"] for d in json.load(f)} <= _declared_ids(run.coco_dir)
+    with pytest.raises(D.DatasetError, match="keypoints needs a category"):
+        run_evaluator(run.examples, run.export, str(tmp_path / "asked"), dict(config, tasks=["keypoints"]))
+
+
 def test_served_model_tells_its_tasks(detection_500s, tmp_path, capsys):
     import portpicker
 
