@@ -8,7 +8,10 @@ steps, no task flags) -> export -> `pix2seq predict` -> `pix2seq evaluate`:
 
 Each model serves exactly the tasks its data fed, and every result speaks the dataset's
 own category ids. Kept cheap: one ingest / train / export per dataset (module fixtures),
-a micro model, 2 steps.
+a micro model (tiny for the `pix2seq train` run), 1-2 steps, only the trained tasks'
+signatures. Measured with 2 cores shared by ~8 busy processes: 150-165 s wall (70-80 s CPU of
+the test process) per dataset, most of it tracing the augmentation, training-step and
+decoding graphs.
 """
 import json
 import os
@@ -233,12 +236,17 @@ def _evaluate(cli, export, coco_dir, out, *extra):
 
 
 @pytest.fixture(scope="module")
-def detection_500s(synth_coco_dir, tmp_path_factory):
+def detection_500s_dir(synth_coco_dir, tmp_path_factory):
+    return _rewrite(synth_coco_dir, str(tmp_path_factory.mktemp("own_detection_data") / "coco"), _detection_500s)
+
+
+@pytest.fixture(scope="module")
+def detection_500s(detection_500s_dir, tmp_path_factory):
     """`pix2seq train --coco-dir` with no task flags: ingests, trains and exports."""
     from pix2seq import cli
 
     root = tmp_path_factory.mktemp("own_detection")
-    coco_dir = _rewrite(synth_coco_dir, str(root / "coco"), _detection_500s)
+    coco_dir = detection_500s_dir
     out, export = str(root / "run"), str(root / "export")
     assert cli.main(["train", "--coco-dir", coco_dir, "--out", out, "--model-preset", "tiny", "--steps", "1",
                      "--batch-size", "2", "--caption-vocab-size", "64", "--export", export]) == 0
@@ -266,6 +274,7 @@ def dog_keypoints(synth_coco_dir, tmp_path_factory):
     return SimpleNamespace(coco_dir=coco_dir, examples=examples, export=_train_and_export(examples, str(root / "run")))
 
 
+@pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
 def test_detection_only_ids_in_the_500s(detection_500s, tmp_path, capsys):
     from model import signatures
     from pix2seq import cli
@@ -294,6 +303,7 @@ def test_detection_only_ids_in_the_500s(detection_500s, tmp_path, capsys):
     assert "keypoints needs a category with a `keypoints` list" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
 def test_pipeline_evaluator_scores_what_model_and_data_have(detection_500s, tmp_path):
     """The micro preset's EvalConfig (tasks left empty) on the detection-only run: the
     CocoEvaluator scores detection only, a captioning gate does not apply, naming a task
@@ -315,6 +325,7 @@ def test_pipeline_evaluator_scores_what_model_and_data_have(detection_500s, tmp_
         run_evaluator(run.examples, run.export, str(tmp_path / "asked"), dict(config, tasks=["keypoints"]))
 
 
+@pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
 def test_served_model_tells_its_tasks(detection_500s, tmp_path, capsys):
     import portpicker
 
@@ -334,10 +345,10 @@ def test_served_model_tells_its_tasks(detection_500s, tmp_path, capsys):
         assert "was trained without segmentation: it serves only detection" in capsys.readouterr().err
 
 
-def test_tokens_speak_the_dataset_ids(detection_500s, capsys):
+def test_tokens_speak_the_dataset_ids(detection_500s_dir, capsys):
     from pix2seq import cli
 
-    run = detection_500s
+    run = SimpleNamespace(coco_dir=detection_500s_dir)
     with open(os.path.join(run.coco_dir, "annotations", "instances_val.json")) as f:
         doc = json.load(f)
     image_id = doc["annotations"][0]["image_id"]
@@ -350,6 +361,7 @@ def test_tokens_speak_the_dataset_ids(detection_500s, capsys):
     assert {f"<cls:{names[c]}>" for c in want} <= set(out["rendered"]["target"])
 
 
+@pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
 def test_masks_without_persons(masks_no_persons, tmp_path):
     from model import signatures
     from pix2seq import cli
@@ -373,6 +385,7 @@ def test_masks_without_persons(masks_no_persons, tmp_path):
     assert set(report["metrics"]) == {"detection", "segmentation"}
 
 
+@pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
 def test_twenty_keypoint_dog_schema(dog_keypoints, tmp_path):
     import tensorflow as tf
 
