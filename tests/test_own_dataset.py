@@ -371,6 +371,8 @@ def test_masks_without_persons(masks_no_persons, tmp_path):
         info = json.load(f)
     assert info["tasks"] == ["detection", "segmentation"] and info["class_category_ids"] == []
     assert signatures.exported_tasks(run.export) == ["detection", "segmentation"]
+    describe = signatures.read_signature_defs(run.export)["detect_and_describe"]
+    assert {"boxes", "polygons"} <= set(describe.outputs) and not {"keypoints", "captions"} & set(describe.outputs)
     found = _predict(cli, run.export, _images(run.coco_dir), str(tmp_path / "bbox.json"))  # detect_and_describe
     with open(tmp_path / "bbox_segm.json") as f:
         masks = json.load(f)
