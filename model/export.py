@@ -39,6 +39,14 @@ the same seed gives the same answer.
 `detect_examples` has one string [None] input, the only shape through which
 TFX's BulkInferrer and InfraValidator feed records to a Predict signature. Next to the
 SavedModel, `assets.extra/` holds TF Serving's warm-up requests and the model config.
+
+A model serves the tasks it was trained for, and only those: `export_saved_model(...,
+tasks=...)` writes each task's signatures (model/signatures.py `TASK_SIGNATURES`; `detect_and_describe` when
+detection and another task are there, describing with the model's other tasks), so a
+detection-only model has `detect`, `detect_with_options` and `detect_examples`, and
+`serving_default` is the first signature written (`detect` when there is one). The
+signature names are how anyone tells a model's tasks (`signatures.tasks_of`):
+TF Serving's GetModelMetadata lists them, so a client knows what a served model does.
 """
 import json
 import os
@@ -50,11 +58,11 @@ import tensorflow as tf
 
 from data import features
 from model import warmup_requests
+from model.signatures import MODEL_CONFIG_FILE, SIGNATURES, signatures_for_tasks
 from model.serving_graph import PAPER_DEFAULTS, InferenceGraph
+from model.tasks import TASK_NAMES
 
 IMAGES = tf.TensorSpec([None], tf.string, name="images")
-# The ModelConfig the model was built with, for model cards and people (JSON).
-MODEL_CONFIG_FILE = os.path.join("assets.extra", "model_config.json")
 # Serialized tf.Examples in the ingested layout (data/features.py): one string input of
 # shape [None], what TFX's BulkInferrer and InfraValidator feed a Predict signature.
 EXAMPLES = tf.TensorSpec([None], tf.string, name="examples")
@@ -95,8 +103,9 @@ def plain_name(signature: str) -> str:
     return signature
 
 
-def signature_functions(graph: InferenceGraph):
-    """name -> (python function, input TensorSpecs), in registration order (detect first).
+def signature_functions(graph: InferenceGraph, tasks=TASK_NAMES):
+    """name -> (python function, input TensorSpecs), in registration order (detect first);
+    `detect_and_describe` describes the detections with the other `tasks` only.
 
     Image decoding + encoding and each task stage are traced once as `tf.function`s
     and called from every signature that needs them (function calls in the
@@ -158,12 +167,16 @@ def signature_functions(graph: InferenceGraph):
     def detect_and_describe_with_options(images, max_objects, temperature, top_p, num_samples, seed):
         frame = (images, *frame_stage(images))
         found = detect_stage(*frame, max_objects, temperature, top_p, seed)
-        shapes = segment_stage(*frame, found["boxes"], found["classes"], num_samples,
-                              seg["temperature"], seg["top_p"], seed)
-        people = keypoints_stage(images, frame[1], graph.person_boxes(found),
-                                 kp["temperature"], kp["top_p"], seed)
-        text = caption_stage(*frame, cap["temperature"], cap["top_p"], seed)
-        return {**found, **shapes, **people, **text}
+        out = dict(found)
+        if "segmentation" in tasks:
+            out.update(segment_stage(*frame, found["boxes"], found["classes"], num_samples,
+                                     seg["temperature"], seg["top_p"], seed))
+        if "keypoints" in tasks:
+            out.update(keypoints_stage(images, frame[1], graph.person_boxes(found),
+                                       kp["temperature"], kp["top_p"], seed))
+        if "captioning" in tasks:
+            out.update(caption_stage(*frame, cap["temperature"], cap["top_p"], seed))
+        return out
 
     def example_images(examples):
         spec = {features.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)}
@@ -198,25 +211,20 @@ def signature_functions(graph: InferenceGraph):
     return table
 
 
-SIGNATURES = ("detect", "segment", "keypoints", "caption", "detect_and_describe",
-              "detect_with_options", "segment_with_options", "keypoints_with_options",
-              "caption_with_options", "detect_and_describe_with_options",
-              "detect_examples")
-
-
 def warmup_logs(specs: dict, options: dict, batch_sizes):
     """PredictionLogs for TF Serving's warm-up: every signature in `specs` ({name: input
-    TensorSpecs}) and `serving_default` (= detect) at every batch size, with the plain
+    TensorSpecs}) and `serving_default` (= the first) at every batch size, with the plain
     signature's `options` (`default_options`)."""
-    specs = {"serving_default": specs["detect"], **specs}
+    first = next(iter(specs))
+    specs = {"serving_default": specs[first], **specs}
     for name, inputs in specs.items():
-        plain = plain_name("detect" if name == "serving_default" else name)
+        plain = plain_name(first if name == "serving_default" else name)
         for batch_size in batch_sizes:
             values = warmup_requests.sample_inputs([s.name for s in inputs], batch_size, options[plain])
             yield warmup_requests.predict_log(name, values, {s.name: s.dtype for s in inputs})
 
 
-def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=None,
+def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=None, tasks=TASK_NAMES,
                        warmup_batch_sizes=warmup_requests.DEFAULT_BATCH_SIZES):
     """Write the serving SavedModel of `model` (a built `Pix2SeqModel`) to `export_dir`,
     with TF Serving warm-up records (model/warmup_requests.py) and the model's
@@ -224,19 +232,27 @@ def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=No
 
     Args:
       caption_vocab_file: SentencePiece model for caption text (else piece ids).
-      signatures: names to export (default all of `SIGNATURES`; `detect` is always
-        first, so it is also `serving_default`).
+      signatures: names to export (default: every signature of `tasks`); `detect`, when
+        exported, is first, so it is also `serving_default`.
+      tasks: the tasks the model was trained for (`TrainResult.tasks`); a signature of
+        another task is a ValueError.
       warmup_batch_sizes: batch sizes recorded per signature (empty: no warm-up file).
     Returns:
       export_dir.
     """
-    names = list(SIGNATURES if signatures is None else signatures)
+    tasks = [t for t in TASK_NAMES if t in tasks]
+    allowed = signatures_for_tasks(tasks)
+    names = list(allowed if signatures is None else signatures)
     unknown = sorted(set(names) - set(SIGNATURES))
     if unknown:
         raise ValueError(f"Unknown signatures {unknown}; expected names from {SIGNATURES}.")
+    untrained = sorted(set(names) - set(allowed))
+    if untrained:
+        raise ValueError(f"signatures {untrained} serve tasks the model was not trained for; a model "
+                         f"trained for {tasks} exports {allowed}")
     graph = InferenceGraph(model, caption_vocab_file=caption_vocab_file)
-    functions = signature_functions(graph)
-    names = ["detect"] + [n for n in names if n != "detect"]
+    functions = signature_functions(graph, tasks)
+    names = [n for n in names if n == "detect"] + [n for n in names if n != "detect"]
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name in names:

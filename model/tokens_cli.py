@@ -98,8 +98,11 @@ def _prepared(args, data, record, token_config):
     return inputs, to_pixels, object_index
 
 
-def render_tokens(tokens, categories=None, pieces=None, num_bins=1000):
-    """Token ids -> readable strings; runs of coordinates alternate y=, x=."""
+def render_tokens(tokens, categories=None, pieces=None, num_bins=1000, class_ids=()):
+    """Token ids -> readable strings; runs of coordinates alternate y=, x=; a class token
+    shows its category's name (`class_ids`: the class map, data/dataset_info.py)."""
+    from data import dataset_info
+
     from model import vocab
 
     out, coord_run = [], 0
@@ -115,7 +118,7 @@ def render_tokens(tokens, categories=None, pieces=None, num_bins=1000):
             out.append("<eos>" if t == vocab.CAPTION_EOS else
                        (repr(pieces[piece]) if pieces and piece < len(pieces) else f"<text:{piece}>"))
         elif vocab.CLASS_OFFSET < t < vocab.COORD_OFFSET:
-            cid = t - vocab.CLASS_OFFSET
+            cid = dataset_info.category_id(class_ids, t - vocab.CLASS_OFFSET) if class_ids else t - vocab.CLASS_OFFSET
             out.append(f"<cls:{(categories or {}).get(cid, cid)}>")
         else:
             out.append(RENDER_NAMES.get(t, f"<{t}>"))
@@ -126,9 +129,12 @@ def _round(values, digits=5):
     return [round(float(v), digits) for v in values]
 
 
-def decode_target(task, response, to_pixels):
-    """Decoded annotations from the response tokens, in canvas and image coordinates."""
+def decode_target(task, response, to_pixels, class_ids=()):
+    """Decoded annotations from the response tokens, in canvas and image coordinates;
+    classes as the dataset's category ids (`class_ids`: the class map)."""
     import numpy as np
+
+    from data import dataset_info
 
     scale, offset = to_pixels
     yx_to_px = lambda yx: np.asarray(yx, np.float64) * scale + offset  # noqa: E731
@@ -137,7 +143,7 @@ def decode_target(task, response, to_pixels):
         objects = []
         for box, cls in zip(dec["boxes"][dec["valid"]], dec["classes"][dec["valid"]]):
             (y0, x0), (y1, x1) = yx_to_px(box[:2]), yx_to_px(box[2:])
-            objects.append({"category_id": int(cls), "box_canvas": _round(box),
+            objects.append({"category_id": dataset_info.category_id(class_ids, cls), "box_canvas": _round(box),
                             "bbox": _round([x0, y0, x1 - x0, y1 - y0], 3)})
         return {"objects": objects}
     if task.name == "segmentation":
@@ -168,14 +174,21 @@ def run(args):
 
     import numpy as np
 
-    from data import coco
+    from data import coco, dataset_info
     from model import config as config_lib
     from model.tasks import get_task
+    from model.train_data import dataset_token_fields
 
     args.split_name = _split_name(args.split)
     data = coco.load_coco_dir(args.coco_dir)
     record = _find_record(data, args.split_name, args.image_id)
-    tokens = config_lib.preset(args.preset).tokens
+    # the class map and keypoint schema ingestion would infer (any category ids, any schema)
+    inferred = dataset_info.info_fields(data.categories, data.splits.get("train") or [record])
+    class_ids = tuple(inferred["class_category_ids"])
+    to_class = dataset_info.class_index(class_ids)
+    for obj in record["objects"]:
+        obj["class"] = to_class(obj["category_id"])
+    tokens = config_lib.preset(args.preset, **dataset_token_fields(inferred)).tokens
     if args.image_size:
         tokens = dataclasses.replace(tokens, image_size=args.image_size)
     if data.num_keypoints != tokens.num_keypoints:
@@ -201,7 +214,7 @@ def run(args):
     prompt = seqs["input_tokens"][:task.prompt_length]
     response = seqs["target_tokens"][task.prompt_length - 1:]
     categories = {int(c["id"]): c.get("name", str(c["id"])) for c in data.categories}
-    render = lambda t: render_tokens(t, categories, pieces, tokens.num_bins)  # noqa: E731
+    render = lambda t: render_tokens(t, categories, pieces, tokens.num_bins, class_ids)  # noqa: E731
     used = int(np.max(np.nonzero(seqs["token_weights"])[0], initial=-1)) + 1
     out = {
         "task": args.task, "image_id": args.image_id, "split": args.split, "image_size": tokens.image_size,
@@ -209,7 +222,7 @@ def run(args):
         "prompt": prompt.tolist(), "input": seqs["input_tokens"].tolist(),
         "target": seqs["target_tokens"].tolist(), "weights": _round(seqs["token_weights"], 4),
         "rendered": {"prompt": render(prompt), "target": render(seqs["target_tokens"][:used])},
-        "decoded": decode_target(task, response, to_pixels),
+        "decoded": decode_target(task, response, to_pixels, class_ids),
     }
     if object_index is not None:
         out["annotation_id"] = int(record["objects"][object_index]["id"])
@@ -238,7 +251,7 @@ def format_text(out):
 def main(args) -> int:
     try:
         out = run(args)
-    except (TokensError, FileNotFoundError, ValueError) as err:
+    except (TokensError, FileNotFoundError, ValueError) as err:  # DatasetError is a ValueError
         print(f"pix2seq tokens: {err}", file=sys.stderr)
         return 2
     print(json.dumps(out) if args.json else format_text(out))

@@ -34,7 +34,11 @@ class TrainConfig:
       steps: total optimizer steps. eval_steps: validation batches per interval (0: none).
       batch_size: global batch per task (batch mixing) or of the mixed batch (data mixing).
       task_batch_sizes: {task: global batch} for batch mixing, overriding `batch_size`.
-      task_weights: loss weight per task; a task with weight 0 is not trained.
+      task_weights: loss weight per task; a task with weight 0 is not trained, and one the
+        data cannot feed (dataset_info.json `tasks`) is dropped (tasks follow the data).
+      required_tasks: tasks the data must feed: training on data that cannot feed one is a
+        DatasetError naming what is missing instead of dropping it (`pix2seq train` sets
+        the tasks whose weight flag was given). Each needs a weight > 0.
       mixing: "batch" (one batch per task per step, the paper's) or "data" (tasks sampled by weight).
       learning_rate: peak of the warm-up / linear-decay schedule.
       warmup_steps: linear warm-up length (None: 10 % of `steps`, at most 1000).
@@ -61,6 +65,7 @@ class TrainConfig:
     batch_size: int = 8
     task_batch_sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
     task_weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(PAPER_TASK_WEIGHTS))
+    required_tasks: Tuple[str, ...] = ()
     mixing: str = "batch"
     learning_rate: float = 1e-3
     warmup_steps: Optional[int] = None
@@ -83,6 +88,7 @@ class TrainConfig:
         object.__setattr__(self, "model_overrides", dict(self.model_overrides))
         object.__setattr__(self, "task_batch_sizes", {t: int(b) for t, b in self.task_batch_sizes.items()})
         object.__setattr__(self, "task_weights", {t: float(w) for t, w in self.task_weights.items()})
+        object.__setattr__(self, "required_tasks", tuple(self.required_tasks))
         if self.devices is not None:
             object.__setattr__(self, "devices", tuple(self.devices))
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
@@ -90,11 +96,15 @@ class TrainConfig:
                 "TrainConfig needs steps, batch_size and checkpoint_every >= 1. Received: "
                 f"steps={self.steps}, batch_size={self.batch_size}, checkpoint_every={self.checkpoint_every}"
             )
-        unknown = sorted((set(self.task_weights) | set(self.task_batch_sizes)) - set(TASK_NAMES))
+        unknown = sorted((set(self.task_weights) | set(self.task_batch_sizes) | set(self.required_tasks))
+                         - set(TASK_NAMES))
         if unknown:
             raise ValueError(f"TrainConfig names unknown tasks {unknown}; expected names from {TASK_NAMES}")
         if not self.tasks:
             raise ValueError(f"TrainConfig has no task with a weight > 0. Received: task_weights={self.task_weights}")
+        unweighted = [t for t in self.required_tasks if t not in self.tasks]
+        if unweighted:
+            raise ValueError(f"required_tasks {unweighted} have no weight > 0 in task_weights={self.task_weights}")
         if self.mixing not in MIXING:
             raise ValueError(f"mixing must be one of {MIXING}. Received: {self.mixing!r}")
         if self.task_batch_sizes and self.mixing != "batch":
@@ -135,6 +145,7 @@ def to_custom_config(config: TrainConfig) -> Dict[str, Any]:
     """The TFX Trainer's `custom_config` (JSON-ready); steps go in TrainArgs / EvalArgs."""
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _STEP_FIELDS}
     fields["devices"] = list(config.devices) if config.devices is not None else None
+    fields["required_tasks"] = list(config.required_tasks)
     return {CUSTOM_CONFIG_KEY: fields}
 
 

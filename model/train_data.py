@@ -140,17 +140,16 @@ def eval_dataset_fn(files, token_config, batch_size, tasks):
     return dataset_fn
 
 
-def train_on_examples(config, examples_dir, out_dir, train_files=None, eval_files=None, verbose="auto",
-                      explicit_tasks=()):
+def train_on_examples(config, examples_dir, out_dir, train_files=None, eval_files=None, verbose="auto"):
     """Trains `config` (a model.train_config.TrainConfig) on an ingested Examples directory.
 
     Tasks follow the data: a task the dataset cannot feed (dataset_info.json `tasks`) is
-    dropped from the config's weights, unless it is in `explicit_tasks` (asked for by the
-    user), which is a `DatasetError` naming what is missing.
+    dropped from the config's weights, unless it is in `config.required_tasks` (asked
+    for by the user or the preset), which is a `DatasetError` naming what is missing.
     `train_files` / `eval_files`: shard lists or globs (default: the directory's splits).
     Returns training.train's TrainResult.
     """
-    weights = task_weights_for(examples_dir, config.active_task_weights, explicit_tasks)
+    weights = task_weights_for(examples_dir, config.active_task_weights, config.required_tasks)
     if not weights:
         raise data_info.DatasetError(f"{examples_dir}: the data feeds none of the tasks {config.tasks}")
     config = config.replace(task_weights=weights,

@@ -52,6 +52,7 @@ class TrainResult:
     history: dict
     initial_step: int
     strategy: tf.distribute.Strategy
+    tasks: tuple = ()  # the trained tasks (weight > 0): what the export serves
 
 
 class StepProgress(keras.callbacks.Callback):
@@ -215,7 +216,8 @@ def train(
         )
         history = fit.history
     save_model(model, out_dir)
-    return TrainResult(model=model, history=history, initial_step=initial_step, strategy=strategy)
+    return TrainResult(model=model, history=history, initial_step=initial_step, strategy=strategy,
+                       tasks=train_config.tasks)
 
 
 def save_model(model, out_dir):

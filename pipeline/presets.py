@@ -7,20 +7,31 @@ is what `make demo` runs on 2 CPU cores in minutes and must actually learn,
 here parses strings. `train` is the one training configuration
 (model/train_config.py) that the Trainer's run_fn and `pix2seq train --preset`
 read too.
+
+Tasks follow the data: the Trainer drops a weighted task the ingested data cannot feed
+(unless `TrainConfig.required_tasks` names it: then it is an error), the export serves
+the trained tasks, and the evaluator scores those (`EvalConfig.tasks` empty). So any
+preset runs on a detection-only dataset as it is.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Dict, Mapping, Tuple
 
-from model.tasks import TASK_NAMES
 from model.train_config import TrainConfig
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """CocoEvaluator settings and the blessing rule."""
+    """CocoEvaluator settings and the blessing rule.
 
-    tasks: Tuple[str, ...] = TASK_NAMES
+    `tasks`: the tasks to score; empty (the default) scores every task the model serves
+    (the Trainer trained the tasks the data feeds) that the eval data has ground truth
+    for. Naming a task the data cannot feed or the model does not serve fails the
+    evaluator with a message naming what is missing. Thresholds of tasks not scored do
+    not apply.
+    """
+
+    tasks: Tuple[str, ...] = ()
     # {task: {metric: minimum}}; e.g. {"detection": {"AP50": 0.5}}
     thresholds: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
     # allowed drop of a task's headline metric vs the latest blessed model

@@ -10,7 +10,9 @@ read and validated as ingestion reads them (data/coco.py), each image becomes th
 example ingestion would write (images that fail to decode are reported and skipped,
 the rest are scored), and components/coco_evaluator/evaluation.py builds the ground
 truth, runs the model batch by batch (ModelRunner, model/results.py) and scores it.
-The table is the one `pix2seq pipeline run` prints.
+The table is the one `pix2seq pipeline run` prints. Without --tasks it scores every
+task the model serves (its signatures) that the split has annotations for; a task asked
+for that the data or the model lacks is a one-paragraph error naming what is missing.
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ def add_arguments(parser):
     parser.add_argument("--coco-dir", required=True, help="COCO-format directory (annotations/ + images)")
     parser.add_argument("--split", default="val",
                         help="split to score: val (= eval), train, or an annotation suffix such as val2017")
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), metavar="TASK",
-                        help=f"tasks to score (default: all of {', '.join(TASKS)})")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK",
+                        help=f"tasks to score, of {', '.join(TASKS)} (default: every task the model serves that "
+                             f"the split has annotations for)")
     parser.add_argument("--json", dest="json_out", metavar="METRICS_OUT", help="write the metrics here as JSON")
     parser.add_argument("--max-images", type=int, default=0, help="score only the first N images (by id)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call")
@@ -100,12 +103,19 @@ def evaluate(args):
         model_dir = resolve_model_dir(args.model)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from e
-    tasks = tuple(t for t in TASKS if t in args.tasks)
+    from data import dataset_info
+    from model import signatures
+
     decoding = {n: getattr(args, n) for n in DECODING if getattr(args, n, None) is not None}
-    records, image_dir, categories, num_keypoints = load_split(args.coco_dir, args.split, args.max_images)
+    records, image_dir, categories, num_keypoints = load_split(args.coco_dir, args.split)
+    # what the whole split has annotations for, however few images are scored
+    data_tasks = dataset_info.supported_tasks(records, dataset_info.keypoint_schema(categories))
+    records = records[:args.max_images] if args.max_images > 0 else records
     try:
+        tasks = evaluation.tasks_to_score(args.tasks or (), signatures.exported_tasks(model_dir), data_tasks,
+                                          model_dir, f"{args.coco_dir} (split {args.split})")
         runner = model_runner.ModelRunner(model_dir, tasks, decoding)
-    except model_runner.MissingSignatureError as e:
+    except (model_runner.MissingSignatureError, dataset_info.DatasetError) as e:
         raise UsageError(str(e)) from e
     with _progress(len(records), "reading images") as bar:
         decoded, skipped = decode_images(records, image_dir, num_keypoints, bar.advance)

@@ -85,6 +85,10 @@ def train_config(args):
         if given is not None:
             weights[task] = given
     changes["task_weights"] = weights
+    # a weight flag asks for its task (as the preset's required_tasks do): data that cannot
+    # feed it is an error, not a dropped task
+    asked = set(config.required_tasks) | {t for t in TASKS if getattr(args, f"{t}_weight") is not None}
+    changes["required_tasks"] = tuple(t for t in TASKS if t in asked and weights.get(t, 0) > 0)
     if not any(w > 0 for w in weights.values()):
         raise SystemExit("pix2seq train: every task weight is 0; nothing to train")
     return dataclasses.replace(config, **changes)
@@ -144,14 +148,13 @@ def _main(args) -> int:
     vocab_size = args.caption_vocab_size or (presets.get(args.preset).caption_vocab_size if args.preset
                                              else DEFAULT_CAPTION_VOCAB_SIZE)
     examples = args.examples or ingest(args.coco_dir, args.out, vocab_size)
-    explicit = [t for t in TASKS if getattr(args, f"{t}_weight") is not None]
-    result = train_data.train_on_examples(config, examples, args.out, explicit_tasks=explicit)
+    result = train_data.train_on_examples(config, examples, args.out)
     final = {k: round(float(v[-1]), 4) for k, v in result.history.items()}
     print(f"trained {result.model.config.name} to step {int(result.model.optimizer.iterations.numpy())}: {final}")
     print(f"weights: {os.path.join(args.out, 'model.weights.h5')}  TensorBoard: {os.path.join(args.out, 'tensorboard')}")
     if args.export:
         from model.export import export_saved_model
 
-        export_saved_model(result.model, args.export, train_data.caption_model_file(examples))
+        export_saved_model(result.model, args.export, train_data.caption_model_file(examples), tasks=result.tasks)
         print(f"serving SavedModel: {args.export}")
     return 0

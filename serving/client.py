@@ -32,6 +32,7 @@ from tensorflow_serving.apis import (
 )
 
 from model import results
+from model import signatures as signatures_lib
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -129,10 +130,17 @@ class Pix2SeqClient:
             infos.append({"image_id": image_id, "height": height, "width": width})
         return results.to_results(outputs, infos, options or results.ResultOptions())
 
+    @property
+    def signature_names(self) -> list:
+        """The served version's signature names (GetModelMetadata)."""
+        return sorted(self.metadata()["signatures"])
+
     def metadata(self, version=None) -> dict:
         """Signatures of the served version: {name: {"inputs"|"outputs": {alias: (dtype, shape)}}}.
 
-        The version that answered is under the key "version"; `None` dims are any size.
+        The version that answered is under the key "version"; `None` dims are any size;
+        "tasks" are the tasks the model serves, told by its signature names (a model
+        exports the signatures of the tasks it was trained for, model/signatures.py).
         """
         request = get_model_metadata_pb2.GetModelMetadataRequest()
         _model_spec(request.model_spec, self.model_name, version)
@@ -155,7 +163,8 @@ class Pix2SeqClient:
             name: {"inputs": describe(sig.inputs), "outputs": describe(sig.outputs), "method_name": sig.method_name}
             for name, sig in signature_map.signature_def.items()
         }
-        return {"version": response.model_spec.version.value, "signatures": signatures}
+        return {"version": response.model_spec.version.value, "signatures": signatures,
+                "tasks": signatures_lib.tasks_of(signatures, {n: s["outputs"] for n, s in signatures.items()})}
 
     def status(self, version=None) -> list[dict]:
         """[{version, state, error_code, error_message}] from ModelService.GetModelStatus."""

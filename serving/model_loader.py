@@ -8,16 +8,13 @@ README) is ignored.
 """
 import dataclasses
 import os
-import warnings
 
 import tensorflow as tf
-from google.protobuf.message import DecodeError
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from model.signatures import read_signature_defs  # noqa: F401  (SignatureDefs as TF Serving reports them)
 
 SAVED_MODEL_FILE = "saved_model.pb"
 SERVE_TAG = "serve"
-# TF2 SavedModels list their init op as a signature; it is not callable by clients.
-_INTERNAL_SIGNATURES = ("__saved_model_init_op",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,31 +55,6 @@ def scan_versions(base_path: str) -> list[int]:
 def version_path(base_path: str, version: int) -> str:
     """Directory of `version`; the Pusher names it by the bare integer."""
     return os.path.join(base_path, str(version))
-
-
-def read_signature_defs(saved_model_dir: str, tag: str = SERVE_TAG) -> dict:
-    """SignatureDef protos of the meta graph tagged `tag`, as TF Serving reports them."""
-    proto = saved_model_pb2.SavedModel()
-    path = os.path.join(saved_model_dir, SAVED_MODEL_FILE)
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
-    with warnings.catch_warnings(record=True) as caught:  # protobuf only warns on some garbage
-        warnings.simplefilter("always", RuntimeWarning)
-        try:
-            proto.ParseFromString(data)
-        except DecodeError as e:
-            caught.append(e)
-    if caught:
-        problem = getattr(caught[0], "message", caught[0])
-        raise ValueError(f"{path} is not a SavedModel proto ({len(data)} bytes): {problem}")
-    for meta_graph in proto.meta_graphs:
-        if tag in meta_graph.meta_info_def.tags:
-            return {
-                name: meta_graph_pb2.SignatureDef.FromString(sig.SerializeToString())
-                for name, sig in meta_graph.signature_def.items()
-                if name not in _INTERNAL_SIGNATURES
-            }
-    raise ValueError(f"{saved_model_dir}: no meta graph tagged {tag!r}")
 
 
 def load_version(base_path: str, version: int) -> LoadedVersion:

@@ -5,16 +5,20 @@
 
 `--model` is a SavedModel directory or a TF Serving base directory (its highest
 numbered version is used). The model is reached through a *backend*: any object
-with `predict(signature, images, **inputs) -> {name: np.ndarray}` — here the
+with `predict(signature, images, **inputs) -> {name: np.ndarray}` and `signature_names`
+(what the model serves) — here the
 SavedModel in process (`SavedModelBackend`), or with `--server` the gRPC client
 `serving/client.Pix2SeqClient` (TF Serving or `pix2seq serve`). Everything after the call is
 model/results.py (per-image results, COCO JSON) and model/visualize.py (pictures), the code the
 evaluator uses too, so both backends and the evaluator give the same results.
 
 Tasks and the signatures they call: detect -> `detect`; segment -> `detect`, then
-`segment` on the detections; keypoints -> `detect`, then `keypoints` on the person
-detections; caption -> `caption`; all -> `detect_and_describe` (one encoding). Any
-sampling option given switches to the `*_with_options` signatures.
+`segment` on the detections; keypoints -> `detect`, then `keypoints` on the detections
+of the keypoint category; caption -> `caption`; all -> `detect_and_describe` (one
+encoding), or the one task a single-task model serves. Any sampling option given
+switches to the `*_with_options` signatures. A model serves only the tasks it was
+trained for (model/signatures.py: its signature names tell, locally or through
+GetModelMetadata); asking for another is a one-paragraph error and exit status 2.
 
 `--json OUT` writes each COCO result kind the task produces, scored as the evaluator scores
 it: the task's first kind goes to OUT, the others next to it as OUT's name + `_<kind>`
@@ -28,11 +32,36 @@ import sys
 import numpy as np
 
 from model import results as results_lib
+from model import signatures as signatures_lib
 
 TASKS = ("detect", "segment", "keypoints", "caption", "all")
 # COCO result kinds (model/results.KINDS) each task writes; the first goes to --json itself.
 TASK_KINDS = {"detect": ("bbox",), "segment": ("segm", "bbox"), "keypoints": ("keypoints", "bbox"),
               "caption": ("captions",), "all": ("bbox", "segm", "keypoints", "captions")}
+# The model tasks (model/tasks) each --task needs.
+TASK_NEEDS = {"detect": ("detection",), "segment": ("detection", "segmentation"),
+              "keypoints": ("detection", "keypoints"), "caption": ("captioning",)}
+
+
+class MissingTaskError(ValueError):
+    """--task asks for what the model was not trained for."""
+
+
+def served_task(task, signature_names, model):
+    """--task as the model can answer it: `all` without `detect_and_describe` becomes the
+    single task the model serves; a task it lacks is a MissingTaskError."""
+    served = signatures_lib.tasks_of(signature_names)
+    if task == "all":
+        if "detect_and_describe" in signature_names:
+            return task
+        single = [t for t, needs in TASK_NEEDS.items() if list(needs) == served]
+        if single:
+            return single[0]
+        raise MissingTaskError(f"--task all needs the detect_and_describe signature, which the model {model} "
+                               f"(serving {', '.join(served) or 'no task'}) lacks; ask for one task")
+    if any(t not in served for t in TASK_NEEDS[task]):
+        raise MissingTaskError(signatures_lib.missing_task_message(model, TASK_NEEDS[task], served))
+    return task
 
 
 def add_arguments(parser):
@@ -47,7 +76,9 @@ def add_arguments(parser):
     parser.add_argument("--viz", help="write one PNG per image here")
     parser.add_argument("--annotations", help="COCO annotation JSON: image ids by file name, category names")
     parser.add_argument("--min-score", type=float, default=0.0, help="drop detections scoring below")
-    parser.add_argument("--person-class", type=int, default=1, help="category id that gets keypoints")
+    parser.add_argument("--person-class", type=int,
+                        help="category id that gets keypoints (default: the model's keypoint category with "
+                             "--model, 1 with --server)")
     parser.add_argument("--max-objects", type=int, help="detection: at most this many objects")
     parser.add_argument("--temperature", type=float, help="sampling temperature (<= 0: greedy)")
     parser.add_argument("--top-p", type=float, help="nucleus sampling mass")
@@ -65,6 +96,7 @@ class SavedModelBackend:
         self._tf = tf
         self.model_dir = resolve_model_dir(model_dir)
         self._loaded = tf.saved_model.load(self.model_dir)
+        self.signature_names = sorted(self._loaded.signatures.keys())
 
     def predict(self, signature, images, **inputs):
         fn = self._loaded.signatures[signature]
@@ -196,7 +228,10 @@ def predict_results(backend, task, infos, args, options):
     return results
 
 
-def run(backend, args):
+def run(backend, args, where="the model"):
+    """Predict with `backend` (its `signature_names`), print and write what args ask for;
+    `where` names the model in errors."""
+    args.task = served_task(args.task, backend.signature_names, where)
     annotations = None
     if args.annotations:
         with open(args.annotations) as f:
@@ -229,11 +264,20 @@ def main(args) -> int:
         if not os.path.isfile(path):
             print(f"pix2seq predict: no such image file: {path}", file=sys.stderr)
             return 2
-    if args.server:
-        from serving.client import Pix2SeqClient
+    try:
+        if args.server:
+            from serving.client import Pix2SeqClient
 
-        with Pix2SeqClient(args.server, model_name=args.model_name) as backend:
-            run(backend, args)
-    else:
-        run(SavedModelBackend(args.model), args)
+            with Pix2SeqClient(args.server, model_name=args.model_name) as backend:
+                if args.person_class is None:
+                    args.person_class = 1
+                run(backend, args, f"{args.model_name!r} at {args.server}")
+        else:
+            backend = SavedModelBackend(args.model)
+            if args.person_class is None:
+                args.person_class = signatures_lib.keypoint_category_id(backend.model_dir)
+            run(backend, args, backend.model_dir)
+    except MissingTaskError as e:
+        print(f"pix2seq predict: {e}", file=sys.stderr)
+        return 2
     return 0

@@ -1,44 +1,97 @@
 """Bring your own COCO dataset: the class map, tasks inferred from the data, the keypoint
-schema, and a detection-only dataset with category ids in the 500s (300 categories)
-through `pix2seq train --coco-dir` (no task flags) -> export -> the `detect` signature
-and `pix2seq evaluate`, whose results carry the dataset's own ids."""
+schema, and three datasets made from the synthetic one, each through ingest -> train (2
+steps, no task flags) -> export -> `pix2seq predict` -> `pix2seq evaluate`:
+
+- detection only, category ids 500.. and 300 categories (trained by `pix2seq train`);
+- detection + masks, no persons, the COCO ids (identity class map);
+- detection + a 20-keypoint "dog" schema with category id 120 (a dense class map).
+
+Each model serves exactly the tasks its data fed, and every result speaks the dataset's
+own category ids. Kept cheap: one ingest / train / export per dataset (module fixtures),
+a micro model (tiny for the `pix2seq train` run), 1-2 steps, only the trained tasks'
+signatures. Measured with 2 cores shared by ~8 busy processes: 150-165 s wall (70-80 s CPU of
+the test process) per dataset, most of it tracing the augmentation, training-step and
+decoding graphs.
+"""
 import json
 import os
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from data import dataset_info as D
 from data import synth_person
+from data.synth_shapes import PERSON_ID
 
 FIRST_ID = 500
 NUM_CATEGORIES = 300
+DOG_ID = 120
+DOG_KEYPOINTS = list(synth_person.KEYPOINT_NAMES) + ["tail_base", "tail_middle", "tail_tip"]
+# A model small enough to train and export in seconds (the tiny preset, shrunk).
+MICRO = dict(encoder_depth=1, decoder_depth=1, image_size=64, max_instances=4, encoder_dim=32, decoder_dim=32,
+             encoder_mlp_dim=64, decoder_mlp_dim=64, encoder_heads=2, decoder_heads=2, max_polygon_points=8)
 
 
-def _renumbered(src, dst):
-    """The synth dataset as a detection-only set: no captions, no keypoints, no masks,
-    category ids shifted to FIRST_ID.. and padded with unused categories to 300."""
+def _rewrite(src, dst, edit):
+    """A copy of the COCO dir `src` without captions; `edit(kind, doc)` changes each
+    remaining annotation file in place (kind: instances / person_keypoints)."""
     shutil.copytree(src, dst)
     ann_dir = os.path.join(dst, "annotations")
     for name in os.listdir(ann_dir):
         path = os.path.join(ann_dir, name)
-        if not name.startswith("instances_"):
+        if name.startswith("captions_"):
             os.remove(path)
             continue
         with open(path) as f:
             doc = json.load(f)
-        shift = FIRST_ID - 1
-        cats = [{"id": c["id"] + shift, "name": c["name"]} for c in doc["categories"]]
-        top = max(c["id"] for c in cats)
-        cats += [{"id": top + 1 + i, "name": f"unused_{i}"} for i in range(NUM_CATEGORIES - len(cats))]
-        doc["categories"] = cats
-        for ann in doc["annotations"]:
-            ann["category_id"] += shift
-            ann.pop("keypoints", None), ann.pop("num_keypoints", None), ann.pop("segmentation", None)
+        if edit(name.split("_")[0] if name.startswith("instances") else "person_keypoints", doc) is False:
+            os.remove(path)
+            continue
         with open(path, "w") as f:
             json.dump(doc, f)
     return dst
+
+
+def _detection_500s(kind, doc):
+    """Detection only, ids shifted to FIRST_ID.., padded with unused categories to 300."""
+    if kind != "instances":
+        return False
+    shift = FIRST_ID - 1
+    cats = [{"id": c["id"] + shift, "name": c["name"]} for c in doc["categories"]]
+    top = max(c["id"] for c in cats)
+    doc["categories"] = cats + [{"id": top + 1 + i, "name": f"unused_{i}"}
+                                for i in range(NUM_CATEGORIES - len(cats))]
+    for ann in doc["annotations"]:
+        ann["category_id"] += shift
+        ann.pop("keypoints", None), ann.pop("num_keypoints", None), ann.pop("segmentation", None)
+
+
+def _masks_no_persons(kind, doc):
+    """Detection + masks of the shapes; the person category and its objects removed."""
+    if kind != "instances":
+        return False
+    doc["categories"] = [c for c in doc["categories"] if c["id"] != PERSON_ID]
+    doc["annotations"] = [a for a in doc["annotations"] if a["category_id"] != PERSON_ID]
+
+
+def _dog_keypoints(kind, doc):
+    """Persons become category DOG_ID "dog" with 20 keypoints (3 tail points at the hips);
+    no masks."""
+    dog = {"id": DOG_ID, "name": "dog", "keypoints": DOG_KEYPOINTS, "skeleton": [[12, 18], [18, 19], [19, 20]]}
+    doc["categories"] = [dog if c["id"] == PERSON_ID else c for c in doc["categories"]]
+    for ann in doc["annotations"]:
+        ann.pop("segmentation", None)
+        if ann["category_id"] == PERSON_ID:
+            ann["category_id"] = DOG_ID
+        if ann.get("keypoints"):
+            left_hip = ann["keypoints"][3 * 11:3 * 12]
+            ann["keypoints"] = ann["keypoints"] + left_hip * 3
+            ann["num_keypoints"] = sum(1 for v in ann["keypoints"][2::3] if v > 0)
+
+
+# --- pure rules ------------------------------------------------------------------------
 
 
 def test_class_map_identity_dense_and_too_many():
@@ -75,57 +128,291 @@ def test_supported_tasks_and_clear_error():
         D.check_tasks(["detection", "keypoints"], ["detection", "segmentation"], "DIR")
 
 
+def test_signatures_follow_the_tasks():
+    from model import signatures as S
+
+    assert S.signatures_for_tasks(["detection"]) == ["detect", "detect_with_options", "detect_examples"]
+    both = S.signatures_for_tasks(["detection", "keypoints"])
+    assert "detect_and_describe" in both and "segment" not in both and "caption" not in both
+    assert S.signatures_for_tasks(["captioning"]) == ["caption", "caption_with_options"]
+    for tasks in (["detection"], ["detection", "segmentation"], ["captioning"], list(D.TASK_NAMES)):
+        assert S.tasks_of(S.signatures_for_tasks(tasks) + ["serving_default"]) == tasks
+    # a model exported with detect_and_describe alone: its outputs tell the tasks
+    describe = {"detect_and_describe": {"boxes", "classes", "scores", "num_detections", "keypoints"}}
+    assert S.tasks_of(["detect_and_describe"], describe) == ["detection", "keypoints"]
+    with pytest.raises(ValueError, match="non-empty subset"):
+        S.signatures_for_tasks(["detection", "pose"])
+
+
+def test_tasks_to_score_follow_model_and_data_and_name_what_is_missing():
+    from components.coco_evaluator.evaluation import tasks_to_score
+    from components.coco_evaluator.model_runner import MissingSignatureError
+
+    model, data = ["detection", "segmentation"], ["detection", "keypoints"]
+    assert tasks_to_score((), model, data, "M", "DATA") == ("detection",)
+    assert tasks_to_score(("detection",), model, data, "M", "DATA") == ("detection",)
+    with pytest.raises(D.DatasetError, match="segmentation needs segmentation polygons"):
+        tasks_to_score(("segmentation",), model, data, "M", "DATA")
+    with pytest.raises(MissingSignatureError, match="M was trained without keypoints: it serves only detection, "
+                                                    "segmentation"):
+        tasks_to_score(("keypoints",), model, data, "M", "DATA")
+    with pytest.raises(D.DatasetError, match="nothing to evaluate"):
+        tasks_to_score((), ["captioning"], data, "M", "DATA")
+
+
+def test_train_config_required_tasks_need_a_weight():
+    from model.train_config import TrainConfig, from_custom_config, to_custom_config
+
+    config = TrainConfig(task_weights={"detection": 1.0}, required_tasks=("detection",))
+    assert from_custom_config(to_custom_config(config), config.steps) == config
+    with pytest.raises(ValueError, match=r"required_tasks \['keypoints'\] have no weight"):
+        TrainConfig(task_weights={"detection": 1.0}, required_tasks=("keypoints",))
+
+
+def test_dataset_mistake_is_one_paragraph_and_a_nonzero_exit(synth_coco_dir, tmp_path, capsys):
+    from pix2seq import cli
+
+    def two_keypoint_categories(kind, doc):
+        for c in doc["categories"]:
+            if c["id"] == 3:
+                c["keypoints"] = ["tip"]
+
+    coco_dir = _rewrite(synth_coco_dir, str(tmp_path / "coco"), two_keypoint_categories)
+    for argv in (["ingest", "--coco-dir", coco_dir, "--out", str(tmp_path / "ingest")],
+                 ["tokens", "--coco-dir", coco_dir, "--split", "train", "--image-id", "1", "--task", "detection"]):
+        assert cli.main(argv) != 0
+        err = capsys.readouterr().err
+        assert "1 (person), 3 (circle) all name keypoints" in err and "Remove the `keypoints` list" in err
+        assert "Traceback" not in err  # --verbose shows it (tests/test_console.py)
+
+
+# --- three datasets end to end -------------------------------------------------------------
+
+
+def _ingest(cli, coco_dir, out):
+    assert cli.main(["ingest", "--coco-dir", coco_dir, "--out", out, "--caption-vocab-size", "64"]) == 0
+    return os.path.join(out, "examples")
+
+
+def _train_and_export(examples, out):
+    """`pix2seq train`'s call with no task weights given (the data decides), then the export
+    of the trained tasks."""
+    from model import train_data
+    from model.export import export_saved_model
+    from model.train_config import TrainConfig
+
+    config = TrainConfig(model_overrides=MICRO, steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2,
+                         jit_compile=False)  # XLA compiling the step costs more than 2 steps save
+    result = train_data.train_on_examples(config, examples, out, verbose=0)
+    export = os.path.join(out, "export")
+    export_saved_model(result.model, export, train_data.caption_model_file(examples), tasks=result.tasks,
+                       warmup_batch_sizes=())
+    return export
+
+
+def _images(coco_dir, split="val", count=2):
+    folder = os.path.join(coco_dir, "images", split)
+    return [os.path.join(folder, f) for f in sorted(os.listdir(folder))[:count]]
+
+
+def _declared_ids(coco_dir):
+    with open(os.path.join(coco_dir, "annotations", "instances_val.json")) as f:
+        return {c["id"] for c in json.load(f)["categories"]}
+
+
+def _predict(cli, export, images, out, task="all"):
+    assert cli.main(["predict", "--model", export, "--task", task, *images, "--json", out]) == 0
+    with open(out) as f:
+        return json.load(f)
+
+
+def _evaluate(cli, export, coco_dir, out, *extra):
+    code = cli.main(["evaluate", "--model", export, "--coco-dir", coco_dir, "--split", "val",
+                     "--max-images", "2", "--batch-size", "2", "--json", out, *extra])
+    if code:
+        return code
+    with open(out) as f:
+        return json.load(f)
+
+
 @pytest.fixture(scope="module")
-def trained(synth_coco_dir, tmp_path_factory):
+def detection_500s_dir(synth_coco_dir, tmp_path_factory):
+    return _rewrite(synth_coco_dir, str(tmp_path_factory.mktemp("own_detection_data") / "coco"), _detection_500s)
+
+
+@pytest.fixture(scope="module")
+def detection_500s(detection_500s_dir, tmp_path_factory):
+    """`pix2seq train --coco-dir` with no task flags: ingests, trains and exports."""
     from pix2seq import cli
 
-    root = tmp_path_factory.mktemp("own_dataset")
-    coco_dir = _renumbered(synth_coco_dir, str(root / "coco"))
+    root = tmp_path_factory.mktemp("own_detection")
+    coco_dir = detection_500s_dir
     out, export = str(root / "run"), str(root / "export")
-    assert cli.main(["train", "--coco-dir", coco_dir, "--out", out, "--model-preset", "tiny", "--steps", "2",
-                     "--batch-size", "2", "--caption-vocab-size", "100", "--export", export]) == 0
-    return coco_dir, out, export
+    assert cli.main(["train", "--coco-dir", coco_dir, "--out", out, "--model-preset", "tiny", "--steps", "1",
+                     "--batch-size", "2", "--caption-vocab-size", "64", "--export", export]) == 0
+    return SimpleNamespace(coco_dir=coco_dir, out=out, examples=os.path.join(out, "ingest", "examples"),
+                           export=export)
 
 
-def test_ingestion_records_class_map_and_tasks(trained):
-    coco_dir, out, _ = trained
-    with open(os.path.join(out, "ingest", "examples", "dataset_info.json")) as f:
-        info = json.load(f)
-    with open(os.path.join(coco_dir, "annotations", "instances_train.json")) as f:
-        declared = sorted(c["id"] for c in json.load(f)["categories"])
-    assert info["tasks"] == ["detection"]
-    assert len(declared) == NUM_CATEGORIES and min(declared) == FIRST_ID
-    assert info["class_category_ids"] == declared
-    assert info["keypoint_schema"] is None
-
-
-def test_explicit_task_the_data_cannot_feed_is_a_clear_error(trained, capsys):
+@pytest.fixture(scope="module")
+def masks_no_persons(synth_coco_dir, tmp_path_factory):
     from pix2seq import cli
 
-    _, out, _ = trained
-    code = cli.main(["train", "--examples", os.path.join(out, "ingest", "examples"), "--out", out + "_x",
-                     "--steps", "1", "--keypoints-weight", "1"])
-    assert code == 2
+    root = tmp_path_factory.mktemp("own_masks")
+    coco_dir = _rewrite(synth_coco_dir, str(root / "coco"), _masks_no_persons)
+    examples = _ingest(cli, coco_dir, str(root / "ingest"))
+    return SimpleNamespace(coco_dir=coco_dir, examples=examples, export=_train_and_export(examples, str(root / "run")))
+
+
+@pytest.fixture(scope="module")
+def dog_keypoints(synth_coco_dir, tmp_path_factory):
+    from pix2seq import cli
+
+    root = tmp_path_factory.mktemp("own_dog")
+    coco_dir = _rewrite(synth_coco_dir, str(root / "coco"), _dog_keypoints)
+    examples = _ingest(cli, coco_dir, str(root / "ingest"))
+    return SimpleNamespace(coco_dir=coco_dir, examples=examples, export=_train_and_export(examples, str(root / "run")))
+
+
+@pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
+def test_detection_only_ids_in_the_500s(detection_500s, tmp_path, capsys):
+    from model import signatures
+    from pix2seq import cli
+
+    run = detection_500s
+    with open(os.path.join(run.examples, "dataset_info.json")) as f:
+        info = json.load(f)
+    declared = _declared_ids(run.coco_dir)
+    assert info["tasks"] == ["detection"] and info["keypoint_schema"] is None
+    assert len(declared) == NUM_CATEGORIES and info["class_category_ids"] == sorted(declared)
+    # trained without a task flag, the model serves detection only
+    assert sorted(signatures.read_signature_defs(run.export)) == ["detect", "detect_examples",
+                                                                  "detect_with_options", "serving_default"]
+    found = _predict(cli, run.export, _images(run.coco_dir), str(tmp_path / "bbox.json"))  # all -> detect
+    assert found and {d["category_id"] for d in found} <= declared
+    report = _evaluate(cli, run.export, run.coco_dir, str(tmp_path / "report.json"))
+    assert report["tasks"] == ["detection"] and set(report["metrics"]) == {"detection"}
+    capsys.readouterr()
+    # asking for what the model or the data lacks: one paragraph, exit 2
+    assert cli.main(["predict", "--model", run.export, "--task", "caption", _images(run.coco_dir)[0]]) == 2
+    assert "was trained without captioning: it serves only detection" in capsys.readouterr().err
+    assert _evaluate(cli, run.export, run.coco_dir, str(tmp_path / "x.json"), "--tasks", "segmentation") == 2
+    assert "segmentation needs segmentation polygons" in capsys.readouterr().err
+    assert cli.main(["train", "--examples", run.examples, "--out", run.out + "_x", "--steps", "1",
+                     "--keypoints-weight", "1"]) == 2
     assert "keypoints needs a category with a `keypoints` list" in capsys.readouterr().err
 
 
-def test_predictions_and_evaluation_speak_dataset_ids(trained, tmp_path):
-    import tensorflow as tf
+@pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
+def test_pipeline_evaluator_scores_what_model_and_data_have(detection_500s, tmp_path):
+    """The micro preset's EvalConfig (tasks left empty) on the detection-only run: the
+    CocoEvaluator scores detection only, a captioning gate does not apply, naming a task
+    the data lacks fails with what is missing."""
+    import dataclasses
+
+    from pipeline import presets
+    from test_evaluate_cli import run_evaluator
+
+    run = detection_500s
+    config = dataclasses.replace(presets.get("micro").eval, thresholds={"captioning": {"CIDEr-D": 0.1}}).to_dict()
+    assert config["tasks"] == []
+    report = run_evaluator(run.examples, run.export, str(tmp_path / "default"), config)
+    assert report["tasks"] == ["detection"] and set(report["candidate"]) == {"detection"}
+    assert report["blessing"]["blessed"]
+    with open(tmp_path / "default" / "evaluation" / "results" / "candidate" / "bbox.json") as f:
+        assert {d["category_id"] for d in json.load(f)} <= _declared_ids(run.coco_dir)
+    with pytest.raises(D.DatasetError, match="keypoints needs a category"):
+        run_evaluator(run.examples, run.export, str(tmp_path / "asked"), dict(config, tasks=["keypoints"]))
+
+
+@pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
+def test_served_model_tells_its_tasks(detection_500s, tmp_path, capsys):
+    import portpicker
 
     from pix2seq import cli
+    from serving.client import Pix2SeqClient
+    from serving.server import ModelServer, ServerConfig
 
-    coco_dir, _, export = trained
-    image = next(os.path.join(r, f) for r, _, fs in os.walk(os.path.join(coco_dir, "images")) for f in fs)
-    with open(image, "rb") as f:
+    base = tmp_path / "serving"
+    base.mkdir()
+    os.symlink(detection_500s.export, base / "1")
+    config = ServerConfig(str(base), host="127.0.0.1", port=portpicker.pick_unused_port(), poll_seconds=0)
+    with ModelServer(config) as server, Pix2SeqClient(server.address) as client:
+        assert client.metadata()["tasks"] == ["detection"]  # GetModelMetadata's signature names
+        capsys.readouterr()
+        image = _images(detection_500s.coco_dir)[0]
+        assert cli.main(["predict", "--server", server.address, "--task", "segment", image]) == 2
+        assert "was trained without segmentation: it serves only detection" in capsys.readouterr().err
+
+
+def test_tokens_speak_the_dataset_ids(detection_500s_dir, capsys):
+    from pix2seq import cli
+
+    run = SimpleNamespace(coco_dir=detection_500s_dir)
+    with open(os.path.join(run.coco_dir, "annotations", "instances_val.json")) as f:
+        doc = json.load(f)
+    image_id = doc["annotations"][0]["image_id"]
+    want = sorted(a["category_id"] for a in doc["annotations"] if a["image_id"] == image_id)
+    assert cli.main(["tokens", "--coco-dir", run.coco_dir, "--image-id", str(image_id), "--task", "detection",
+                     "--preset", "tiny", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(o["category_id"] for o in out["decoded"]["objects"]) == want
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    assert {f"<cls:{names[c]}>" for c in want} <= set(out["rendered"]["target"])
+
+
+@pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
+def test_masks_without_persons(masks_no_persons, tmp_path):
+    from model import signatures
+    from pix2seq import cli
+
+    run = masks_no_persons
+    with open(os.path.join(run.examples, "dataset_info.json")) as f:
+        info = json.load(f)
+    assert info["tasks"] == ["detection", "segmentation"] and info["class_category_ids"] == []
+    assert signatures.exported_tasks(run.export) == ["detection", "segmentation"]
+    describe = signatures.read_signature_defs(run.export)["detect_and_describe"]
+    assert {"boxes", "polygons"} <= set(describe.outputs) and not {"keypoints", "captions"} & set(describe.outputs)
+    found = _predict(cli, run.export, _images(run.coco_dir), str(tmp_path / "bbox.json"))  # detect_and_describe
+    with open(tmp_path / "bbox_segm.json") as f:
+        masks = json.load(f)
+    declared = _declared_ids(run.coco_dir)
+    assert PERSON_ID not in declared
+    # the identity map (ids in [1, 90], COCO's layout): a class token is the category id, so an
+    # untrained model may name an id the dataset does not declare, never one outside the range
+    assert found and all(1 <= d["category_id"] <= D.OFFICIAL_MAX_CLASS_ID for d in found + masks)
+    assert len(masks) == len(found) and all(m["segmentation"]["counts"] for m in masks)
+    report = _evaluate(cli, run.export, run.coco_dir, str(tmp_path / "report.json"))
+    assert report["tasks"] == ["detection", "segmentation"]
+    assert set(report["metrics"]) == {"detection", "segmentation"}
+
+
+@pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
+def test_twenty_keypoint_dog_schema(dog_keypoints, tmp_path):
+    import tensorflow as tf
+
+    from model import signatures
+    from pix2seq import cli
+
+    run = dog_keypoints
+    with open(os.path.join(run.examples, "dataset_info.json")) as f:
+        info = json.load(f)
+    assert info["tasks"] == ["detection", "keypoints"]
+    schema = info["keypoint_schema"]
+    assert schema["category_id"] == DOG_ID and schema["num_keypoints"] == 20 and len(schema["flip_pairs"]) == 8
+    assert DOG_ID in info["class_category_ids"]
+    assert signatures.exported_tasks(run.export) == ["detection", "keypoints"]
+    assert signatures.keypoint_category_id(run.export) == DOG_ID
+    images = _images(run.coco_dir)
+    found = _predict(cli, run.export, images, str(tmp_path / "bbox.json"))
+    assert found and {d["category_id"] for d in found} <= _declared_ids(run.coco_dir)
+    with open(tmp_path / "bbox_keypoints.json") as f:
+        points = json.load(f)
+    assert all(p["category_id"] == DOG_ID and len(p["keypoints"]) == 60 for p in points)
+    with open(images[0], "rb") as f:
         data = f.read()
-    detect = tf.saved_model.load(export).signatures["detect"]
-    classes = detect(images=tf.constant([data]))["classes"].numpy()
-    found = classes[classes > 0]
-    with open(os.path.join(coco_dir, "annotations", "instances_train.json")) as f:
-        declared = {c["id"] for c in json.load(f)["categories"]}
-    assert found.size and set(found.tolist()) <= declared
-    report = str(tmp_path / "report.json")
-    assert cli.main(["evaluate", "--model", export, "--coco-dir", coco_dir, "--split", "val",
-                     "--tasks", "detection", "--max-images", "2", "--json", report]) == 0
-    with open(report) as f:
-        assert "detection" in json.load(f)["metrics"]
+    keypoints = tf.saved_model.load(run.export).signatures["keypoints"]
+    out = keypoints(images=tf.constant([data]), boxes=tf.constant([[[10.0, 10.0, 120.0, 90.0]]]))
+    assert out["keypoints"].shape == (1, 1, 20, 3) and np.isfinite(out["keypoints"].numpy()).all()
+    report = _evaluate(cli, run.export, run.coco_dir, str(tmp_path / "report.json"))
+    assert report["tasks"] == ["detection", "keypoints"] and set(report["metrics"]) == {"detection", "keypoints"}

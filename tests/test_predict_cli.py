@@ -111,6 +111,7 @@ class PersonBackend:
 
     def __init__(self, model_dir):
         self.inner = predict_cli.SavedModelBackend(model_dir)
+        self.signature_names = self.inner.signature_names
         self.calls = []
 
     def predict(self, signature, images, **inputs):

@@ -74,6 +74,7 @@ def test_metadata_returns_the_signature_map(client, in_process):
     meta = client.metadata()
     assert meta["version"] == 1
     assert set(meta["signatures"]) == set(SIGNATURES)
+    assert meta["tasks"] == ["detection", "segmentation", "keypoints", "captioning"]  # told by the names
     for name, sig in meta["signatures"].items():
         assert sig["inputs"] == {"images": ("string", (None,))}
         assert sig["method_name"] == "tensorflow/serving/predict"

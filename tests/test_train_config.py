@@ -19,7 +19,8 @@ NON_DEFAULT = TrainConfig(
     task_batch_sizes={"detection": 6}, task_weights={"detection": 1.0, "captioning": 0.5, "keypoints": 0.0},
     learning_rate=3e-4, warmup_steps=2, weight_decay=0.1, end_fraction=0.5, clipnorm=None, checkpoint_every=3,
     keep_checkpoints=1, seed=5, precision="mixed_bfloat16", tpu="grpc://10.0.0.2:8470", devices=("/cpu:0",),
-    jit_compile=False, steps_per_execution=2, tensorboard_every=1, init_checkpoint="gs://bucket/warm")
+    jit_compile=False, steps_per_execution=2, tensorboard_every=1, init_checkpoint="gs://bucket/warm",
+    required_tasks=("captioning",))
 DATA_MIXING = NON_DEFAULT.replace(mixing="data", task_batch_sizes={})  # the two exclude each other
 
 

@@ -12,11 +12,34 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from components import coco_metrics
 from components.coco_evaluator import ground_truth as gt_lib
+from components.coco_evaluator.model_runner import MissingSignatureError
+from data import dataset_info as data_info
 from data import features as F
 from model import results as results_lib
+from model import signatures as signatures_lib
 
 COCO_KEYPOINTS = 17  # COCO's person keypoints: pycocotools' own OKS sigmas apply
 OTHER_KEYPOINT_SIGMA = 0.05
+
+
+def tasks_to_score(asked: Sequence[str], model_tasks: Sequence[str], data_tasks: Sequence[str],
+                   model: str, data: str) -> Tuple[str, ...]:
+    """The tasks an evaluation scores: `asked` when given, else every task the model serves
+    (its signatures) that the data has ground truth for. A task asked for that the data
+    cannot feed is a DatasetError, one the model does not serve a MissingSignatureError;
+    both name what is missing and the fix."""
+    if asked:
+        data_info.check_tasks(list(asked), list(data_tasks), data)
+        if any(t not in model_tasks for t in asked):
+            raise MissingSignatureError(signatures_lib.missing_task_message(model, asked, model_tasks))
+        return tuple(t for t in data_info.TASK_NAMES if t in asked)
+    tasks = tuple(t for t in model_tasks if t in data_tasks)
+    if not tasks:
+        raise data_info.DatasetError(
+            f"nothing to evaluate: the model {model} serves {', '.join(model_tasks) or 'no task'}, the data "
+            f"{data} has ground truth for {', '.join(data_tasks)}. Evaluate on data with annotations for "
+            f"one of the model's tasks.")
+    return tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,4 +133,4 @@ def score(gt: GroundTruth, per_image: Sequence[Mapping], tasks: Sequence[str]):
     return metrics, coco
 
 
-__all__ = ["EvalOptions", "GroundTruth", "ground_truth", "predict_batch", "predict", "score"]
+__all__ = ["tasks_to_score", "EvalOptions", "GroundTruth", "ground_truth", "predict_batch", "predict", "score"]

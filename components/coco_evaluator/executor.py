@@ -30,6 +30,7 @@ from components.coco_evaluator import ground_truth as gt_lib
 from components.coco_evaluator import pictures as pictures_lib
 from components.coco_evaluator import predict
 from data import features as F
+from model import signatures
 from pix2seq import progress
 
 # Property names the TFX Pusher and LatestBlessedModelStrategy read (tfx.components.evaluator.constants).
@@ -69,9 +70,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         self._log_startup(input_dict, output_dict, exec_properties)
         config = json.loads(exec_properties["eval_config"])
         split = exec_properties.get("eval_split") or "eval"
-        tasks = tuple(config.get("tasks") or blessing_rule.HEADLINE_METRICS)
         model = artifact_utils.get_single_instance(input_dict["model"])
         examples = artifact_utils.get_single_instance(input_dict["examples"])
+        # EvalConfig.tasks, or (empty) the tasks the model serves that the data has
+        tasks = evaluation.tasks_to_score(config.get("tasks") or (), signatures.exported_tasks(serving_dir(model)),
+                                          gt_lib.load_tasks(examples.uri), serving_dir(model), examples.uri)
         baselines = input_dict.get("baseline_model") or []
         baseline = baselines[0] if baselines else None
         evaluation_artifact = artifact_utils.get_single_instance(output_dict["evaluation"])
@@ -122,7 +125,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         if baseline is not None:
             report["baseline_model"] = baseline.uri
 
-        decision = blessing_rule.decide(report["candidate"], config.get("thresholds") or {},
+        # a threshold of a task not evaluated (the model or the data lacks it) does not apply
+        thresholds = {t: m for t, m in (config.get("thresholds") or {}).items() if t in tasks}
+        decision = blessing_rule.decide(report["candidate"], thresholds,
                                         report.get("baseline"), float(config.get("baseline_margin") or 0.0))
         report["blessing"] = decision.to_dict()
         pictures = pictures_lib.write(

@@ -131,27 +131,32 @@ def read_examples(file_pattern: str) -> Iterable[bytes]:
         yield record
 
 
-def load_categories(examples_dir: str) -> Optional[List[dict]]:
-    """COCO categories (names, keypoint names, skeleton) that ingestion wrote next to
-    the shards in `dataset_info.json` (components/beam_ingest.py), when present."""
+def load_dataset_info(examples_dir: str) -> dict:
+    """What ingestion recorded in `dataset_info.json` next to the shards
+    (components/beam_ingest.py); {} when the file is missing."""
     from components.beam_ingest import DATASET_INFO
 
     path = os.path.join(examples_dir, DATASET_INFO)
     if not tf.io.gfile.exists(path):
-        return None
+        return {}
     with tf.io.gfile.GFile(path) as f:
-        return list(json.load(f).get("categories") or []) or None
+        return json.load(f)
+
+
+def load_categories(examples_dir: str) -> Optional[List[dict]]:
+    """COCO categories (names, keypoint names, skeleton) ingestion recorded, when present."""
+    return list(load_dataset_info(examples_dir).get("categories") or []) or None
 
 
 def load_class_map(examples_dir: str) -> tuple:
-    """The class map ingestion recorded in `dataset_info.json` (() = identity)."""
-    from components.beam_ingest import DATASET_INFO
+    """The class map ingestion recorded (() = identity)."""
+    return tuple(load_dataset_info(examples_dir).get("class_category_ids") or ())
 
-    path = os.path.join(examples_dir, DATASET_INFO)
-    if not tf.io.gfile.exists(path):
-        return ()
-    with tf.io.gfile.GFile(path) as f:
-        return tuple(json.load(f).get("class_category_ids") or ())
+
+def load_tasks(examples_dir: str) -> List[str]:
+    """The tasks the ingested data has ground truth for (every task for data ingested
+    before ingestion recorded them)."""
+    return list(load_dataset_info(examples_dir).get("tasks") or data_info.TASK_NAMES)
 
 
 def keypoint_categories(categories: Optional[Sequence[Mapping]], default: Sequence[int]) -> List[int]:
@@ -160,5 +165,5 @@ def keypoint_categories(categories: Optional[Sequence[Mapping]], default: Sequen
     return ids or [int(c) for c in default]
 
 
-__all__ = ["build_ground_truth", "image_ground_truth", "read_examples", "load_categories", "load_class_map",
-           "keypoint_categories"]
+__all__ = ["build_ground_truth", "image_ground_truth", "read_examples", "load_dataset_info", "load_categories",
+           "load_class_map", "load_tasks", "keypoint_categories"]

@@ -13,6 +13,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from model import signatures as signatures_lib
 from model.serving_graph import PAPER_DEFAULTS
 
 INSTANCE_TASKS = ("segmentation", "keypoints")
@@ -28,7 +29,8 @@ def option_defaults(signature: str) -> Dict[str, float]:
 
 
 class MissingSignatureError(ValueError):
-    """The SavedModel lacks a signature the asked tasks need."""
+    """The SavedModel lacks a signature the asked tasks need (the model was trained
+    without a task, or exported with fewer signatures)."""
 
 
 def signatures_for(tasks: Sequence[str], with_options: bool) -> list:
@@ -53,11 +55,16 @@ class ModelRunner:
         self._tasks = tuple(tasks)
         self._options = dict(options or {})
         names = set(self._model.signatures.keys())
+        self.model_tasks = signatures_lib.tasks_of(
+            names, {n: set(self._model.signatures[n].structured_outputs) for n in names})
+        if any(t not in self.model_tasks for t in self._tasks):
+            raise MissingSignatureError(signatures_lib.missing_task_message(model_dir, self._tasks, self.model_tasks))
         wanted = signatures_for(self._tasks, bool(self._options))
         missing = [w for w in wanted if w not in names]
         if missing:
             raise MissingSignatureError(f"SavedModel {model_dir} lacks signatures {missing} (needed for tasks "
-                                        f"{list(self._tasks)}); it has {sorted(names)}")
+                                        f"{list(self._tasks)}); it has {sorted(names)}. Export it with them "
+                                        f"(model/export.py) or ask for fewer tasks.")
         self._signatures = {w: self._model.signatures[w] for w in wanted}
 
     def __call__(self, images: Sequence[bytes]) -> Dict[str, np.ndarray]:
