@@ -37,23 +37,14 @@ def beam_args(args):
     return extra
 
 
-def output_dirs(out):
-    """(examples, vocabulary, report) directories under OUT."""
-    join = (lambda *p: "/".join(p)) if "://" in out else os.path.join
-    return join(out, "examples"), join(out, "vocabulary"), join(out, "report")
+output_dirs = beam_ingest.output_dirs
 
 
 def main(args) -> int:
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    options = beam_args(args)
-    examples, vocabulary, report = output_dirs(args.out.rstrip("/"))
+    examples, vocabulary, report = beam_ingest.output_dirs(args.out)
     try:
-        summary = beam_ingest.run_ingest(
-            args.coco_dir, examples, vocabulary, report,
-            make_pipeline=lambda: beam.Pipeline(options=PipelineOptions(options)),
-            caption_vocab_size=args.caption_vocab_size,
+        _, summary = beam_ingest.ingest(
+            args.coco_dir, args.out, beam_args(args), caption_vocab_size=args.caption_vocab_size,
             max_error_fraction=args.max_error_fraction, num_shards=args.num_shards)
     except beam_ingest.IngestError as e:
         print(beam_ingest.format_summary(e.summary))

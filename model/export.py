@@ -223,7 +223,8 @@ def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=No
     config (`MODEL_CONFIG_FILE`) in `assets.extra/`.
 
     Args:
-      caption_vocab_file: SentencePiece model for caption text (else piece ids).
+      caption_vocab_file: SentencePiece model for caption text (default: the model's
+        `caption_vocab_file`; neither: piece ids).
       signatures: names to export (default all of `SIGNATURES`; `detect` is always
         first, so it is also `serving_default`).
       warmup_batch_sizes: batch sizes recorded per signature (empty: no warm-up file).
@@ -234,7 +235,7 @@ def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=No
     unknown = sorted(set(names) - set(SIGNATURES))
     if unknown:
         raise ValueError(f"Unknown signatures {unknown}; expected names from {SIGNATURES}.")
-    graph = InferenceGraph(model, caption_vocab_file=caption_vocab_file)
+    graph = InferenceGraph(model, caption_vocab_file=caption_vocab_file or getattr(model, "caption_vocab_file", None))
     functions = signature_functions(graph)
     names = ["detect"] + [n for n in names if n != "detect"]
     archive = keras.export.ExportArchive()
