@@ -187,8 +187,11 @@ class Pix2SeqModel(keras.Model):
         return self._batch_mixing_losses(data, training)
 
     def _update_metrics(self, total, parts):
-        """Global (all-replica) losses; a task without weighted tokens in this batch is not counted."""
-        self.loss_tracker.update_state(global_sum(ops.stop_gradient(total)))
+        """Global (all-replica) losses; a task without weighted tokens in this batch is not counted,
+        nor is a batch without any (the empty step Keras' evaluate may run at the end of a
+        dataset whose last batch is partial)."""
+        any_tokens = ops.cast(sum(denominator for _, denominator in parts.values()) > 0, "float32")
+        self.loss_tracker.update_state(global_sum(ops.stop_gradient(total)), sample_weight=any_tokens)
         logs = {"loss": self.loss_tracker.result()}
         for task, tracker in zip(TASK_NAMES, self.task_loss_trackers):
             if task in parts:
