@@ -22,7 +22,7 @@ from model.results import coco_results
 
 def main(out="quickstart", steps=600, images=64, **overrides):
     # --8<-- [start:quickstart]
-    synth.generate(f"{out}/coco", num_train=images, num_val=16, seed=1)  # as `pix2seq synth`
+    synth.generate(f"{out}/coco", num_train=images, num_val=images // 4, seed=1)  # as `pix2seq synth`
     examples, _ = ingest(f"{out}/coco", f"{out}/ingested", caption_vocab_size=500)  # the pipeline's Beam code
     model = Pix2SeqModel.from_preset("tiny", examples=examples, **overrides)  # sized for this data
     train = datasets.examples_dataset(examples, model, batch_size=8)  # endless {task: batch}

@@ -22,6 +22,7 @@ from model.pix2seq_model import Pix2SeqModel
 MICRO = dict(image_size=32, max_instances=2, max_polygon_points=4, max_caption_len=8, encoder_depth=1,
              decoder_depth=1, encoder_dim=32, decoder_dim=32, encoder_mlp_dim=64, decoder_mlp_dim=64)
 TASKS = ("detection", "segmentation", "keypoints", "captioning")
+FIT_TASKS = ("detection", "captioning")  # each task's decoder pass adds tracing time
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,8 @@ def trained(examples, tmp_path_factory):
     model = Pix2SeqModel.from_preset("tiny", examples=examples, **MICRO)
     model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, 2)))
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5)
-    val = batches(model.config, TASKS, 2, offset=100)
-    history = model.fit(batches(model.config, TASKS, 2).repeat(), validation_data=val, epochs=2,
+    val = batches(model.config, FIT_TASKS, 2, offset=100)
+    history = model.fit(batches(model.config, FIT_TASKS, 2).repeat(), validation_data=val, epochs=2,
                         steps_per_epoch=1, verbose=0, callbacks=[
                             keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_loss",
                                                             save_best_only=True),
@@ -120,12 +121,12 @@ def test_examples_dataset_tasks_batches_and_errors(examples, tmp_path):
 
 def test_fit_with_stock_optimizer_schedule_and_callbacks(trained):
     history = trained.history
-    for key in ["loss"] + [f"{t}_loss" for t in TASKS]:
+    for key in ["loss"] + [f"{t}_loss" for t in FIT_TASKS]:
         assert len(history[key]) == 2 and np.all(np.isfinite(history[key])), key
         assert len(history[f"val_{key}"]) == 2 and np.all(np.isfinite(history[f"val_{key}"])), key
     # val_loss is the task-weighted sum of the per-task validation losses.
     weights = trained.model.task_weights
-    expected = sum(weights[t] * history[f"val_{t}_loss"][-1] for t in TASKS)
+    expected = sum(weights[t] * history[f"val_{t}_loss"][-1] for t in FIT_TASKS)
     assert history["val_loss"][-1] == pytest.approx(expected, rel=1e-4)
     assert trained.stop.best == min(history["val_loss"])
     best = keras.saving.load_model(str(trained.out / "best.keras"))
@@ -145,9 +146,7 @@ def test_keras_file_round_trip_predicts_the_same(trained, tmp_path, val_files):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with open(again.caption_vocab_file, "rb") as a, open(model.caption_vocab_file, "rb") as b:
         assert a.read() == b.read()  # the caption vocabulary travels inside the .keras file
-    first = model.generate(val_files, task="all", max_objects=1)
-    assert first == again.generate(val_files, task="all", max_objects=1)
-    assert not re.fullmatch(r"[\d ]+", first[0]["caption"])  # text, not piece ids
+    assert model.generate(val_files, task="detect") == again.generate(val_files, task="detect")
 
 
 def _same(a, b, path="result"):
@@ -186,6 +185,7 @@ def test_generate_equals_pix2seq_predict(trained, tmp_path, val_files):
     from_files = trained.model.generate(val_files[:1], task="all")
     _same(from_pixels, [{k: v for k, v in r.items() if k not in ("file", "image_id")} | {"image_id": 1}
                         for r in from_files])
+    assert not re.fullmatch(r"[\d ]+", from_files[0]["caption"])  # text (the model's vocabulary), not piece ids
     picture = generate.draw(pixels[0].numpy(), from_pixels[0])
     assert picture.size[0] == pixels.shape[2] and picture.size[1] >= pixels.shape[1]
     with pytest.raises(ValueError, match="Unknown sampling options"):
@@ -200,8 +200,8 @@ def test_mixed_precision_trains_and_exports_float32(examples, tmp_path, val_file
         model = Pix2SeqModel.from_preset("tiny", examples=examples, **MICRO)
         assert model.encoder.compute_dtype == "bfloat16" and model.encoder.variable_dtype == "float32"
         model.compile(optimizer=keras.optimizers.AdamW(1e-3))
-        history = model.fit(batches(model.config, ["detection", "segmentation"], 2), verbose=0).history
-        assert np.all(np.isfinite(history["loss"])) and np.isfinite(history["segmentation_loss"][-1])
+        history = model.fit(batches(model.config, ["detection"], 2), verbose=0).history
+        assert np.all(np.isfinite(history["loss"])) and np.isfinite(history["detection_loss"][-1])
         export_dir = export_saved_model(model, str(tmp_path / "export"), signatures=["detect"],
                                         warmup_batch_sizes=())
     finally:
