@@ -274,8 +274,8 @@ class Pix2SeqModel(keras.Model):
         return model
 
     def save_to_preset(self, directory):
-        """Writes `model.weights.h5`, `model_config.json` (and `caption_spm.model`) for
-        `from_preset(directory)`, warm starts and `pix2seq export`-style tools."""
+        """Writes `model.weights.h5`, `model_config.json` (and `caption_spm.model` when the
+        model has one) for `from_preset(directory)` and warm starts (`--init-checkpoint`)."""
         tf.io.gfile.makedirs(directory)
         self.save_weights(os.path.join(directory, WEIGHTS_FILE))
         with tf.io.gfile.GFile(os.path.join(directory, CONFIG_FILE), "w") as f:
