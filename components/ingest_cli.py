@@ -8,8 +8,6 @@ OUT/vocabulary/caption_spm.model (+ vocab_info.json) and OUT/report/errors.jsonl
 prints the summary. Exit status 1 when more than --max-error-fraction of the
 records were rejected (the report is still written).
 """
-import os
-
 from components import beam_ingest
 
 
