@@ -29,7 +29,11 @@ FIT_TASKS = ("detection", "captioning")  # each task's decoder pass adds tracing
 def examples(synth_coco_dir, tmp_path_factory):
     from components.beam_ingest import ingest
 
-    out, _ = ingest(synth_coco_dir, str(tmp_path_factory.mktemp("keras_ingest")), caption_vocab_size=64)
+    work = str(tmp_path_factory.mktemp("keras_ingest"))
+    out, summary = ingest(synth_coco_dir, work, caption_vocab_size=64)
+    assert summary["dropped"] == 0
+    # The same files and vocabulary size again: the earlier ingestion is kept (no summary).
+    assert ingest(synth_coco_dir, work, caption_vocab_size=64, reuse=True) == (out, None)
     return out
 
 
