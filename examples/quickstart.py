@@ -20,13 +20,13 @@ from model.pix2seq_model import Pix2SeqModel
 from model.results import coco_results
 
 
-def main(out="quickstart", steps=600, images=64, **overrides):
+def main(out="quickstart", steps=600, images=64, tasks=None, **overrides):
     # --8<-- [start:quickstart]
     synth.generate(f"{out}/coco", num_train=images, num_val=images // 4, seed=1)  # as `pix2seq synth`
     examples, _ = ingest(f"{out}/coco", f"{out}/ingested", caption_vocab_size=500)  # the pipeline's Beam code
     model = Pix2SeqModel.from_preset("tiny", examples=examples, **overrides)  # sized for this data
-    train = datasets.examples_dataset(examples, model, batch_size=8)  # endless {task: batch}
-    val = datasets.examples_dataset(examples, model, split="eval", batch_size=8)
+    train = datasets.examples_dataset(examples, model, tasks=tasks, batch_size=8)  # endless {task: batch}
+    val = datasets.examples_dataset(examples, model, split="eval", tasks=tasks, batch_size=8)
     model.compile(optimizer=build_optimizer(model, 1e-3, total_steps=steps, warmup_steps=steps // 10))
     model.fit(train, validation_data=val, epochs=2, steps_per_epoch=steps // 2, callbacks=[
         keras.callbacks.ModelCheckpoint(f"{out}/best.keras", monitor="val_loss", save_best_only=True),
