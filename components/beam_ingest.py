@@ -46,6 +46,7 @@ VOCAB_INFO = "vocab_info.json"
 DATASET_INFO = "dataset_info.json"
 ERRORS = "errors.jsonl"
 SUMMARY = "summary.json"
+INPUT_FINGERPRINT = "input_fingerprint.txt"  # what `ingest(..., reuse=True)` compares
 _RECORDS_PER_STAGED_FILE = 500
 PROGRESS_KINDS = ("written", "quarantined")
 
@@ -211,6 +212,42 @@ def format_summary(summary):
     lines += [f"  rejected {reason}: {n}" for reason, n in summary["dropped_by_reason"].items()]
     lines += [f"  repaired {reason}: {n}" for reason, n in summary["repaired_by_reason"].items()]
     return "\n".join(lines)
+
+
+def output_dirs(out):
+    """(examples, vocabulary, report) directories under `out`: the `pix2seq ingest` layout."""
+    out = out.rstrip("/")
+    join = (lambda *p: "/".join(p)) if "://" in out else os.path.join
+    return join(out, "examples"), join(out, "vocabulary"), join(out, "report")
+
+
+def ingest(coco_dir, out, beam_args=(), caption_vocab_size=DEFAULT_CAPTION_VOCAB_SIZE,
+           max_error_fraction=DEFAULT_MAX_ERROR_FRACTION, num_shards=0, reuse=False):
+    """`run_ingest` into `output_dirs(out)` with a Beam pipeline from `beam_args` (default:
+    DirectRunner in memory); returns (examples directory, summary). From Python this is
+    how a COCO directory becomes the Examples directory model/datasets.py reads.
+
+    With `reuse`, a previous ingestion into `out` of the same files with the same
+    vocabulary size (data/fingerprint.py input fingerprint) is kept: summary None.
+    Raises IngestError as `run_ingest` does.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from data import fingerprint
+
+    examples, vocabulary, report = output_dirs(out)
+    stamp = _join(out.rstrip("/"), INPUT_FINGERPRINT)
+    key = f"{fingerprint.input_fingerprint(coco_dir)}, caption_vocab_size {caption_vocab_size}"
+    if reuse and FileSystems.exists(stamp) and _read_text(stamp) == key:
+        return examples, None
+    if FileSystems.exists(stamp):  # a failed rerun must not look finished
+        FileSystems.delete([stamp])
+    summary = run_ingest(coco_dir, examples, vocabulary, report,
+                         make_pipeline=lambda: beam.Pipeline(options=PipelineOptions(list(beam_args))),
+                         caption_vocab_size=caption_vocab_size, max_error_fraction=max_error_fraction,
+                         num_shards=num_shards)
+    _write_text(stamp, key)
+    return examples, summary
 
 
 def run_ingest(coco_dir, examples_dir, vocab_dir, report_dir, make_pipeline,

@@ -8,8 +8,6 @@ OUT/vocabulary/caption_spm.model (+ vocab_info.json) and OUT/report/errors.jsonl
 prints the summary. Exit status 1 when more than --max-error-fraction of the
 records were rejected (the report is still written).
 """
-import os
-
 from components import beam_ingest
 
 
@@ -37,23 +35,14 @@ def beam_args(args):
     return extra
 
 
-def output_dirs(out):
-    """(examples, vocabulary, report) directories under OUT."""
-    join = (lambda *p: "/".join(p)) if "://" in out else os.path.join
-    return join(out, "examples"), join(out, "vocabulary"), join(out, "report")
+output_dirs = beam_ingest.output_dirs
 
 
 def main(args) -> int:
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    options = beam_args(args)
-    examples, vocabulary, report = output_dirs(args.out.rstrip("/"))
+    examples, vocabulary, report = beam_ingest.output_dirs(args.out)
     try:
-        summary = beam_ingest.run_ingest(
-            args.coco_dir, examples, vocabulary, report,
-            make_pipeline=lambda: beam.Pipeline(options=PipelineOptions(options)),
-            caption_vocab_size=args.caption_vocab_size,
+        _, summary = beam_ingest.ingest(
+            args.coco_dir, args.out, beam_args(args), caption_vocab_size=args.caption_vocab_size,
             max_error_fraction=args.max_error_fraction, num_shards=args.num_shards)
     except beam_ingest.IngestError as e:
         print(beam_ingest.format_summary(e.summary))

@@ -1,6 +1,6 @@
 """What ingestion infers from a COCO-format dataset (pure Python): the class map, the
 tasks the data can feed and the keypoint schema. Written into `dataset_info.json`
-(components/beam_ingest.py) and read back by training (model/train_data.py), the
+(components/beam_ingest.py) and read back by training (model/datasets.py), the
 evaluator and the export, so every consumer agrees on them.
 
 Class map. A class token is 100 + class index, class index in [1, 899] (DESIGN §4).

@@ -231,7 +231,8 @@ def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=No
     config (`MODEL_CONFIG_FILE`) in `assets.extra/`.
 
     Args:
-      caption_vocab_file: SentencePiece model for caption text (else piece ids).
+      caption_vocab_file: SentencePiece model for caption text (default: the model's
+        `caption_vocab_file`; neither: piece ids).
       signatures: names to export (default: every signature of `tasks`); `detect`, when
         exported, is first, so it is also `serving_default`.
       tasks: the tasks the model was trained for (`TrainResult.tasks`); a signature of
@@ -250,7 +251,7 @@ def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=No
     if untrained:
         raise ValueError(f"signatures {untrained} serve tasks the model was not trained for; a model "
                          f"trained for {tasks} exports {allowed}")
-    graph = InferenceGraph(model, caption_vocab_file=caption_vocab_file)
+    graph = InferenceGraph(model, caption_vocab_file=caption_vocab_file or getattr(model, "caption_vocab_file", None))
     functions = signature_functions(graph, tasks)
     names = [n for n in names if n == "detect"] + [n for n in names if n != "detect"]
     archive = keras.export.ExportArchive()

@@ -14,20 +14,35 @@ gives float32 logits. `train_step`/`test_step` take either
   (tasks are weighted by how often they are sampled).
 
 Either way the total `loss` and one `<task>_loss` per task are reported.
+
+The Keras surface (docs/KERAS.md): `Pix2SeqModel.from_preset(name or directory,
+**overrides)`, `save_to_preset(directory)` (`model.weights.h5` + `model_config.json`
++ the caption vocabulary: the layout `pix2seq train` writes), `.keras` files through
+`model.save` / `keras.saving.load_model` (the caption vocabulary travels as an
+asset), and `generate(images, task=...)` (model/generate.py).
 """
+import json
+import os
+import shutil
+import tempfile
+
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
-from model import vocab
-from model.config import ModelConfig
+from model import datasets, generate as generate_lib, vocab
+from model.config import PRESETS, ModelConfig, preset
 from model.tasks import TASK_NAMES
 from model.decoder import Pix2SeqDecoder
 from model.encoder import ImageProjection, VisionTransformer
 from model.losses import global_sum, token_xent, weighted_xent_parts
 from model.train_config import PAPER_TASK_WEIGHTS
+
+WEIGHTS_FILE = "model.weights.h5"
+CONFIG_FILE = "model_config.json"
+CAPTION_MODEL = datasets.CAPTION_MODEL
 
 
 @keras.saving.register_keras_serializable(package="pix2seq")
@@ -45,6 +60,8 @@ class Pix2SeqModel(keras.Model):
     def __init__(self, config, task_weights=None, global_clipnorm=None, **kwargs):
         super().__init__(**kwargs)
         self.global_clipnorm = global_clipnorm
+        # SentencePiece model that turns caption tokens into text (generate, export); None: piece ids.
+        self.caption_vocab_file = None
         if isinstance(config, dict):
             config = ModelConfig.from_dict(config)
         self.config = config
@@ -170,8 +187,11 @@ class Pix2SeqModel(keras.Model):
         return self._batch_mixing_losses(data, training)
 
     def _update_metrics(self, total, parts):
-        """Global (all-replica) losses; a task without weighted tokens in this batch is not counted."""
-        self.loss_tracker.update_state(global_sum(ops.stop_gradient(total)))
+        """Global (all-replica) losses; a task without weighted tokens in this batch is not counted,
+        nor is a batch without any (the empty step Keras' evaluate may run at the end of a
+        dataset whose last batch is partial)."""
+        any_tokens = ops.cast(sum(denominator for _, denominator in parts.values()) > 0, "float32")
+        self.loss_tracker.update_state(global_sum(ops.stop_gradient(total)), sample_weight=any_tokens)
         logs = {"loss": self.loss_tracker.result()}
         for task, tracker in zip(TASK_NAMES, self.task_loss_trackers):
             if task in parts:
@@ -210,6 +230,81 @@ class Pix2SeqModel(keras.Model):
     def test_step(self, data):
         total, parts = self.compute_task_losses(data, training=False)
         return self._update_metrics(total, parts)
+
+    # --- presets, saving, generation -----------------------------------------------------------
+
+    @classmethod
+    def from_preset(cls, preset_or_dir, examples=None, task_weights=None, global_clipnorm=None, **overrides):
+        """A built model from a preset name (`model.config.PRESETS`: random weights) or a
+        directory `save_to_preset` wrote (`pix2seq train` / `import-checkpoint` output: its
+        weights and caption vocabulary; then no overrides).
+
+        Args:
+          examples: an ingested Examples directory (model/datasets.py) to size the model
+            for: its caption vocabulary, class map and keypoint schema (and its caption
+            model for `generate`). Preset names only.
+          task_weights / global_clipnorm: as the constructor.
+          **overrides: `ModelConfig` or token fields, e.g. `encoder_depth=2, max_instances=5`.
+        """
+        if preset_or_dir not in PRESETS and tf.io.gfile.exists(os.path.join(preset_or_dir, CONFIG_FILE)):
+            if overrides or examples is not None:
+                raise ValueError(f"a saved model's architecture is fixed: no overrides/examples with a directory. "
+                                 f"Received: {sorted(overrides) + (['examples'] if examples else [])}")
+            with tf.io.gfile.GFile(os.path.join(preset_or_dir, CONFIG_FILE)) as f:
+                saved = json.load(f)
+            model = cls(ModelConfig.from_dict(saved["model"]),
+                        task_weights=saved["task_weights"] if task_weights is None else task_weights,
+                        global_clipnorm=global_clipnorm)
+            model.build()
+            model.load_weights(os.path.join(preset_or_dir, WEIGHTS_FILE), skip_mismatch=False)
+            caption_model = os.path.join(preset_or_dir, CAPTION_MODEL)
+            model.caption_vocab_file = caption_model if tf.io.gfile.exists(caption_model) else None
+            return model
+        if preset_or_dir not in PRESETS:
+            raise ValueError(f"Unknown preset {preset_or_dir!r}: expected one of {tuple(PRESETS)} or a directory "
+                             f"holding {CONFIG_FILE} and {WEIGHTS_FILE} (save_to_preset)")
+        if examples is not None:
+            config = datasets.model_config_for(preset_or_dir, examples, **overrides)
+        else:
+            config = preset(preset_or_dir, **overrides)
+        model = cls(config, task_weights=task_weights, global_clipnorm=global_clipnorm)
+        model.build()
+        if examples is not None:
+            model.caption_vocab_file = datasets.caption_model_file(examples)
+        return model
+
+    def save_to_preset(self, directory):
+        """Writes `model.weights.h5`, `model_config.json` (and `caption_spm.model` when the
+        model has one) for `from_preset(directory)` and warm starts (`--init-checkpoint`)."""
+        tf.io.gfile.makedirs(directory)
+        self.save_weights(os.path.join(directory, WEIGHTS_FILE))
+        with tf.io.gfile.GFile(os.path.join(directory, CONFIG_FILE), "w") as f:
+            json.dump({"model": self.config.to_dict(), "task_weights": self.task_weights}, f, indent=1)
+        target = os.path.join(directory, CAPTION_MODEL)
+        if self.caption_vocab_file and self.caption_vocab_file != target:
+            tf.io.gfile.copy(self.caption_vocab_file, target, overwrite=True)
+
+    def save_assets(self, dir_path):
+        """Keras `.keras` saving: the caption vocabulary goes into the archive."""
+        if self.caption_vocab_file:
+            tf.io.gfile.copy(self.caption_vocab_file, os.path.join(dir_path, CAPTION_MODEL), overwrite=True)
+
+    def load_assets(self, dir_path):
+        """Keras `.keras` loading: the archive's assets are deleted after loading, so the
+        caption vocabulary is copied to a file of its own."""
+        source = os.path.join(dir_path, CAPTION_MODEL)
+        if os.path.exists(source):
+            handle, path = tempfile.mkstemp(suffix="_" + CAPTION_MODEL)
+            os.close(handle)
+            shutil.copyfile(source, path)
+            self.caption_vocab_file = path
+
+    def generate(self, images, task="detect", **options):
+        """Per-image results (model/results.py, the same as `pix2seq predict`) for
+        `images`: file paths, encoded bytes, or pixels (numpy/tensor `[H, W, 3]` or a
+        batch `[B, H, W, 3]`, uint8 or floats in [0, 1]). `task`: "detect", "segment",
+        "keypoints", "caption" or "all"; options: model/generate.py `generate`."""
+        return generate_lib.generate(self, images, task, **options)
 
     def get_config(self):
         return {

@@ -20,7 +20,6 @@ different data and masks than an uninterrupted one. Here a resumed run equals th
 uninterrupted run (tests/test_training.py).
 """
 import dataclasses
-import json
 import logging
 import os
 
@@ -33,13 +32,10 @@ from pix2seq import progress
 from model import strategy as strategy_lib
 from model.config import ModelConfig
 from model.optimizer import build_optimizer
-from model.pix2seq_model import Pix2SeqModel
+from model.pix2seq_model import CONFIG_FILE, WEIGHTS_FILE, Pix2SeqModel  # noqa: F401  (file names)
 from model.train_config import TrainConfig  # noqa: F401  (the one config; train() takes it)
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "model.weights.h5"
-CONFIG_FILE = "model_config.json"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -221,17 +217,10 @@ def train(
 
 
 def save_model(model, out_dir):
-    """`model.weights.h5` + `model_config.json`: what `load_model` needs."""
-    model.save_weights(os.path.join(out_dir, WEIGHTS_FILE))
-    with tf.io.gfile.GFile(os.path.join(out_dir, CONFIG_FILE), "w") as f:
-        json.dump({"model": model.config.to_dict(), "task_weights": model.task_weights}, f, indent=1)
+    """`model.weights.h5` + `model_config.json`: what `load_model` needs (`save_to_preset`)."""
+    model.save_to_preset(out_dir)
 
 
 def load_model(out_dir):
     """The trained model `save_model` wrote (weights only, no optimizer)."""
-    with tf.io.gfile.GFile(os.path.join(out_dir, CONFIG_FILE)) as f:
-        saved = json.load(f)
-    model = Pix2SeqModel(ModelConfig.from_dict(saved["model"]), task_weights=saved["task_weights"])
-    model.build()
-    model.load_weights(os.path.join(out_dir, WEIGHTS_FILE), skip_mismatch=False)
-    return model
+    return Pix2SeqModel.from_preset(out_dir)

@@ -100,27 +100,12 @@ def ingest(coco_dir, out, caption_vocab_size):
     A previous ingestion there is reused only when it was of the same files with the
     same vocabulary size (the input fingerprint of data/fingerprint.py).
     """
-    import shutil
+    from components import beam_ingest
 
-    import apache_beam as beam
-
-    from components import beam_ingest, ingest_cli
-    from data import fingerprint
-
-    work = os.path.join(out, "ingest")
-    stamp = os.path.join(work, "input_fingerprint.txt")
-    key = f"{fingerprint.input_fingerprint(coco_dir)}, caption_vocab_size {caption_vocab_size}"
-    examples, vocabulary, report = ingest_cli.output_dirs(work)
-    if os.path.exists(stamp):
-        with open(stamp) as f:
-            if f.read() == key:
-                return examples
-    shutil.rmtree(work, ignore_errors=True)
-    summary = beam_ingest.run_ingest(coco_dir, examples, vocabulary, report, make_pipeline=beam.Pipeline,
-                                     caption_vocab_size=caption_vocab_size)
-    print(beam_ingest.format_summary(summary))
-    with open(stamp, "w") as f:
-        f.write(key)
+    examples, summary = beam_ingest.ingest(coco_dir, os.path.join(out, "ingest"),
+                                           caption_vocab_size=caption_vocab_size, reuse=True)
+    if summary is not None:
+        print(beam_ingest.format_summary(summary))
     return examples
 
 

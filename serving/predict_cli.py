@@ -8,9 +8,11 @@ numbered version is used). The model is reached through a *backend*: any object
 with `predict(signature, images, **inputs) -> {name: np.ndarray}` and `signature_names`
 (what the model serves) — here the
 SavedModel in process (`SavedModelBackend`), or with `--server` the gRPC client
-`serving/client.Pix2SeqClient` (TF Serving or `pix2seq serve`). Everything after the call is
-model/results.py (per-image results, COCO JSON) and model/visualize.py (pictures), the code the
-evaluator uses too, so both backends and the evaluator give the same results.
+`serving/client.Pix2SeqClient` (TF Serving or `pix2seq serve`). The task steps are
+model/generate.py's `run_task` (what `model.generate` runs on a Keras model); everything
+after the call is model/results.py (per-image results, COCO JSON) and model/visualize.py
+(pictures), the code the evaluator uses too, so every backend and the evaluator give the
+same results.
 
 Tasks and the signatures they call: detect -> `detect`; segment -> `detect`, then
 `segment` on the detections; keypoints -> `detect`, then `keypoints` on the detections
@@ -29,12 +31,11 @@ import json
 import os
 import sys
 
-import numpy as np
-
+from model import generate
 from model import results as results_lib
 from model import signatures as signatures_lib
 
-TASKS = ("detect", "segment", "keypoints", "caption", "all")
+TASKS = generate.TASKS
 # COCO result kinds (model/results.KINDS) each task writes; the first goes to --json itself.
 TASK_KINDS = {"detect": ("bbox",), "segment": ("segm", "bbox"), "keypoints": ("keypoints", "bbox"),
               "caption": ("captions",), "all": ("bbox", "segm", "keypoints", "captions")}
@@ -121,66 +122,16 @@ def resolve_model_dir(path):
     return os.path.join(path, str(max(versions)))
 
 
-def _options(args, names):
-    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    return given
-
-
-def _call(backend, name, images, option_names, options_defaults, args, **inputs):
-    """Call `name`, or `name_with_options` (filling missing options with defaults) when any option is set."""
-    given = _options(args, option_names)
-    if not given:
-        return backend.predict(name, images, **inputs)
-    full = {n: given.get(n, options_defaults[n]) for n in option_names}
-    return backend.predict(f"{name}_with_options", images, **inputs, **full)
-
-
 def predict(backend, task, images, args, defaults=None):
-    """Run `task` on encoded images through `backend`; returns the signature-style outputs."""
-    from model.serving_graph import PAPER_DEFAULTS
-
-    d = defaults or PAPER_DEFAULTS
-    det_defaults = {"max_objects": 1 << 16, "temperature": d["detection"]["temperature"],
-                    "top_p": d["detection"]["top_p"], "seed": 0}
-    det_names = ("max_objects", "temperature", "top_p", "seed")
-    if task == "caption":
-        cap = {**d["captioning"], "seed": 0}
-        return _call(backend, "caption", images, ("temperature", "top_p", "seed"), cap, args)
-    if task == "all":
-        names = ("max_objects", "temperature", "top_p", "num_samples", "seed")
-        return _call(backend, "detect_and_describe", images, names,
-                     {**det_defaults, "num_samples": d["segmentation"]["num_samples"]}, args)
-    found = _call(backend, "detect", images, det_names, det_defaults, args)
-    if task == "detect":
-        return found
-    if task == "segment":
-        seg = {**d["segmentation"], "seed": 0}
-        masks = _call(backend, "segment", images, ("num_samples", "temperature", "top_p", "seed"), seg, args,
-                      boxes=found["boxes"], classes=found["classes"])
-        return {**found, **masks}
-    person = found["classes"] == args.person_class
-    found = {**found, "classes": np.where(person, found["classes"], 0),
-             "scores": np.where(person, found["scores"], 0.0)}
-    people = _call(backend, "keypoints", images, ("temperature", "top_p", "seed"), {**d["keypoints"], "seed": 0},
-                   args, boxes=np.where(person[..., None], found["boxes"], 0.0).astype(np.float32))
-    return {**found, **people}
+    """Run `task` on encoded images through `backend` (model/generate.py `run_task`);
+    returns the signature-style outputs."""
+    options = {n: getattr(args, n, None) for n in generate.OPTION_NAMES}
+    return generate.run_task(backend, task, images, args.person_class, defaults, **options)
 
 
 def _image_infos(paths, annotations):
-    from PIL import Image
-
-    ids = {}
-    if annotations:
-        ids = {img["file_name"]: img["id"] for img in annotations.get("images", [])}
-    infos = []
-    for i, path in enumerate(paths):
-        name = os.path.basename(path)
-        stem = os.path.splitext(name)[0]
-        image_id = ids.get(name, int(stem) if stem.isdigit() else i + 1)
-        with Image.open(path) as im:
-            width, height = im.size
-        infos.append({"file": path, "image_id": image_id, "height": height, "width": width})
-    return infos
+    ids = {img["file_name"]: img["id"] for img in (annotations or {}).get("images", [])}
+    return [generate.image_info(path, i, ids) for i, path in enumerate(paths)]
 
 
 def _print(results, names):
