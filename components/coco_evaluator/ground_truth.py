@@ -131,27 +131,32 @@ def read_examples(file_pattern: str) -> Iterable[bytes]:
         yield record
 
 
-def load_categories(examples_dir: str) -> Optional[List[dict]]:
-    """COCO categories (names, keypoint names, skeleton) that ingestion wrote next to
-    the shards in `dataset_info.json` (components/beam_ingest.py), when present."""
+def _dataset_info(examples_dir: str) -> dict:
+    """What ingestion wrote next to the shards (`dataset_info.json`, components/beam_ingest.py);
+    {} when absent."""
     from components.beam_ingest import DATASET_INFO
 
     path = os.path.join(examples_dir, DATASET_INFO)
     if not tf.io.gfile.exists(path):
-        return None
+        return {}
     with tf.io.gfile.GFile(path) as f:
-        return list(json.load(f).get("categories") or []) or None
+        return json.load(f)
+
+
+def load_categories(examples_dir: str) -> Optional[List[dict]]:
+    """COCO categories (names, keypoint names, skeleton) ingestion recorded, when present."""
+    return list(_dataset_info(examples_dir).get("categories") or []) or None
+
+
+def split_size(examples_dir: str, split: str) -> Optional[int]:
+    """How many examples ingestion wrote to `split`; None when not recorded."""
+    sizes = _dataset_info(examples_dir).get("num_images")
+    return int(sizes[split]) if isinstance(sizes, dict) and split in sizes else None
 
 
 def load_class_map(examples_dir: str) -> tuple:
     """The class map ingestion recorded in `dataset_info.json` (() = identity)."""
-    from components.beam_ingest import DATASET_INFO
-
-    path = os.path.join(examples_dir, DATASET_INFO)
-    if not tf.io.gfile.exists(path):
-        return ()
-    with tf.io.gfile.GFile(path) as f:
-        return tuple(json.load(f).get("class_category_ids") or ())
+    return tuple(_dataset_info(examples_dir).get("class_category_ids") or ())
 
 
 def keypoint_categories(categories: Optional[Sequence[Mapping]], default: Sequence[int]) -> List[int]:
@@ -161,4 +166,5 @@ def keypoint_categories(categories: Optional[Sequence[Mapping]], default: Sequen
 
 
 __all__ = ["build_ground_truth", "image_ground_truth", "read_examples", "load_categories", "load_class_map",
+           "split_size",
            "keypoint_categories"]
