@@ -150,12 +150,13 @@ def main(argv=None):
                 print(f"{name:32s} {size:6d} images: peak {r['peak_mb']:.0f} MB, {r['seconds']:.1f} s", flush=True)
     small, large = min(sizes), max(sizes)
     rows.append("| evaluator | " + " | ".join(f"peak RSS, {s} images" for s in sizes)
-                + " | MB per 1,000 images |")
-    rows.append("|---|" + "---:|" * (len(sizes) + 1))
+                + " | MB per 1,000 images | " + " | ".join(f"seconds, {s} images" for s in sizes) + " |")
+    rows.append("|---|" + "---:|" * (2 * len(sizes) + 1))
     for name in roots:
         peaks = [results[name, s]["peak_mb"] for s in sizes]
         slope = (results[name, large]["peak_mb"] - results[name, small]["peak_mb"]) / (large - small) * 1000
-        rows.append(f"| {name} | " + " | ".join(f"{p:.0f} MB" for p in peaks) + f" | {slope:.0f} |")
+        rows.append(f"| {name} | " + " | ".join(f"{p:.0f} MB" for p in peaks) + f" | {slope:.0f} | "
+                    + " | ".join(f"{results[name, s]['seconds']:.0f}" for s in sizes) + " |")
     load = os.getloadavg()[0]
     note = (f"Eval splits of {', '.join(f'{s} images ({split_mb[s]:.0f} MB of shards)' for s in sizes)}: "
             f"~{args.image_kb} KB noise JPEGs (640x480), 4 boxes each; the real executor with a stand-in "
