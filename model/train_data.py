@@ -101,11 +101,9 @@ def train_dataset_fn(files, token_config, batch_size, task_weights, mixing="batc
     """`(input_context, start_step) -> dataset` for `training.train`.
 
     mixing="batch": `{task: batch}` for every task with weight > 0 (the paper's batch
-    mixing); "data": one batch sampling tasks by weight, with `task_id`. A stream asked
-    for at `start_step` skips the elements already consumed (the streams are
-    deterministic), so a resumed run sees exactly the data of an uninterrupted one;
-    `training.train` asks for that only where it cannot restore the saved iterator
-    (model/input_checkpoint.py), since skipping decodes and augments every element again.
+    mixing); "data": one batch sampling tasks by weight, with `task_id`. Resuming at
+    `start_step` skips the elements already consumed (the streams are deterministic),
+    so a resumed run sees exactly the data of an uninterrupted one.
     """
     tasks = [t for t in pipelines.TASK_NAMES if task_weights.get(t, 0) > 0]
     if mixing not in ("batch", "data"):
