@@ -15,6 +15,12 @@ from the user seed, the task and the input pipeline, so runs repeat exactly and 
 task in batch mixing has its own augmentation. Eval pipelines never augment and
 expand segmentation/keypoints to one element per instance.
 
+A resumed run asks for the stream at a start position: batch mixing skips the
+consumed elements while they are still parsed, undecoded records (element i keeps its
+seed), so a resume never decodes or augments an image twice; data mixing's rows come
+out of decoded images (a segmentation image gives as many rows as its crop keeps
+instances), so it replays the consumed batches.
+
 Every builder takes `input_context` (tf.distribute.InputContext) and so plugs into
 `strategy.distribute_datasets_from_function` through `distributed_dataset_fn`.
 """
@@ -117,8 +123,9 @@ def _parsed(files, task, token_config, input_context, shuffle_files=False, seed=
 
 
 def task_examples(files, task, token_config, seed=0, augment_config=augment_lib.AugmentConfig(),
-                  input_context=None, shuffle_buffer=64):
-    """Endless stream of unbatched training elements of one task (augmented, tokenized).
+                  input_context=None, shuffle_buffer=64, start=0):
+    """Endless stream of unbatched training elements of one task (augmented, tokenized),
+    from element `start` on (the elements before it are skipped undecoded).
 
     Raises ValueError when no example in `files` (this input pipeline's shard) is usable.
     """
@@ -140,15 +147,18 @@ def task_examples(files, task, token_config, seed=0, augment_config=augment_lib.
                                       codec.sequences_per_image)
         return _sequences(codec, example, task, seeds[1], training=True)
 
-    return ds.enumerate().map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.enumerate().skip(start).map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def train_dataset(files, task, token_config, batch_size, seed=0,
-                  augment_config=augment_lib.AugmentConfig(), input_context=None, shuffle_buffer=64):
-    """Endless batches of one task; `batch_size` is global when `input_context` is given."""
-    ds = task_examples(files, task, token_config, seed, augment_config, input_context, shuffle_buffer)
-    return ds.batch(_per_replica(batch_size, input_context), drop_remainder=True).prefetch(
-        tf.data.AUTOTUNE)
+                  augment_config=augment_lib.AugmentConfig(), input_context=None, shuffle_buffer=64,
+                  start_batch=0):
+    """Endless batches of one task from batch `start_batch` on; `batch_size` is global
+    when `input_context` is given."""
+    per_replica = _per_replica(batch_size, input_context)
+    ds = task_examples(files, task, token_config, seed, augment_config, input_context, shuffle_buffer,
+                       start=start_batch * per_replica)
+    return ds.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_examples(files, task, token_config, input_context=None):
@@ -180,14 +190,15 @@ def eval_dataset(files, task, token_config, batch_size, drop_remainder=True, inp
 
 def batch_mixing_dataset(files, tasks, token_config, batch_size, seed=0,
                          augment_config=augment_lib.AugmentConfig(), input_context=None,
-                         shuffle_buffer=64):
+                         shuffle_buffer=64, start_batch=0):
     """Pix2Seq v2's batch mixing: every element is {task: batch} for every task, each
-    task with its own augmentation stream. `batch_size`: int or {task: int} (global)."""
+    task with its own augmentation stream, from element `start_batch` on.
+    `batch_size`: int or {task: int} (global)."""
     if not tasks:
         raise ValueError("batch_mixing_dataset needs at least one task.")
     sizes = batch_size if isinstance(batch_size, dict) else {t: batch_size for t in tasks}
     streams = {t: train_dataset(files, t, token_config, sizes[t], seed, augment_config,
-                                input_context, shuffle_buffer) for t in tasks}
+                                input_context, shuffle_buffer, start_batch) for t in tasks}
     return tf.data.Dataset.zip(streams)
 
 
@@ -216,10 +227,11 @@ def _one_sequence_per_element(ds):
 
 def data_mixing_dataset(files, weights, token_config, batch_size, seed=0,
                         augment_config=augment_lib.AugmentConfig(), input_context=None,
-                        shuffle_buffer=64):
+                        shuffle_buffer=64, start_batch=0):
     """Algorithm 1 (data mixing): one stream sampling task t with probability
     weights[t] / sum(weights); sequences padded (PAD, weight 0) to the longest enabled
-    task; each element also carries `task_id` int32 [B] (index in TASK_NAMES)."""
+    task; each element also carries `task_id` int32 [B] (index in TASK_NAMES).
+    From batch `start_batch` on, by replaying the batches before it."""
     tasks = [t for t in TASK_NAMES if weights.get(t, 0) > 0]
     unknown = set(weights) - set(TASK_NAMES)
     if unknown or not tasks:
@@ -235,8 +247,8 @@ def data_mixing_dataset(files, weights, token_config, batch_size, seed=0,
     total = float(sum(weights[t] for t in tasks))
     mixed = tf.data.Dataset.sample_from_datasets(
         streams, [weights[t] / total for t in tasks], seed=_base_seed(seed, tasks[0], input_context))
-    return mixed.batch(_per_replica(batch_size, input_context), drop_remainder=True).prefetch(
-        tf.data.AUTOTUNE)
+    batches = mixed.batch(_per_replica(batch_size, input_context), drop_remainder=True)
+    return batches.skip(start_batch).prefetch(tf.data.AUTOTUNE)
 
 
 def distributed_dataset_fn(builder, *args, **kwargs):

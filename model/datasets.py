@@ -102,22 +102,23 @@ def train_dataset_fn(files, token_config, batch_size, task_weights, mixing="batc
     """`(input_context, start_step) -> dataset` for `training.train`.
 
     mixing="batch": `{task: batch}` for every task with weight > 0 (the paper's batch
-    mixing); "data": one batch sampling tasks by weight, with `task_id`. Resuming at
-    `start_step` skips the elements already consumed (the streams are deterministic),
-    so a resumed run sees exactly the data of an uninterrupted one.
+    mixing); "data": one batch sampling tasks by weight, with `task_id`. The stream at
+    `start_step` starts after the elements already consumed (the streams are
+    deterministic), so a resumed run sees exactly the data of an uninterrupted one;
+    batch mixing skips them undecoded (data/pipelines.py).
     """
     tasks = [t for t in pipelines.TASK_NAMES if task_weights.get(t, 0) > 0]
     if mixing not in ("batch", "data"):
         raise ValueError(f"mixing must be 'batch' or 'data'. Received: {mixing!r}")
 
     def dataset_fn(input_context, start_step):
+        # A pipeline feeds its replicas round-robin: a step takes one batch per replica.
+        start_batch = start_step * _replicas_per_pipeline(input_context)
         if mixing == "batch":
-            ds = pipelines.batch_mixing_dataset(files, tasks, token_config, batch_size, seed, augment_config,
-                                                input_context=input_context)
-        else:
-            ds = pipelines.data_mixing_dataset(files, dict(task_weights), token_config, batch_size, seed,
-                                               augment_config, input_context=input_context)
-        return ds.skip(start_step * _replicas_per_pipeline(input_context)) if start_step else ds
+            return pipelines.batch_mixing_dataset(files, tasks, token_config, batch_size, seed, augment_config,
+                                                  input_context=input_context, start_batch=start_batch)
+        return pipelines.data_mixing_dataset(files, dict(task_weights), token_config, batch_size, seed,
+                                             augment_config, input_context=input_context, start_batch=start_batch)
 
     return dataset_fn
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from components.coco_evaluator import executor as executor_lib
+from components.coco_evaluator import eval_examples, executor as executor_lib
 from pix2seq import cli
 import serving_toy_model
 import tiny_export
@@ -119,3 +119,36 @@ def test_undecodable_images_are_reported_and_skipped(toy_model, synth_coco_dir, 
     assert report["num_images"] == len(names) - 1 and report["skipped"][0]["file_name"] == names[0]
     assert isinstance(report["metrics"]["detection"]["AP"], float)
     assert "detection     AP50" in captured.out and "5 images, 1 skipped" in captured.out
+
+
+def test_max_examples_scores_the_first_images_by_id_as_evaluate_does(ingested, synth_coco_dir, toy_model,
+                                                                      tmp_path):
+    """The evaluator's `max_examples` and `pix2seq evaluate --max-images` pick the same images
+    (the smallest ids, whatever the shard order) and so agree; the pictures are the first
+    `num_pictures` of those."""
+    import tensorflow as tf
+
+    from components.coco_evaluator import ground_truth as gt_lib
+
+    # the eval split rewritten largest id first: "first 4 in file order" would pick other images
+    examples = tmp_path / "examples"
+    shutil.copytree(ingested, examples, ignore=shutil.ignore_patterns("Split-eval"))
+    records = sorted(gt_lib.read_examples(os.path.join(ingested, "Split-eval", "*")), key=eval_examples.image_id)
+    os.makedirs(examples / "Split-eval")
+    with tf.io.TFRecordWriter(str(examples / "Split-eval" / "data.gz"), options="GZIP") as writer:
+        for record in reversed(records):
+            writer.write(record)
+    config = {"tasks": ["detection"], "batch_size": 2, "max_examples": 4, "num_pictures": 2}
+    report = run_evaluator(str(examples), toy_model, str(tmp_path / "evaluator"), config)
+    with open(tmp_path / "evaluator" / "evaluation" / "ground_truth" / "instances.json") as f:
+        scored_ids = sorted(image["id"] for image in json.load(f)["images"])
+    with open(os.path.join(synth_coco_dir, "annotations", "instances_val.json")) as f:
+        all_ids = sorted(image["id"] for image in json.load(f)["images"])
+    assert report["num_images"] == 4 and scored_ids == all_ids[:4]
+    assert sorted(os.path.basename(p) for p in report["pictures"]) == [f"image_{i}.png" for i in all_ids[:2]]
+    out = tmp_path / "metrics.json"
+    assert cli.main(["evaluate", "--model", toy_model, "--coco-dir", synth_coco_dir, "--tasks", "detection",
+                     "--max-images", "4", "--json", str(out)]) == 0
+    ours = json.loads(out.read_text())
+    assert ours["num_images"] == 4
+    _assert_same_metrics(ours["metrics"], report["candidate"], ["detection"])

@@ -169,3 +169,29 @@ def test_coco_dir_source_ingests_once_and_feeds_the_pipelines(synth_coco_dir, tm
     batches = list(pipelines.eval_dataset(data.eval_files, "captioning", tc, batch_size=2))
     assert sum(b["image"].shape[0] for b in batches) == 6
     assert_task_batch(batches[0], "captioning", 2, training=False)
+
+
+def test_a_resumed_stream_skips_consumed_elements_without_decoding_them(files, monkeypatch):
+    """Batch mixing at `start_batch` == the stream from 0 with that many batches skipped,
+    yet it decodes only what it yields (the replay decodes every skipped image)."""
+    decoded = []
+    decode = pipelines.parse.decode_parsed
+
+    def counting_decode(example):
+        out = decode(example)
+        tick = tf.py_function(lambda: decoded.append(1) or 0, [], tf.int32)
+        with tf.control_dependencies([tick]):
+            return dict(out, image=tf.identity(out["image"]))
+
+    monkeypatch.setattr(pipelines.parse, "decode_parsed", counting_decode)
+    tasks, start = ("detection", "captioning"), 30
+    resumed = next(iter(pipelines.batch_mixing_dataset(files, tasks, TC, 2, seed=3, start_batch=start)))
+    resumed_decodes = len(decoded)
+    decoded.clear()
+    replayed = next(iter(pipelines.batch_mixing_dataset(files, tasks, TC, 2, seed=3).skip(start)))
+    replayed_decodes = len(decoded)
+    for task in tasks:
+        for key in resumed[task]:
+            np.testing.assert_array_equal(resumed[task][key].numpy(), replayed[task][key].numpy())
+    assert replayed_decodes >= len(tasks) * 2 * (start + 1)
+    assert resumed_decodes < replayed_decodes / 4, (resumed_decodes, replayed_decodes)

@@ -1,12 +1,18 @@
 """CocoEvaluator executor: Beam inference over the eval split, COCO metrics,
 blessing, and the artifacts Pusher / the resolver / people read.
 
+The Beam workers read the eval shards themselves; the driver holds the ground truth
+(examples without image bytes) and the per-image results, never the images, so its
+memory does not grow with image bytes (bench/eval_memory.py, BENCHMARKS.md).
+
 Layout of the outputs:
   evaluation/metrics.json           {"candidate": {task: {metric: v}}, "baseline": ..., "blessing": ...}
   evaluation/results/<model>/{bbox,segm,keypoints,captions}.json   COCO result files
   evaluation/ground_truth/{instances,keypoints,captions}.json       what was scored against
   evaluation/pictures/*.png         a few eval images with the candidate's predictions drawn
   evaluation/model_card/model_card.{json,md}   the candidate's model card (components/model_card.py)
+  evaluation/raw/                   what the Beam workers return: per-image results (<model>/images*.jsonl),
+                                    the evaluated examples without images, the pictured examples
   blessing/BLESSED | NOT_BLESSED    plus custom properties `blessed`, `current_model`, ...
 """
 from __future__ import annotations
@@ -25,7 +31,7 @@ from tfx.utils import io_utils, path_utils
 
 from components import blessing as blessing_rule
 from components import model_card
-from components.coco_evaluator import evaluation
+from components.coco_evaluator import eval_examples, evaluation
 from components.coco_evaluator import ground_truth as gt_lib
 from components.coco_evaluator import pictures as pictures_lib
 from components.coco_evaluator import predict
@@ -43,6 +49,9 @@ BLESSING_MESSAGE_KEY = "blessing_message"
 BLESSED_FILE = "BLESSED"
 NOT_BLESSED_FILE = "NOT_BLESSED"
 METRICS_FILE = "metrics.json"
+# Under evaluation/raw/: what the Beam workers hand back besides the per-image results.
+GT_EXAMPLES = "ground_truth_examples"  # the evaluated examples without their images
+PICTURED_EXAMPLES = "pictured_examples"  # the first `num_pictures` examples by image id
 
 
 def serving_dir(model: types.Artifact) -> str:
@@ -60,6 +69,13 @@ def _read_jsonl(pattern: str) -> List[dict]:
         with tf.io.gfile.GFile(path) as f:
             rows.extend(json.loads(line) for line in f if line.strip())
     return rows
+
+
+def _read_decoded(pattern: str) -> List[dict]:
+    """Examples written by the pipeline, decoded (data.features.decode_example), by image id."""
+    if not tf.io.gfile.glob(pattern):
+        return []
+    return sorted((F.decode_example(r) for r in gt_lib.read_examples(pattern)), key=lambda d: d[F.IMAGE_ID])
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -81,25 +97,33 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
 
         pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
-        records = list(gt_lib.read_examples(pattern))
-        max_examples = int(config.get("max_examples") or 0)
-        if max_examples:
-            records = records[:max_examples]
-        decoded = [F.decode_example(r) for r in records]
-        categories = gt_lib.load_categories(examples.uri)
-        gt = evaluation.ground_truth(decoded, categories, config.get("keypoint_category_ids") or (1,),
-                                     gt_lib.load_class_map(examples.uri))
-        for name, dataset in gt.datasets.items():
-            _write_json(os.path.join(evaluation_artifact.uri, "ground_truth", f"{name}.json"), dataset)
-
         models = {"candidate": serving_dir(model)}
         if baseline is not None and baseline.id != model.id:
             models["baseline"] = serving_dir(baseline)
         raw_dir = os.path.join(evaluation_artifact.uri, "raw")
-        options = evaluation.EvalOptions.from_config(config, tasks, gt.keypoint_category_ids)
-        with progress.track("evaluate", len(records) * len(models), kinds=tuple(models)) as tally, \
+        num_pictures = int(config.get("num_pictures") or 0)
+        categories = gt_lib.load_categories(examples.uri)
+        kp_default = config.get("keypoint_category_ids") or (1,)
+        options = evaluation.EvalOptions.from_config(
+            config, tasks, gt_lib.keypoint_categories(categories, kp_default))
+        # Workers read the shards; the driver gets back examples without images, results
+        # and the few pictured examples (components/coco_evaluator/eval_examples.py).
+        max_examples = int(config.get("max_examples") or 0)
+        total = gt_lib.split_size(examples.uri, split)
+        if total is not None:
+            total = len(models) * (min(total, max_examples) if max_examples else total)
+        with progress.track("evaluate", total, kinds=tuple(models)) as tally, \
                 self._make_beam_pipeline() as pipeline:
-            serialized = pipeline | "EvalExamples" >> beam.Create(records, reshuffle=False)
+            serialized = pipeline | "EvalExamples" >> eval_examples.ReadEvalExamples(pattern, max_examples)
+            _ = (serialized
+                 | "WithoutImages" >> beam.Map(eval_examples.without_image)
+                 | "WriteGroundTruth" >> beam.io.WriteToTFRecord(os.path.join(raw_dir, GT_EXAMPLES),
+                                                                 file_name_suffix=".gz"))
+            if num_pictures > 0:
+                _ = (serialized
+                     | "PicturedExamples" >> eval_examples.FirstById(num_pictures)
+                     | "WritePictured" >> beam.io.WriteToTFRecord(os.path.join(raw_dir, PICTURED_EXAMPLES),
+                                                                  file_name_suffix=".gz"))
             for name, path in models.items():
                 _ = (serialized
                      | f"Batch[{name}]" >> beam.BatchElements(min_batch_size=options.batch_size,
@@ -109,7 +133,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                      | f"Write[{name}]" >> beam.io.WriteToText(os.path.join(raw_dir, name, "images"),
                                                                file_name_suffix=".jsonl"))
 
-        report: Dict[str, Any] = {"eval_split": split, "num_images": len(records), "tasks": list(tasks),
+        decoded = _read_decoded(os.path.join(raw_dir, GT_EXAMPLES + "*"))
+        gt = evaluation.ground_truth(decoded, categories, kp_default, gt_lib.load_class_map(examples.uri))
+        for name, dataset in gt.datasets.items():
+            _write_json(os.path.join(evaluation_artifact.uri, "ground_truth", f"{name}.json"), dataset)
+
+        report: Dict[str, Any] = {"eval_split": split, "num_images": len(decoded), "tasks": list(tasks),
                                   "model": model.uri}
         candidate_images = []
         for name in models:
@@ -130,9 +159,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         decision = blessing_rule.decide(report["candidate"], thresholds,
                                         report.get("baseline"), float(config.get("baseline_margin") or 0.0))
         report["blessing"] = decision.to_dict()
+        pictured = _read_decoded(os.path.join(raw_dir, PICTURED_EXAMPLES + "*")) if num_pictures > 0 else []
         pictures = pictures_lib.write(
-            decoded, candidate_images, os.path.join(evaluation_artifact.uri, "pictures"), categories,
-            int(config.get("num_pictures") or 0), config.get("picture_min_score"))
+            pictured, candidate_images, os.path.join(evaluation_artifact.uri, "pictures"), categories,
+            num_pictures, config.get("picture_min_score"))
         report["pictures"] = pictures
         _write_json(os.path.join(evaluation_artifact.uri, METRICS_FILE), report)
         write_blessing(blessing, decision, model, baseline)

@@ -153,6 +153,12 @@ def load_class_map(examples_dir: str) -> tuple:
     return tuple(load_dataset_info(examples_dir).get("class_category_ids") or ())
 
 
+def split_size(examples_dir: str, split: str) -> Optional[int]:
+    """How many examples ingestion wrote to `split`; None when not recorded."""
+    sizes = load_dataset_info(examples_dir).get("num_images")
+    return int(sizes[split]) if isinstance(sizes, dict) and split in sizes else None
+
+
 def load_tasks(examples_dir: str) -> List[str]:
     """The tasks the ingested data has ground truth for (every task for data ingested
     before ingestion recorded them)."""
@@ -166,4 +172,4 @@ def keypoint_categories(categories: Optional[Sequence[Mapping]], default: Sequen
 
 
 __all__ = ["build_ground_truth", "image_ground_truth", "read_examples", "load_dataset_info", "load_categories",
-           "load_class_map", "load_tasks", "keypoint_categories"]
+           "load_class_map", "load_tasks", "split_size", "keypoint_categories"]
