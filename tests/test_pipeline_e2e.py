@@ -1,9 +1,10 @@
 """The whole TFX pipeline, micro preset, LocalDagRunner + SQLite MLMD: every artifact
-is checked; then the cache is put to work on one pipeline root: a second run with an
-impossible threshold reuses the cached upstream outputs, is not blessed and pushes
-nothing; a rerun with nothing changed is fully cached; blessing the same model again
-pushes no new version; a changed training-code file, then a changed annotation file
-plus an added image, each rerun exactly the components downstream of them."""
+is checked; then the cache is put to work on one pipeline root: a rerun with nothing
+changed is fully cached and pushes nothing; a changed training-code file (run with an
+impossible threshold) reruns the Trainer and what follows on the cached Examples, is
+not blessed and pushes nothing; a changed annotation file plus an added image rerun
+everything. (Blessing an already served model again pushes no new version:
+tests/test_fingerprint.py, on the Pusher's executor.)"""
 import dataclasses
 import glob
 import json
@@ -19,8 +20,6 @@ from pipeline import cli, presets, runner_local
 from pipeline import pipeline as pipeline_lib
 
 SIGNATURES = {"serving_default", "detect", "segment", "keypoints", "caption", "detect_and_describe"}
-UPSTREAM = (pipeline_lib.EXAMPLE_GEN, pipeline_lib.STATISTICS_GEN, pipeline_lib.SCHEMA_GEN,
-            pipeline_lib.EXAMPLE_VALIDATOR, pipeline_lib.TRAINER)
 # What a change reruns: the Resolver runs every time (it only queries MLMD).
 FROM_TRAINER = (pipeline_lib.TRAINER, pipeline_lib.EVALUATOR, pipeline_lib.PUSHER)
 FROM_INGESTION = tuple(c for c in pipeline_lib.COMPONENT_IDS if c != pipeline_lib.RESOLVER)
@@ -46,15 +45,12 @@ def runs(synth_coco_dir, tmp_path_factory):
         r = types.SimpleNamespace(config=config)
         r.first = runner_local.run(config)
         r.versions_after_first = _versions(config.serving_dir)
-        impossible = dataclasses.replace(config.eval, thresholds={"detection": {"AP50": 1.01}})
-        r.second = runner_local.run(config.replace(eval=impossible))
-        r.third = runner_local.run(config.replace(eval=impossible))  # nothing changed
-        r.versions_after_third = _versions(config.serving_dir)
-        # The evaluator runs again on the same model and blesses it: the Pusher must not copy it again.
-        r.blessed_again = runner_local.run(config.replace(eval=dataclasses.replace(config.eval, num_pictures=1)))
-        r.versions_after_blessed_again = _versions(config.serving_dir)
+        r.unchanged = runner_local.run(config)
+        r.versions_after_unchanged = _versions(config.serving_dir)
         (code / f"{EXTRA_CODE}.py").write_text("STEPS = 2\n")
-        r.code_changed = runner_local.run(config)
+        impossible = dataclasses.replace(config.eval, thresholds={"detection": {"AP50": 1.01}})
+        r.code_changed = runner_local.run(config.replace(eval=impossible))
+        r.versions_after_code_changed = _versions(config.serving_dir)
         with open(os.path.join(coco_dir, "annotations", "instances_val.json")) as f:
             instances = json.load(f)
         instances["annotations"] = instances["annotations"][: len(instances["annotations"]) // 2]
@@ -150,32 +146,31 @@ def test_first_run_is_blessed_and_pushed(runs):
     assert card["push"]["pipeline_run_id"] == first.run_id == card["lineage"]["pipeline_run_id"]
 
 
-def test_rerun_reuses_cache_and_impossible_threshold_pushes_nothing(runs):
-    config, first, versions, second, third = (runs.config, runs.first, runs.versions_after_first, runs.second,
-                                              runs.third)
-    states = _states(second)
-    for component in UPSTREAM:
-        assert states[component] == "CACHED", (component, states)
-    assert second.model_uri == first.model_uri  # the cached model
-    assert second.blessed is False and "AP50" in second.blessing_message
-    assert not second.pushed
-    assert runs.versions_after_third == versions
-    # The baseline was the latest blessed model (the first run's, i.e. this same model).
-    assert second.metrics["baseline_model"] == first.model_uri
-    # A rerun with nothing changed reuses every output.
-    for component, state in _states(third).items():
+def test_rerun_with_nothing_changed_reuses_every_output_and_pushes_nothing(runs):
+    for component, state in _states(runs.unchanged).items():
         if component != pipeline_lib.RESOLVER:
             assert state == "CACHED", (component, state)
-    assert third.evaluation_uri == second.evaluation_uri and third.blessed is False
+    assert runs.unchanged.model_uri == runs.first.model_uri
+    assert runs.unchanged.evaluation_uri == runs.first.evaluation_uri and runs.unchanged.blessed is True
+    assert runs.versions_after_unchanged == runs.versions_after_first
+
+
+def test_impossible_threshold_is_not_blessed_and_pushes_nothing(runs):
+    changed = runs.code_changed
+    assert changed.blessed is False and "AP50" in changed.blessing_message
+    assert not changed.pushed
+    assert runs.versions_after_code_changed == runs.versions_after_first
+    # The baseline was the latest blessed model: the first run's.
+    assert changed.metrics["baseline_model"] == runs.first.model_uri
 
 
 def test_table_reports_everything(runs):
-    first, second = runs.first, runs.second
+    first = runs.first
     table = cli.format_table(first)
     assert "BLESSED" in table and first.pushed_destination in table
     for component in pipeline_lib.COMPONENT_IDS:
         assert component in table
-    assert "NOT BLESSED" in cli.format_table(second)
+    assert "NOT BLESSED" in cli.format_table(runs.code_changed)
 
 
 def test_ground_truth_rebuilt_from_examples_equals_the_source(runs, synth_coco_dir):  # the first run's data
@@ -212,19 +207,10 @@ def _rerun(summary):
     return sorted(c for c, state in _states(summary).items() if state != "CACHED" and c != pipeline_lib.RESOLVER)
 
 
-def test_same_model_blessed_again_is_not_pushed_again(runs):
-    assert _rerun(runs.blessed_again) == sorted((pipeline_lib.EVALUATOR, pipeline_lib.PUSHER))
-    assert runs.blessed_again.blessed is True
-    assert runs.blessed_again.pushed and runs.blessed_again.already_served
-    assert runs.versions_after_blessed_again == runs.versions_after_first
-    assert runs.blessed_again.pushed_destination == os.path.join(runs.config.serving_dir, runs.versions_after_first[0])
-    assert "already served" in cli.format_table(runs.blessed_again)
-
-
 def test_changed_training_code_reruns_the_trainer_and_what_follows(runs):
     assert _rerun(runs.code_changed) == sorted(FROM_TRAINER)
-    assert runs.code_changed.code_fingerprint != runs.third.code_fingerprint
-    assert runs.code_changed.input_fingerprint == runs.third.input_fingerprint
+    assert runs.code_changed.code_fingerprint != runs.unchanged.code_fingerprint
+    assert runs.code_changed.input_fingerprint == runs.unchanged.input_fingerprint
     assert runs.code_changed.model_uri != runs.first.model_uri
     assert "input fingerprint: " in cli.format_table(runs.code_changed)
 
@@ -232,7 +218,7 @@ def test_changed_training_code_reruns_the_trainer_and_what_follows(runs):
 def test_changed_annotation_and_added_image_rerun_ingestion_and_everything_after(runs):
     assert runs.input_changed.input_fingerprint.startswith("25 files, ")  # 24 + the added image
     assert runs.first.input_fingerprint.startswith("24 files, ")
-    assert runs.third.input_fingerprint == runs.first.input_fingerprint
+    assert runs.unchanged.input_fingerprint == runs.first.input_fingerprint
     assert _rerun(runs.input_changed) == sorted(FROM_INGESTION)
     assert runs.input_changed.examples_uri != runs.first.examples_uri
     # Half the eval annotations went: the new Examples (which the evaluator scores) lost them too.
@@ -253,7 +239,7 @@ def test_changed_annotation_and_added_image_rerun_ingestion_and_everything_after
 
 
 def test_table_shows_the_fingerprints_and_what_was_cached(runs):
-    table = cli.format_table(runs.third)
-    assert f"input fingerprint: {runs.third.input_fingerprint.split('sha256:')[0]}" in table
+    table = cli.format_table(runs.unchanged)
+    assert f"input fingerprint: {runs.unchanged.input_fingerprint.split('sha256:')[0]}" in table
     assert "code fingerprint: " in table and "(unchanged: cached)" in table
     assert "(unchanged: cached)" not in cli.format_table(runs.input_changed)

@@ -10,6 +10,8 @@ import portpicker
 import pytest
 import tensorflow as tf
 
+import tiny_export
+from model import export
 from serving.client import Pix2SeqClient, to_numpy_outputs
 from serving.server import ModelServer, ServerConfig
 from serving_toy_model import SIGNATURES, encode_image, push_version, toy_model_dir
@@ -133,24 +135,16 @@ def test_models_config_is_a_valid_model_server_config():
     assert model.model_version_policy.latest.num_versions == 1
 
 
-# --- the real export (model/export.py) of a random-weights model, shrunk so it traces fast ---
+# --- the real export (model/export.py): the run's shared tiny random-weights export ---
 REAL_SIGNATURES = ("detect", "segment", "keypoints", "caption", "detect_and_describe", "caption_with_options")
-MICRO = dict(encoder_depth=1, decoder_depth=1, image_size=64, max_instances=4, encoder_dim=32, decoder_dim=32,
-             encoder_mlp_dim=64, decoder_mlp_dim=64, encoder_heads=2, decoder_heads=2, caption_vocab_size=100,
-             max_caption_len=8, max_polygon_points=8)
 
 
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory):
-    from model.config import preset
-    from model.export import export_saved_model
-    from model.pix2seq_model import Pix2SeqModel
-
-    base = str(tmp_path_factory.mktemp("serving_real") / "pix2seq")
-    model = Pix2SeqModel(preset("tiny", **MICRO))
-    model.build()
-    export_saved_model(model, os.path.join(base, "1"), signatures=list(REAL_SIGNATURES))
-    config = ServerConfig(base, port=portpicker.pick_unused_port(), poll_seconds=0)
+    base = tmp_path_factory.mktemp("serving_real") / "pix2seq"
+    base.mkdir()
+    os.symlink(tiny_export.exported_tiny(tmp_path_factory), base / "1")  # a version, as TF Serving lays them out
+    config = ServerConfig(str(base), port=portpicker.pick_unused_port(), poll_seconds=0)
     with ModelServer(config) as server:
         yield server
 
@@ -183,10 +177,10 @@ def test_real_export_over_grpc_equals_in_process_call(real_server, signature):
 def test_real_export_metadata_lists_its_signatures_and_inputs(real_server):
     with Pix2SeqClient(real_server.address) as client:
         signatures = client.metadata()["signatures"]
-    assert set(signatures) == {"serving_default", *REAL_SIGNATURES}
+    assert set(signatures) == {"serving_default", *export.SIGNATURES}
     assert signatures["segment"]["inputs"] == {
         "images": ("string", (None,)), "boxes": ("float32", (None, None, 4)), "classes": ("int32", (None, None))}
-    assert signatures["detect"]["outputs"]["boxes"] == ("float32", (None, MICRO["max_instances"], 4))
+    assert signatures["detect"]["outputs"]["boxes"] == ("float32", (None, tiny_export.TINY_TOKENS["max_instances"], 4))
     assert signatures["caption"]["outputs"] == {"captions": ("string", (None,))}
 
 
