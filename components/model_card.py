@@ -60,10 +60,15 @@ def build(report: Dict[str, Any], model, examples, baseline, evaluation, blessin
 
 
 def with_push(card: Dict[str, Any], destination: str, pushed_model_id=None, run_id: str = "",
-              train_config: Optional[dict] = None) -> Dict[str, Any]:
-    """The card of a pushed model: `card` plus the push (and the Trainer's settings, when known)."""
+              train_config: Optional[dict] = None, lineage: Optional[dict] = None) -> Dict[str, Any]:
+    """The card of a pushed model: `card` plus the push (and the Trainer's settings, when known).
+
+    `lineage`: ids the evaluator could not know while it ran (its own outputs are
+    registered in MLMD after it returns); they fill the card's empty lineage entries."""
+    known = {k: v for k, v in (lineage or {}).items() if v is not None}
     out = dict(card, push={"version": os.path.basename(destination.rstrip("/")), "destination": destination,
-                           "pushed_model_id": pushed_model_id, "pipeline_run_id": run_id or None})
+                           "pushed_model_id": pushed_model_id, "pipeline_run_id": run_id or None},
+               lineage={**known, **{k: v for k, v in card.get("lineage", {}).items() if v is not None}})
     if train_config is not None:
         out["model"] = dict(card["model"], train_config=train_config)
     return out

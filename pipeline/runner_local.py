@@ -49,6 +49,8 @@ class RunSummary:
     already_served: bool = False  # the pushed model equals the newest served version: nothing copied
     pushed_model_id: Optional[int] = None
     model_card: Optional[str] = None  # the pushed model's card (JSON; Markdown beside it)
+    evaluation_id: Optional[int] = None  # MLMD ids of the evaluator's outputs
+    blessing_id: Optional[int] = None
 
     @property
     def pictures(self) -> List[str]:
@@ -88,7 +90,8 @@ def publish_model_card(summary: RunSummary, train_config: Optional[dict] = None)
     if card is None:
         return None
     card = model_card.with_push(card, summary.pushed_destination, summary.pushed_model_id, summary.run_id,
-                                train_config)
+                                train_config, lineage={"evaluation_id": summary.evaluation_id,
+                                                       "blessing_id": summary.blessing_id})
     return model_card.publish_next_to(card, summary.pushed_destination)
 
 
@@ -161,6 +164,8 @@ def summarize(metadata_path: str, pipeline_name: str, run_id: Optional[str] = No
         code_fingerprint=_trainer_code_fingerprint(executions, node_of),
         already_served=bool(push_props["already_served"].int_value) if "already_served" in push_props else False,
         pushed_model_id=pushed_model.id if pushed_model is not None else None,
+        evaluation_id=evaluation.id if evaluation is not None else None,
+        blessing_id=blessing.id if blessing is not None else None,
     )
 
 

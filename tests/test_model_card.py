@@ -78,6 +78,16 @@ def test_published_card_sits_beside_the_version_which_stays_a_pure_saved_model(c
     assert back["lineage"] == card["lineage"]
 
 
+def test_push_fills_the_lineage_ids_the_evaluator_could_not_know(card):
+    from components import model_card
+
+    # While the evaluator runs, its own outputs have no MLMD ids yet.
+    partial = dict(card, lineage=dict(card["lineage"], evaluation_id=None, blessing_id=None))
+    pushed = model_card.with_push(partial, "/serving/17", 12, "run-2", lineage={"evaluation_id": 21, "blessing_id": 22,
+                                                                               "model_id": 99})
+    assert pushed["lineage"] == dict(card["lineage"], evaluation_id=21, blessing_id=22)  # known ids stay
+
+
 def test_runner_publishes_the_evaluators_card_only_for_a_push(card, tmp_path):
     from components import model_card
     from pipeline.runner_local import RunSummary, publish_model_card

@@ -142,7 +142,9 @@ def test_first_run_is_blessed_and_pushed(runs):
     assert card["push"]["version"] == versions[0] and card["push"]["pushed_model_id"]
     assert card["model"]["uri"] == first.model_uri and card["model"]["config"]["tokens"]["image_size"] > 0
     assert card["model"]["train_config"]["steps"] == config.train.steps
-    assert card["lineage"]["model_id"] and card["lineage"]["examples_id"] and card["lineage"]["blessing_id"]
+    assert card["lineage"]["model_id"] and card["lineage"]["examples_id"]
+    assert (card["lineage"]["evaluation_id"], card["lineage"]["blessing_id"]) == (first.evaluation_id, first.blessing_id)
+    assert first.evaluation_id and first.blessing_id
     assert card["push"]["pipeline_run_id"] == first.run_id == card["lineage"]["pipeline_run_id"]
 
 
