@@ -13,6 +13,7 @@ import tensorflow as tf
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from data import dataset_info as data_info
 from data import pipelines
+from model import tf_threads
 from model.config import preset
 from model.training import train
 
@@ -141,15 +142,16 @@ def eval_dataset_fn(files, token_config, batch_size, tasks):
 
 
 def train_on_examples(config, examples_dir, out_dir, train_files=None, eval_files=None, verbose="auto",
-                      explicit_tasks=()):
+                      explicit_tasks=(), callbacks=()):
     """Trains `config` (a model.train_config.TrainConfig) on an ingested Examples directory.
 
     Tasks follow the data: a task the dataset cannot feed (dataset_info.json `tasks`) is
     dropped from the config's weights, unless it is in `explicit_tasks` (asked for by the
     user), which is a `DatasetError` naming what is missing.
     `train_files` / `eval_files`: shard lists or globs (default: the directory's splits).
-    Returns training.train's TrainResult.
+    `callbacks`: extra Keras callbacks. Returns training.train's TrainResult.
     """
+    tf_threads.configure(config.inter_op_threads)
     weights = task_weights_for(examples_dir, config.active_task_weights, explicit_tasks)
     if not weights:
         raise data_info.DatasetError(f"{examples_dir}: the data feeds none of the tasks {config.tasks}")
@@ -178,5 +180,6 @@ def train_on_examples(config, examples_dir, out_dir, train_files=None, eval_file
         eval_dataset_fn(eval_files, model_config.tokens, config.batch_size, list(weights))
         if config.eval_steps else None,
         verbose=verbose,
+        callbacks=callbacks,
         initialize=initialize,
     )

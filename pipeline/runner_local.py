@@ -65,7 +65,13 @@ def absolute(config):
 
 
 def run(config) -> RunSummary:
-    """Runs the whole pipeline for a PipelineConfig; returns the run's summary."""
+    """Runs the whole pipeline for a PipelineConfig; returns the run's summary.
+
+    The Trainer runs in this process, so the training's TF thread pool is set here,
+    before the first component starts TF (model/tf_threads.py)."""
+    from model import tf_threads
+
+    tf_threads.configure(config.train.inter_op_threads)
     config = absolute(config)
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
