@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 
@@ -57,7 +58,7 @@ def cpu_model():
 
 def pretrain_config(steps, checkpoint_every, learning_rate, warmup_steps):
     """The demo preset's TrainConfig with the pretraining batch, weights and length."""
-    demo = presets.get("demo").train
+    demo = presets.get("demo-scratch").train
     return dataclasses.replace(demo, steps=steps, checkpoint_every=checkpoint_every, learning_rate=learning_rate,
                                warmup_steps=warmup_steps, task_batch_sizes=TASK_BATCH_SIZES,
                                task_weights=TASK_WEIGHTS, keep_checkpoints=2, init_checkpoint=None)
@@ -116,8 +117,10 @@ def main(argv=None):
     coco_dir = os.path.join(args.work, "synth")
     if not os.path.exists(os.path.join(coco_dir, "annotations", "instances_val.json")):
         synth.generate(coco_dir, args.train, 10, seed=args.seed)
-    examples = train_cli.ingest(coco_dir, args.work, presets.get("demo").caption_vocab_size)
+    examples = train_cli.ingest(coco_dir, args.work, presets.get("demo-scratch").caption_vocab_size)
     os.makedirs(args.out, exist_ok=True)
+    # its caption vocabulary: a warm start maps caption tokens by piece (model/warm_start.py)
+    shutil.copy(train_data.caption_model_file(examples), os.path.join(args.out, train_data.CAPTION_MODEL))
     record = {
         "data": f"pix2seq synth --train {args.train} --val 10 --seed {args.seed} (the demo's data: --seed {DEMO_SEED})",
         "recipe": {"model_preset": config.model_preset, "model_overrides": config.model_overrides,

@@ -165,7 +165,8 @@ def train_on_examples(config, examples_dir, out_dir, train_files=None, eval_file
         model_config = model_config_for(source, examples_dir, **config.model_overrides)
 
         def initialize(model):
-            log.info("%s", warm_start.warm_start(model, config.init_checkpoint).summary())
+            report = warm_start.warm_start(model, config.init_checkpoint, caption_model_file(examples_dir))
+            log.info("%s", report.summary())
     else:
         model_config = model_config_for(config.model_preset, examples_dir, **config.model_overrides)
     weights = config.active_task_weights

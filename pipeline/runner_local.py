@@ -60,8 +60,12 @@ def absolute(config):
     def fix(path):
         return path if "://" in path else os.path.abspath(path)
 
+    train = config.train
+    if train.init_checkpoint:
+        train = train.replace(init_checkpoint=fix(train.init_checkpoint))
     return config.replace(coco_dir=fix(config.coco_dir), pipeline_root=fix(config.pipeline_root),
-                          serving_dir=fix(config.serving_dir), metadata_path=fix(config.metadata_path))
+                          serving_dir=fix(config.serving_dir), metadata_path=fix(config.metadata_path),
+                          train=train)
 
 
 def run(config) -> RunSummary:
