@@ -5,8 +5,11 @@
 Runs the real command (`python -m pix2seq.cli train --preset demo-scratch ...`) in fresh
 processes, alternating `--inter-op-threads 1` and `--inter-op-threads 0` (TF's default),
 and times the steps between the first and the last checkpoint (so start-up, ingestion
-and tracing are left out) from the moment each checkpoint line appears. Prints a table
-with the CPU model and the load average; `--write` puts it into BENCHMARKS.md.
+and tracing are left out) from the moment each checkpoint line appears: wall-clock
+seconds and the process's CPU seconds (/proc/PID/stat) per step. On a shared machine
+the two disagree: the scheduler shares the cores per thread, so a process with more
+busy threads gets more of them; CPU seconds per step is the work a step costs.
+Prints a table with the CPU model and the load average; `--write` puts it into BENCHMARKS.md.
 """
 import argparse
 import os
@@ -32,8 +35,16 @@ def cpu_model():
     return "unknown"
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a running process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed_run(examples, threads, steps, interval, work):
-    """Seconds per step between the first and the last checkpoint of one `pix2seq train` run."""
+    """(wall seconds, CPU seconds) per step between the first and the last checkpoint of
+    one `pix2seq train` run."""
     out = os.path.join(work, f"threads{threads}")
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "pix2seq.cli", "train", "--examples", examples, "--preset", "demo-scratch",
@@ -44,11 +55,11 @@ def timed_run(examples, threads, steps, interval, work):
     for line in proc.stdout:
         match = CHECKPOINT_LINE.search(line)
         if match:
-            seen[int(match.group(1))] = time.monotonic()
+            seen[int(match.group(1))] = (time.monotonic(), cpu_seconds(proc.pid))
     if proc.wait() != 0 or len(seen) < 2:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}, checkpoints {sorted(seen)})")
     first, last = min(seen), max(seen)
-    return (seen[last] - seen[first]) / (last - first)
+    return tuple((b - a) / (last - first) for a, b in zip(seen[first], seen[last]))
 
 
 def main(argv=None):
@@ -65,14 +76,19 @@ def main(argv=None):
         for _ in range(args.rounds):
             for threads in (1, 0):
                 times[threads].append(timed_run(args.examples, threads, args.steps, args.checkpoint_every, work))
-                print(f"inter-op threads {threads or 'default'}: {times[threads][-1]:.2f} s/step", flush=True)
+                wall, cpu = times[threads][-1]
+                print(f"inter-op threads {threads or 'default'}: {wall:.2f} s/step, {cpu:.2f} CPU-s/step", flush=True)
     load_after = os.getloadavg()
-    best = {t: min(v) for t, v in times.items()}
-    lines = ["| inter-op threads | s/step (each run) | best s/step | speed vs TF default |", "|---|---|---:|---:|"]
+    best = {t: (min(w for w, _ in v), min(c for _, c in v)) for t, v in times.items()}
+    lines = ["| inter-op threads | wall s/step (each run) | CPU-s/step (each run) | best wall s/step "
+             "| best CPU-s/step | wall speed vs TF default | work per step vs TF default |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for threads in (1, 0):
-        runs = ", ".join(f"{t:.2f}" for t in times[threads])
-        lines.append(f"| {threads or 'TF default (0)'} | {runs} | {best[threads]:.2f} | "
-                     f"{best[0] / best[threads]:.2f}x |")
+        walls = ", ".join(f"{w:.2f}" for w, _ in times[threads])
+        cpus = ", ".join(f"{c:.2f}" for _, c in times[threads])
+        lines.append(f"| {threads or 'TF default (0)'} | {walls} | {cpus} | {best[threads][0]:.2f} | "
+                     f"{best[threads][1]:.2f} | {best[0][0] / best[threads][0]:.2f}x | "
+                     f"{best[threads][1] / best[0][1]:.2f}x |")
     lines += ["", f"`pix2seq train --preset demo-scratch` (tiny, 16 detection + 2 per other task images per step), "
               f"steps {args.checkpoint_every + 1}-{args.steps} of {args.steps} timed from the checkpoint lines, "
               f"{args.rounds} alternating runs each; {os.cpu_count()} x {cpu_model()}; 1-minute load average "
