@@ -14,8 +14,12 @@ What it does, all through the code users run:
    `TrainConfig.init_checkpoint` reads) go to OUT, so a stopped run leaves a usable
    checkpoint; OUT/pretraining.json records the data, recipe, step, losses and time.
 
+5. at the end, the serving SavedModel of OUT goes to WORK/export, for
+   `pix2seq evaluate --model WORK/export --coco-dir demo_data/synth` (the demo's val split);
+   `--export-only` does just that for whatever OUT holds (e.g. a stopped run's snapshot).
+
 A long CPU run: start it in the background (`nice -n 19 ... > log 2>&1 &`); running it
-again resumes from WORK/checkpoints.
+again resumes from WORK/train/checkpoints.
 """
 import argparse
 import dataclasses
@@ -96,6 +100,15 @@ class Snapshot(keras.callbacks.Callback):
         print(f"pretrain_demo: step {step} weights -> {self.out_dir} {record['losses']}", flush=True)
 
 
+def export(out_dir, export_dir):
+    """The serving SavedModel of the checkpoint in `out_dir`, with its caption vocabulary."""
+    from model.export import export_saved_model
+    from model.training import load_model
+
+    export_saved_model(load_model(out_dir), export_dir, os.path.join(out_dir, train_data.CAPTION_MODEL))
+    print(f"pretrain_demo: serving SavedModel -> {export_dir}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=os.path.join(ROOT, "runs", "pretrain_demo"),
@@ -108,7 +121,12 @@ def main(argv=None):
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--warmup-steps", type=int, default=200)
+    parser.add_argument("--export-only", action="store_true",
+                        help="only write the serving SavedModel of OUT to WORK/export")
     args = parser.parse_args(argv)
+    if args.export_only:
+        export(args.out, os.path.join(args.work, "export"))
+        return 0
     if args.seed == DEMO_SEED:
         parser.error(f"--seed {DEMO_SEED} is the demo's data; pretraining must not see it")
     config = pretrain_config(args.steps, args.checkpoint_every, args.learning_rate, args.warmup_steps)
@@ -133,6 +151,7 @@ def main(argv=None):
                                           callbacks=[Snapshot(args.out, record)])
     save_weights_only(result.model, args.out)
     print(f"pretrain_demo: done at step {int(result.model.optimizer.iterations.numpy())}: {args.out}")
+    export(args.out, os.path.join(args.work, "export"))
     return 0
 
 
