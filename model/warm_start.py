@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
+from model.caption_tokenizer import load_pieces
 from model.config import ModelConfig
 from model.training import CONFIG_FILE, load_model
 from model.vocab import CAPTION_UNK_PIECE, TEXT_OFFSET
@@ -146,8 +147,6 @@ def warm_start(model, source_dir, caption_model=None) -> WarmStartReport:
     rows = None
     source_captions = os.path.join(source_dir, CAPTION_MODEL)
     if caption_model and tf.io.gfile.exists(source_captions):
-        from model.caption_tokenizer import load_pieces
-
         theirs, ours = load_pieces(source_captions), load_pieces(caption_model)
         if theirs != ours:
             rows = caption_row_map(theirs, ours)
