@@ -148,3 +148,21 @@ def test_pipeline_hands_the_preset_config_and_the_code_fingerprint_to_the_traine
     example_gen = next(c for c in pipe.components if c.id == pipeline_lib.EXAMPLE_GEN)
     assert example_gen.exec_properties["code_fingerprint"] == str(
         fingerprint.code_fingerprint(pipeline_lib.INGEST_CODE))
+
+
+def test_a_local_warm_start_checkpoint_enters_the_trainer_cache_key(tmp_path):
+    from pipeline import pipeline as pipeline_lib
+    from pipeline import runner_local
+
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "model.weights.h5").write_bytes(b"1")
+    warm = TrainConfig(init_checkpoint=str(checkpoint))
+    before = pipeline_lib.train_fingerprint(warm)
+    assert "init_checkpoint" in before and "init_checkpoint" not in pipeline_lib.train_fingerprint(TrainConfig())
+    (checkpoint / "model.weights.h5").write_bytes(b"retrained")
+    assert pipeline_lib.train_fingerprint(warm) != before
+    # gs:// sources are not read when the pipeline is built
+    assert "init_checkpoint" not in pipeline_lib.train_fingerprint(TrainConfig(init_checkpoint="gs://b/ckpt"))
+    # the local runner stores absolute paths in MLMD, the checkpoint's too
+    assert runner_local.absolute(presets.get("demo")).train.init_checkpoint == os.path.abspath(presets.DEMO_CHECKPOINT)
