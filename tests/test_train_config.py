@@ -96,10 +96,10 @@ def test_demo_preset_fine_tunes_the_shipped_checkpoint_of_the_same_model():
 
     demo, scratch = presets.get("demo"), presets.get("demo-scratch")
     assert demo.train.init_checkpoint == presets.DEMO_CHECKPOINT == "pretrained/demo_tiny"
-    assert demo.train.model_overrides == scratch.train.model_overrides
-    assert (demo.coco_dir, demo.caption_vocab_size) == (scratch.coco_dir, scratch.caption_vocab_size)
+    assert demo.train == scratch.train.replace(init_checkpoint=presets.DEMO_CHECKPOINT)  # one option away
+    assert (demo.coco_dir, demo.caption_vocab_size, demo.eval) == (scratch.coco_dir, scratch.caption_vocab_size,
+                                                                   scratch.eval)
     assert demo.pipeline_root != scratch.pipeline_root and demo.serving_dir != scratch.serving_dir
-    assert all(demo.train.task_weights[t] >= 0.1 for t in demo.train.tasks) and len(demo.train.tasks) == 4
     # the committed checkpoint is the demo's architecture and coordinate layout
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     shipped = warm_start.source_config(os.path.join(root, presets.DEMO_CHECKPOINT))
@@ -123,7 +123,7 @@ def test_train_cli_starts_from_a_preset_and_flags_replace_fields():
                           "--learning-rate", "0.01")
     assert changed == presets.get("demo").train.replace(
         steps=5, precision="float32", tpu="none", clipnorm=None, model_preset="small", learning_rate=0.01,
-        task_weights=dict(presets.get("demo").train.task_weights, captioning=0.0))
+        task_weights={"detection": 0.7, "segmentation": 0.1, "keypoints": 0.1, "captioning": 0.0})
     # one batch size for every task replaces the preset's per-task sizes; data mixing then is allowed
     assert _train_args("--inter-op-threads", "0") == TrainConfig(inter_op_threads=0)
     mixed = _train_args("--preset", "demo", "--batch-size", "4", "--mixing", "data")
