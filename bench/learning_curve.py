@@ -93,7 +93,7 @@ def plot(curves, path):
             for x, y in xy:
                 draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLORS[variant])
     for j, variant in enumerate(curves):
-        draw.text((pad + 200 * j, height + 12), f"— {variant}", fill=COLORS[variant], font=font)
+        draw.text((pad + 200 * j, height + 12), f"-- {variant}", fill=COLORS[variant], font=font)
     image.save(path)
 
 
