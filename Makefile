@@ -12,7 +12,7 @@ ifdef VERBOSE
 export PIX2SEQ_LOG := debug
 endif
 
-.PHONY: test venv demo bench clean-venv
+.PHONY: test venv demo bench clean-venv pretrain-demo
 
 venv: $(STAMP)
 
@@ -43,11 +43,21 @@ clean-venv:
 # `demo` preset (ingest, statistics, schema, validation, training, COCO evaluation with
 # blessing, push) -> a table of metrics, blessing, pushed model and time per component.
 # Prediction pictures are copied to demo_output/.
+# The `demo` preset fine-tunes the pretrained checkpoint in pretrained/demo_tiny;
+# `make demo SCRATCH=1` trains the same model from random weights (`demo-scratch`).
 DEMO_DATA := demo_data/synth
 DEMO_TRAIN := 400
 DEMO_VAL := 50
+DEMO_PRESET := $(if $(SCRATCH),demo-scratch,demo)
 
 demo: $(STAMP)
 	@test -f $(DEMO_DATA)/annotations/instances_val.json || \
 		$(VENV)/bin/pix2seq synth $(DEMO_DATA) --train $(DEMO_TRAIN) --val $(DEMO_VAL) --seed 1
-	$(VENV)/bin/pix2seq pipeline run --preset demo --coco-dir $(DEMO_DATA)
+	$(VENV)/bin/pix2seq pipeline run --preset $(DEMO_PRESET) --coco-dir $(DEMO_DATA)
+
+# Remakes pretrained/demo_tiny (what `make demo` starts from) from synthetic data with
+# another seed than the demo's: hours on 2 CPU cores, at the lowest priority; resumes
+# from runs/pretrain_demo when stopped. PRETRAIN_STEPS=... sets the length.
+PRETRAIN_STEPS := 1500
+pretrain-demo: $(STAMP)
+	nice -n 19 $(PY) bench/pretrain_demo.py --steps $(PRETRAIN_STEPS)

@@ -56,6 +56,9 @@ class TrainConfig:
         + `model_config.json` (`pix2seq train` or `pix2seq import-checkpoint` output, local
         or gs://) whose weights a fresh run starts from, with its architecture instead of
         `model_preset`; a resumed run ignores it. None: random initialization.
+      inter_op_threads: TF inter-op thread pool size (model/tf_threads.py); 1, the measured
+        best on CPUs (BENCHMARKS.md), runs one op at a time with every core inside it.
+        0: TF's default pool. Takes effect only if set before TF starts in the process.
     """
 
     model_preset: str = "tiny"
@@ -82,6 +85,7 @@ class TrainConfig:
     steps_per_execution: int = 1
     tensorboard_every: int = 10
     init_checkpoint: Optional[str] = None
+    inter_op_threads: int = 1
 
     def __post_init__(self):
         # Plain containers, so a config read back from JSON compares equal.
@@ -109,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"mixing must be one of {MIXING}. Received: {self.mixing!r}")
         if self.task_batch_sizes and self.mixing != "batch":
             raise ValueError("task_batch_sizes needs mixing='batch'")
+        if self.inter_op_threads < 0:
+            raise ValueError(f"inter_op_threads must be >= 0 (0: TF's default). Received: {self.inter_op_threads}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}. Received: {self.precision!r}")
 

@@ -10,7 +10,11 @@ variable (matched by their path inside the model):
   decoder positions) with another size: the overlapping rows are copied, the rest keep
   their initial values ("reshaped"; e.g. a 3,000-token detection checkpoint into a
   model with a caption range, or a longer decoder);
-- in one model only: skipped (reported).
+- in one model only: skipped (reported);
+- caption tokens, when both runs' SentencePiece vocabularies are known and differ (each
+  ingestion trains its own, so two data sets give two piece orders): the rows of the
+  token embedding and output bias are taken by piece text, so a caption token keeps
+  its meaning; pieces the source lacks keep their initial values ("remapped").
 
 Optimizer state and the step are not copied: the run starts at step 0 with a fresh
 schedule. A different architecture (widths, depths, heads, patch size, stem or
@@ -25,14 +29,34 @@ import numpy as np
 import tensorflow as tf
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
+from model.caption_tokenizer import load_pieces
 from model.config import ModelConfig
 from model.training import CONFIG_FILE, load_model
+from model.vocab import CAPTION_UNK_PIECE, TEXT_OFFSET
 
 ARCHITECTURE_FIELDS = ("encoder_dim", "encoder_depth", "encoder_heads", "encoder_mlp_dim", "decoder_dim",
                        "decoder_depth", "decoder_heads", "decoder_mlp_dim", "patch_size", "stem", "stem_norm",
                        "sincos_grid")
 # Tables whose leading axis is a vocabulary or a length, not an architecture choice.
 RESIZABLE = ("decoder/token_embedding/embeddings", "decoder/output_bias", "decoder/position_embedding")
+# Tables with one row per token id: caption rows follow the pieces' text.
+TOKEN_TABLES = ("decoder/token_embedding/embeddings", "decoder/output_bias")
+# A warm-start source's caption vocabulary, next to its weights (bench/pretrain_demo.py writes it).
+CAPTION_MODEL = "caption_spm.model"
+
+
+def caption_row_map(source_pieces, target_pieces):
+    """{target token id: source token id} for the caption pieces both vocabularies have.
+
+    Pad, EOS and unknown have fixed piece ids (model/vocab.py); the others match by text."""
+    first = {}
+    for i, piece in enumerate(source_pieces):
+        if i > CAPTION_UNK_PIECE:
+            first.setdefault(piece, i)
+    rows = {TEXT_OFFSET + i: TEXT_OFFSET + i for i in range(min(CAPTION_UNK_PIECE + 1, len(source_pieces)))}
+    rows.update({TEXT_OFFSET + j: TEXT_OFFSET + first[piece] for j, piece in enumerate(target_pieces)
+                 if j > CAPTION_UNK_PIECE and piece in first})
+    return rows
 
 
 class ArchitectureMismatchError(ValueError):
@@ -66,8 +90,22 @@ def check_architecture(source_config, target_config):
             "the warm-start source has another architecture (source vs model): " + "; ".join(differ))
 
 
-def copy_weights(source, target) -> WarmStartReport:
-    """Copies `source`'s trainable weights into `target` (both built `Pix2SeqModel`s) by the rules above."""
+def _remap_caption_rows(value, variable, rows):
+    """`variable`'s initial value with the non-caption rows of `value` and its caption rows by `rows`."""
+    merged = np.array(variable.numpy())
+    fixed = min(TEXT_OFFSET, value.shape[0], merged.shape[0])
+    merged[:fixed] = value[:fixed]
+    for ours, theirs in rows.items():
+        if ours < merged.shape[0] and theirs < value.shape[0]:
+            merged[ours] = value[theirs]
+    return merged
+
+
+def copy_weights(source, target, caption_rows=None) -> WarmStartReport:
+    """Copies `source`'s trainable weights into `target` (both built `Pix2SeqModel`s) by the rules above.
+
+    `caption_rows`: `caption_row_map` of the two caption vocabularies, or None when they
+    are the same (or unknown)."""
     check_architecture(source.config, target.config)
     theirs = {_relative(v): v for v in source.trainable_variables}
     ours = {_relative(v): v for v in target.trainable_variables}
@@ -76,7 +114,13 @@ def copy_weights(source, target) -> WarmStartReport:
         if path not in theirs:
             continue
         value = np.asarray(theirs[path].numpy())
-        if tuple(value.shape) == tuple(variable.shape):
+        if caption_rows is not None and path in TOKEN_TABLES and value.shape[1:] == tuple(variable.shape[1:]):
+            plan.append((variable, _remap_caption_rows(value, variable, caption_rows)))
+            matched = sum(1 for r in caption_rows if r < variable.shape[0]) - CAPTION_UNK_PIECE - 1
+            pieces = variable.shape[0] - TEXT_OFFSET - CAPTION_UNK_PIECE - 1
+            reshaped.append(f"{path} {tuple(value.shape)}->{tuple(variable.shape)} remapped: "
+                            f"{matched} of {pieces} caption pieces by text")
+        elif tuple(value.shape) == tuple(variable.shape):
             plan.append((variable, value))
         elif path in RESIZABLE and value.shape[1:] == tuple(variable.shape[1:]):
             rows = min(value.shape[0], variable.shape[0])
@@ -95,9 +139,18 @@ def copy_weights(source, target) -> WarmStartReport:
     return WarmStartReport(loaded=loaded, reshaped=tuple(reshaped), skipped=tuple(skipped))
 
 
-def warm_start(model, source_dir) -> WarmStartReport:
-    """Loads the model saved in `source_dir` (`training.save_model` layout) into `model`."""
-    return copy_weights(load_model(source_dir), model)
+def warm_start(model, source_dir, caption_model=None) -> WarmStartReport:
+    """Loads the model saved in `source_dir` (`training.save_model` layout) into `model`.
+
+    `caption_model`: the SentencePiece model `model` is trained with; when `source_dir`
+    has its own (CAPTION_MODEL) with other pieces, caption rows are remapped by text."""
+    rows = None
+    source_captions = os.path.join(source_dir, CAPTION_MODEL)
+    if caption_model and tf.io.gfile.exists(source_captions):
+        theirs, ours = load_pieces(source_captions), load_pieces(caption_model)
+        if theirs != ours:
+            rows = caption_row_map(theirs, ours)
+    return copy_weights(load_model(source_dir), model, rows)
 
 
 def source_config(source_dir) -> ModelConfig:

@@ -11,11 +11,12 @@ runners (runner_local, runner_vertex) choose orchestration and metadata.
 Cache keys: TFX reuses an execution whose input artifacts and properties repeat.
 CocoExampleGen's driver adds the fingerprint of the files under `coco_dir`; the
 ingestion and training code enter as `code_fingerprint` properties (`from_config`
-hashes INGEST_CODE and TRAIN_CODE). The Pusher does not publish a model equal to
+hashes INGEST_CODE and TRAIN_CODE, and a local warm-start checkpoint's files). The Pusher does not publish a model equal to
 the newest served version again (components/pusher.py).
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import pix2seq  # noqa: F401  (Keras 3 guard before tfx imports tensorflow_transform)
@@ -160,5 +161,15 @@ def from_config(config, metadata_connection_config=None, trainer_extension_confi
         enable_cache=config.enable_cache,
         trainer_extension_config=trainer_extension_config,
         ingest_code_fingerprint=str(fingerprint.code_fingerprint(INGEST_CODE)),
-        train_code_fingerprint=str(fingerprint.code_fingerprint(TRAIN_CODE)),
+        train_code_fingerprint=train_fingerprint(config.train),
     )
+
+
+def train_fingerprint(train_config: TrainConfig) -> str:
+    """The training code's fingerprint, plus the files of a local warm-start checkpoint
+    (retrained in place, it must not be served from the Trainer's cache)."""
+    text = str(fingerprint.code_fingerprint(TRAIN_CODE))
+    source = train_config.init_checkpoint
+    if source and "://" not in source and os.path.isdir(source):
+        text += f"; init_checkpoint {fingerprint.tree_fingerprint(source, lambda rel: True)}"
+    return text

@@ -1,7 +1,8 @@
 """Pipeline configurations as frozen dataclasses, chosen by name.
 
 `micro` is for the end-to-end test (a handful of images, a few steps), `demo`
-is what `make demo` runs on 2 CPU cores in minutes and must actually learn,
+is what `make demo` runs on 2 CPU cores in minutes (a fine-tuning of the shipped
+pretrained checkpoint), `demo-scratch` the same model trained from random weights,
 `coco` is the paper's setting on COCO 2017 (TPU training, Dataflow ingestion).
 `get(name, **changes)` returns a copy with top-level fields replaced; nothing
 here parses strings. `train` is the one training configuration
@@ -19,6 +20,13 @@ import dataclasses
 from typing import Dict, Mapping, Tuple
 
 from model.train_config import TrainConfig
+
+# The demo's model: what `make demo` trains and the pretrained checkpoint it starts from has.
+DEMO_MODEL_OVERRIDES = {"num_bins": 64, "dropout": 0.0, "drop_path": 0.0, "stem": "conv", "object_order": "area",
+                        "coordinate_init": "sincos"}
+# Relative to the working directory, like the demo's data (`make demo` runs in the repository root).
+DEMO_CHECKPOINT = "pretrained/demo_tiny"
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
@@ -112,8 +120,9 @@ def _micro() -> PipelineConfig:
     )
 
 
-def _demo() -> PipelineConfig:
-    # Tuned for 2 CPU cores in ~15 minutes (BENCHMARKS.md "make demo" has the ablation).
+def _demo_scratch() -> PipelineConfig:
+    # `make demo SCRATCH=1`: the demo trained from random weights. Tuned for 2 CPU cores in
+    # ~15 minutes (BENCHMARKS.md "make demo" has the ablation).
     # Detection gets most of the batch (16 images per step against 2 for each other task)
     # and of the loss; no dropout for a short run. What made a from-scratch `tiny` model
     # localize within ~2k steps: a conv stem instead of the single patch projection,
@@ -121,15 +130,14 @@ def _demo() -> PipelineConfig:
     # coordinate embeddings, and 64 coordinate bins (2 canvas pixels each) instead of 1000.
     weights = {"detection": 0.7, "segmentation": 0.1, "keypoints": 0.1, "captioning": 0.1}
     return PipelineConfig(
-        name="pix2seq-demo",
+        name="pix2seq-demo-scratch",
         coco_dir="demo_data/synth",
-        pipeline_root="pipeline_root/demo",
-        serving_dir="serving_models/demo",
-        metadata_path="pipeline_root/demo/metadata.sqlite",
+        pipeline_root="pipeline_root/demo-scratch",
+        serving_dir="serving_models/demo-scratch",
+        metadata_path="pipeline_root/demo-scratch/metadata.sqlite",
         train=TrainConfig(steps=1800, eval_steps=0, batch_size=16, learning_rate=2e-3,
                           warmup_steps=50, task_weights=weights, checkpoint_every=600,
-                          model_overrides={"num_bins": 64, "dropout": 0.0, "drop_path": 0.0, "stem": "conv",
-                                           "object_order": "area", "coordinate_init": "sincos"},
+                          model_overrides=DEMO_MODEL_OVERRIDES,
                           task_batch_sizes={"detection": 16, "segmentation": 2, "keypoints": 2,
                                             "captioning": 2}),
         # Gates for this tiny CPU model: clearly above an untrained model's scores
@@ -139,6 +147,22 @@ def _demo() -> PipelineConfig:
                         baseline_margin=0.02),
         caption_vocab_size=200,
         beam_pipeline_args=("--direct_running_mode=multi_processing", "--direct_num_workers=2"),
+        output_dir="demo_output/scratch",
+    )
+
+
+def _demo() -> PipelineConfig:
+    # What `make demo` runs: the `demo-scratch` training (same model, steps, batches, weights and
+    # gates, so the same ~15 minutes) started from the pretrained checkpoint shipped in the
+    # repository (pretrained/demo_tiny, made by `make pretrain-demo` = bench/pretrain_demo.py from
+    # synthetic data disjoint from the demo's) instead of random weights.
+    scratch = _demo_scratch()
+    return scratch.replace(
+        name="pix2seq-demo",
+        pipeline_root="pipeline_root/demo",
+        serving_dir="serving_models/demo",
+        metadata_path="pipeline_root/demo/metadata.sqlite",
+        train=scratch.train.replace(init_checkpoint=DEMO_CHECKPOINT),
         output_dir="demo_output",
     )
 
@@ -181,7 +205,8 @@ def _coco_finetune() -> PipelineConfig:
     )
 
 
-PRESETS = {"micro": _micro, "demo": _demo, "coco": _coco, "coco-finetune": _coco_finetune}
+PRESETS = {"micro": _micro, "demo": _demo, "demo-scratch": _demo_scratch, "coco": _coco,
+           "coco-finetune": _coco_finetune}
 
 
 def get(name: str, **changes) -> PipelineConfig:

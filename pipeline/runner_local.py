@@ -62,12 +62,22 @@ def absolute(config):
     def fix(path):
         return path if "://" in path else os.path.abspath(path)
 
+    train = config.train
+    if train.init_checkpoint:
+        train = train.replace(init_checkpoint=fix(train.init_checkpoint))
     return config.replace(coco_dir=fix(config.coco_dir), pipeline_root=fix(config.pipeline_root),
-                          serving_dir=fix(config.serving_dir), metadata_path=fix(config.metadata_path))
+                          serving_dir=fix(config.serving_dir), metadata_path=fix(config.metadata_path),
+                          train=train)
 
 
 def run(config) -> RunSummary:
-    """Runs the whole pipeline for a PipelineConfig; returns the run's summary."""
+    """Runs the whole pipeline for a PipelineConfig; returns the run's summary.
+
+    The Trainer runs in this process, so the training's TF thread pool is set here,
+    before the first component starts TF (model/tf_threads.py)."""
+    from model import tf_threads
+
+    tf_threads.configure(config.train.inter_op_threads)
     config = absolute(config)
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)

@@ -32,7 +32,8 @@ TASKS = train_config_lib.TASK_NAMES
 _FIELDS = {"model_preset": "model_preset", "steps": "steps", "learning_rate": "learning_rate",
            "warmup_steps": "warmup_steps", "weight_decay": "weight_decay", "mixing": "mixing",
            "checkpoint_every": "checkpoint_every", "eval_steps": "eval_steps", "seed": "seed",
-           "precision": "precision", "tpu": "tpu", "init_checkpoint": "init_checkpoint"}
+           "precision": "precision", "tpu": "tpu", "init_checkpoint": "init_checkpoint",
+           "inter_op_threads": "inter_op_threads"}
 
 
 def add_arguments(parser):
@@ -66,6 +67,9 @@ def add_arguments(parser):
     parser.add_argument("--caption-vocab-size", type=int,
                         help="with --coco-dir: SentencePiece size (default: the preset's, else ingestion's)")
     parser.add_argument("--export", metavar="DIR", help="also write the serving SavedModel here (for pix2seq predict/serve)")
+    parser.add_argument("--inter-op-threads", type=int, metavar="N",
+                        help="TF inter-op thread pool size (default 1, measured ~2x faster on CPUs than "
+                             "TF's default pool; 0: TF's default)")
     parser.add_argument("--init-checkpoint", metavar="DIR",
                         help="start from the weights saved in DIR (train or import-checkpoint output), with its "
                              "architecture instead of --model-preset; ignored when OUT already has checkpoints")
@@ -128,6 +132,9 @@ def _main(args) -> int:
     from model import train_data
 
     config = train_config(args)
+    from model import tf_threads
+
+    tf_threads.configure(config.inter_op_threads)  # before ingestion runs TF's first op
     from components.beam_ingest import DEFAULT_CAPTION_VOCAB_SIZE
 
     vocab_size = args.caption_vocab_size or (presets.get(args.preset).caption_vocab_size if args.preset

@@ -89,3 +89,47 @@ def test_training_starts_from_the_warm_start_weights_and_a_resume_does_not_reloa
     resumed = train(config, TrainConfig(steps=2, **frozen), str(tmp_path / "run"), data, verbose=0,
                     initialize=initialize)
     assert resumed.initial_step == 1 and len(reports) == 1
+
+
+def test_caption_rows_follow_the_piece_text_when_the_vocabularies_differ():
+    source_pieces = ["", "", " ⁇ ", "▁a", "▁b", "▁c", "▁d", "s"]
+    target_pieces = ["", "", " ⁇ ", "▁c", "▁a", "▁new", "s"]
+    rows = warm_start.caption_row_map(source_pieces, target_pieces)
+    assert rows == {3000: 3000, 3001: 3001, 3002: 3002, 3003: 3005, 3004: 3003, 3006: 3007}
+    source = _built(micro_config(caption_vocab_size=len(source_pieces)))
+    target = _built(micro_config(caption_vocab_size=len(target_pieces)))
+    fresh = target.decoder.token_embedding.embeddings.numpy().copy()
+    report = warm_start.copy_weights(source, target, rows)
+    assert any("remapped: 3 of 4 caption pieces" in r for r in report.reshaped)
+    theirs, ours = source.decoder.token_embedding.embeddings.numpy(), target.decoder.token_embedding.embeddings.numpy()
+    np.testing.assert_array_equal(ours[:3003], theirs[:3003])  # every non-caption token, pad/EOS/unknown
+    for t, s in rows.items():
+        np.testing.assert_array_equal(ours[t], theirs[s])
+    np.testing.assert_array_equal(ours[3005], fresh[3005])  # "▁new": not in the source, keeps its initial value
+    bias_theirs, bias_ours = source.decoder.output_bias.numpy(), target.decoder.output_bias.numpy()
+    assert [bias_ours[t] == bias_theirs[s] for t, s in rows.items()] == [True] * len(rows)
+
+
+def test_warm_start_reads_the_source_caption_vocabulary_next_to_its_weights(tmp_path):
+    from model.caption_tokenizer import load_pieces, train_sentencepiece
+
+    spm = {name: train_sentencepiece(texts * 5, str(tmp_path / name), 24) for name, texts in {
+        "source": ["a red circle on the left", "two blue squares", "a person and a star"],
+        "target": ["a person and a star", "three green crosses", "a red circle on the left"]}.items()}
+    assert load_pieces(spm["source"]) != load_pieces(spm["target"])
+    config = micro_config(caption_vocab_size=24)
+    source = _built(config)
+    save_model(source, str(tmp_path))
+    os.replace(spm["source"], str(tmp_path / warm_start.CAPTION_MODEL))
+    same = warm_start.warm_start(_built(config), str(tmp_path))  # no vocabulary given: rows as they are
+    assert not same.reshaped
+    target = _built(config)
+    report = warm_start.warm_start(target, str(tmp_path), caption_model=spm["target"])
+    assert sorted(r.split(" ")[0] for r in report.reshaped) == sorted(warm_start.TOKEN_TABLES)
+    rows = warm_start.caption_row_map(load_pieces(str(tmp_path / warm_start.CAPTION_MODEL)),
+                                      load_pieces(spm["target"]))
+    moved = [(t, s) for t, s in rows.items() if t != s]
+    assert moved  # some piece changed its id
+    for t, s in moved:
+        np.testing.assert_array_equal(target.decoder.token_embedding.embeddings.numpy()[t],
+                                      source.decoder.token_embedding.embeddings.numpy()[s])
