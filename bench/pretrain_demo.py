@@ -35,7 +35,7 @@ import keras
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from data import synth
-from model import tf_threads
+from model import datasets, tf_threads
 from model import train_data
 from model.training import WEIGHTS_FILE, save_model
 from pipeline import presets
@@ -105,7 +105,7 @@ def export(out_dir, export_dir):
     from model.export import export_saved_model
     from model.training import load_model
 
-    export_saved_model(load_model(out_dir), export_dir, os.path.join(out_dir, train_data.CAPTION_MODEL))
+    export_saved_model(load_model(out_dir), export_dir, os.path.join(out_dir, datasets.CAPTION_MODEL))
     print(f"pretrain_demo: serving SavedModel -> {export_dir}")
 
 
@@ -138,7 +138,7 @@ def main(argv=None):
     examples = train_cli.ingest(coco_dir, args.work, presets.get("demo-scratch").caption_vocab_size)
     os.makedirs(args.out, exist_ok=True)
     # its caption vocabulary: a warm start maps caption tokens by piece (model/warm_start.py)
-    shutil.copy(train_data.caption_model_file(examples), os.path.join(args.out, train_data.CAPTION_MODEL))
+    shutil.copy(train_data.caption_model_file(examples), os.path.join(args.out, datasets.CAPTION_MODEL))
     record = {
         "data": f"pix2seq synth --train {args.train} --val 10 --seed {args.seed} (the demo's data: --seed {DEMO_SEED})",
         "recipe": {"model_preset": config.model_preset, "model_overrides": config.model_overrides,

@@ -237,8 +237,11 @@ def ingest(coco_dir, out, beam_args=(), caption_vocab_size=DEFAULT_CAPTION_VOCAB
 
     examples, vocabulary, report = output_dirs(out)
     stamp = _join(out.rstrip("/"), INPUT_FINGERPRINT)
-    key = f"{fingerprint.input_fingerprint(coco_dir)}, caption_vocab_size {caption_vocab_size}"
-    if reuse and FileSystems.exists(stamp) and _read_text(stamp) == key:
+    try:
+        key = f"{fingerprint.input_fingerprint(coco_dir)}, caption_vocab_size {caption_vocab_size}"
+    except FileNotFoundError:
+        key = None  # run_ingest below says what a COCO directory needs
+    if reuse and key and FileSystems.exists(stamp) and _read_text(stamp) == key:
         return examples, None
     if FileSystems.exists(stamp):  # a failed rerun must not look finished
         FileSystems.delete([stamp])

@@ -47,11 +47,11 @@ def signatures_for_tasks(tasks):
 
 
 def tasks_of(signature_names, outputs=None):
-    """The tasks a model with these signatures serves, in TASK_NAMES order: a task whose
-    plain signature is there, plus, when `outputs` ({signature: output names}) is given,
-    those `detect_and_describe` answers (a model exported with that signature alone)."""
+    """The tasks a model with these signatures serves, in TASK_NAMES order: a task with
+    any of its signatures there, plus, when `outputs` ({signature: output names}) is
+    given, those `detect_and_describe` answers (a model exported with that signature alone)."""
     names = set(signature_names)
-    found = {t for t in TASK_NAMES if TASK_SIGNATURES[t][0] in names}
+    found = {t for t in TASK_NAMES if names & set(TASK_SIGNATURES[t])}
     for name in DESCRIBE:
         if name in names and outputs and name in outputs:
             found |= {t for t, key in DESCRIBE_OUTPUTS.items() if key in outputs[name]}

@@ -177,7 +177,7 @@ def run(args):
     from data import coco, dataset_info
     from model import config as config_lib
     from model.tasks import get_task
-    from model.train_data import dataset_token_fields
+    from model.datasets import dataset_token_fields
 
     args.split_name = _split_name(args.split)
     data = coco.load_coco_dir(args.coco_dir)

@@ -1,10 +1,10 @@
 """The whole TFX pipeline, micro preset, LocalDagRunner + SQLite MLMD: every artifact
-is checked; then the cache is put to work on one pipeline root: a rerun with nothing
-changed is fully cached and pushes nothing; a changed training-code file (run with an
-impossible threshold) reruns the Trainer and what follows on the cached Examples, is
-not blessed and pushes nothing; a changed annotation file plus an added image rerun
-everything. (Blessing an already served model again pushes no new version:
-tests/test_fingerprint.py, on the Pusher's executor.)"""
+is checked; then the cache is put to work on one pipeline root: a changed
+training-code file (run with an impossible threshold) reruns the Trainer and what
+follows on the cached Examples, is not blessed and pushes nothing; the same run again
+is fully cached; a changed annotation file plus an added image rerun everything.
+(Blessing an already served model again pushes no new version: tests/test_fingerprint.py,
+on the Pusher's executor.)"""
 import dataclasses
 import glob
 import json
@@ -45,12 +45,13 @@ def runs(synth_coco_dir, tmp_path_factory):
         r = types.SimpleNamespace(config=config)
         r.first = runner_local.run(config)
         r.versions_after_first = _versions(config.serving_dir)
-        r.unchanged = runner_local.run(config)
-        r.versions_after_unchanged = _versions(config.serving_dir)
         (code / f"{EXTRA_CODE}.py").write_text("STEPS = 2\n")
-        impossible = dataclasses.replace(config.eval, thresholds={"detection": {"AP50": 1.01}})
-        r.code_changed = runner_local.run(config.replace(eval=impossible))
+        impossible = config.replace(eval=dataclasses.replace(config.eval, thresholds={"detection": {"AP50": 1.01}}))
+        r.code_changed = runner_local.run(impossible)
         r.versions_after_code_changed = _versions(config.serving_dir)
+        # The same again (the first run's model is the baseline of both): nothing to do.
+        r.unchanged = runner_local.run(impossible)
+        r.versions_after_unchanged = _versions(config.serving_dir)
         with open(os.path.join(coco_dir, "annotations", "instances_val.json")) as f:
             instances = json.load(f)
         instances["annotations"] = instances["annotations"][: len(instances["annotations"]) // 2]
@@ -152,8 +153,8 @@ def test_rerun_with_nothing_changed_reuses_every_output_and_pushes_nothing(runs)
     for component, state in _states(runs.unchanged).items():
         if component != pipeline_lib.RESOLVER:
             assert state == "CACHED", (component, state)
-    assert runs.unchanged.model_uri == runs.first.model_uri
-    assert runs.unchanged.evaluation_uri == runs.first.evaluation_uri and runs.unchanged.blessed is True
+    assert runs.unchanged.model_uri == runs.code_changed.model_uri
+    assert runs.unchanged.evaluation_uri == runs.code_changed.evaluation_uri and runs.unchanged.blessed is False
     assert runs.versions_after_unchanged == runs.versions_after_first
 
 
@@ -211,8 +212,8 @@ def _rerun(summary):
 
 def test_changed_training_code_reruns_the_trainer_and_what_follows(runs):
     assert _rerun(runs.code_changed) == sorted(FROM_TRAINER)
-    assert runs.code_changed.code_fingerprint != runs.unchanged.code_fingerprint
-    assert runs.code_changed.input_fingerprint == runs.unchanged.input_fingerprint
+    assert runs.code_changed.code_fingerprint != runs.first.code_fingerprint
+    assert runs.code_changed.input_fingerprint == runs.first.input_fingerprint
     assert runs.code_changed.model_uri != runs.first.model_uri
     assert "input fingerprint: " in cli.format_table(runs.code_changed)
 
