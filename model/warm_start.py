@@ -31,6 +31,7 @@ import tensorflow as tf
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from model.caption_tokenizer import load_pieces
 from model.config import ModelConfig
+from model.datasets import CAPTION_MODEL  # a warm-start source keeps its caption vocabulary under this name
 from model.training import CONFIG_FILE, load_model
 from model.vocab import CAPTION_UNK_PIECE, TEXT_OFFSET
 
@@ -41,8 +42,6 @@ ARCHITECTURE_FIELDS = ("encoder_dim", "encoder_depth", "encoder_heads", "encoder
 RESIZABLE = ("decoder/token_embedding/embeddings", "decoder/output_bias", "decoder/position_embedding")
 # Tables with one row per token id: caption rows follow the pieces' text.
 TOKEN_TABLES = ("decoder/token_embedding/embeddings", "decoder/output_bias")
-# A warm-start source's caption vocabulary, next to its weights (bench/pretrain_demo.py writes it).
-CAPTION_MODEL = "caption_spm.model"
 
 
 def caption_row_map(source_pieces, target_pieces):

@@ -254,24 +254,24 @@ def detection_500s(detection_500s_dir, tmp_path_factory):
                            export=export)
 
 
-@pytest.fixture(scope="module")
-def masks_no_persons(synth_coco_dir, tmp_path_factory):
+def _own_dataset(synth_coco_dir, tmp_path_factory, name, rewrite):
+    """The synthetic data rewritten by `rewrite`, ingested, trained a few steps and exported."""
     from pix2seq import cli
 
-    root = tmp_path_factory.mktemp("own_masks")
-    coco_dir = _rewrite(synth_coco_dir, str(root / "coco"), _masks_no_persons)
+    root = tmp_path_factory.mktemp(name)
+    coco_dir = _rewrite(synth_coco_dir, str(root / "coco"), rewrite)
     examples = _ingest(cli, coco_dir, str(root / "ingest"))
     return SimpleNamespace(coco_dir=coco_dir, examples=examples, export=_train_and_export(examples, str(root / "run")))
+
+
+@pytest.fixture(scope="module")
+def masks_no_persons(synth_coco_dir, tmp_path_factory):
+    return _own_dataset(synth_coco_dir, tmp_path_factory, "own_masks", _masks_no_persons)
 
 
 @pytest.fixture(scope="module")
 def dog_keypoints(synth_coco_dir, tmp_path_factory):
-    from pix2seq import cli
-
-    root = tmp_path_factory.mktemp("own_dog")
-    coco_dir = _rewrite(synth_coco_dir, str(root / "coco"), _dog_keypoints)
-    examples = _ingest(cli, coco_dir, str(root / "ingest"))
-    return SimpleNamespace(coco_dir=coco_dir, examples=examples, export=_train_and_export(examples, str(root / "run")))
+    return _own_dataset(synth_coco_dir, tmp_path_factory, "own_dog", _dog_keypoints)
 
 
 @pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
