@@ -15,3 +15,25 @@ def synth_coco_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth_coco")
     synth.generate(str(out), num_train=12, num_val=6, image_size=256, seed=0)
     return str(out)
+
+
+# The modules that take longest (their fixtures train, export or run the pipeline),
+# heaviest first, as measured in a full run; `make test` passes --no-loadscope-reorder,
+# so pytest-xdist hands out whole modules (--dist loadfile) in this order and no worker
+# starts a long module when the others are nearly done. Order only: every module runs.
+HEAVIEST_FIRST = (
+    "test_pipeline_e2e.py",
+    "test_memorize.py",
+    "test_own_dataset.py",
+    "test_export.py",
+    "test_server.py",
+    "test_keras_quickstart.py",
+    "test_pipelines.py",
+    "test_training.py",
+    "test_keras_api.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
