@@ -70,7 +70,7 @@ class Progress:
             from keras.utils import Progbar
 
             print(f"{label}:", flush=True)
-            self._bar = Progbar(total, unit_name=unit, interval=0.2, stateful_metrics=None)
+            self._bar = Progbar(total, unit_name=unit, interval=0.2)
             self._bar._seen_so_far = start  # a resumed run starts the bar where it left off
         else:
             print(self.line(), flush=True)  # at once: a person sees what started and how much there is
@@ -79,8 +79,8 @@ class Progress:
         mark_activity()
         self._done, self._values = done, dict(values)
         if self._bar is not None:
-            self._bar.stateful_metrics.update(values)  # shown as given, not averaged again
-            self._bar.update(done, list(values.items()), finalize=False)
+            self._show_values()
+            self._bar.update(done, finalize=False)
             return
         now = time.time()
         finished = self.total is not None and done >= self.total  # close() prints that line
@@ -114,10 +114,19 @@ class Progress:
         parts += [f"{k} {_number(v)}" for k, v in self._values.items()]
         return "  ".join(parts)
 
+    def _show_values(self) -> None:
+        """Counts as counts: Progbar prints a value it holds as a non-list as it is
+        (its `update(values=...)` would average them and print 18 as 18.0000)."""
+        for key, value in self._values.items():
+            if key not in self._bar._values_order:
+                self._bar._values_order.append(key)
+            self._bar._values[key] = _number(value)
+
     def close(self) -> None:
         mark_activity()
         if self._bar is not None:
-            self._bar.update(self._done, list(self._values.items()), finalize=True)
+            self._show_values()
+            self._bar.update(self._done, finalize=True)
         else:
             print(self.line(), flush=True)
 

@@ -45,10 +45,13 @@ def test_plain_lines_wait_for_the_interval(plain, capsys):
 def test_terminal_uses_keras_progbar(monkeypatch, capsys):
     monkeypatch.setattr(console, "interactive", lambda: True)
     bar = progress.Progress("ingest", 3)
-    bar.update(3, written=3)
+    bar.update(2, written=2, quarantined=0)
+    bar.update(3, written=3, quarantined=0, loss=0.25)
     bar.close()
     out = capsys.readouterr().out
-    assert out.startswith("ingest:\n") and "3/3" in out and "written: 3" in out
+    assert out.startswith("ingest:\n") and "3/3" in out
+    # counts as counts, the last value shown as given (Progbar alone would average and print 2.5000)
+    assert re.search(r"written: 3 - quarantined: 0 - loss: 0.25\s*$", out.splitlines()[-1]), out
 
 
 def test_counters_in_other_processes_reach_the_tally(tmp_path):
