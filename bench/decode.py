@@ -9,7 +9,7 @@ graph-mode `tf.function`s (no XLA, as in TF Serving) on the same encoder output:
 
 * ours: `model.decoding.decode`, greedy, `stop_at_end=False` so every row really
   emits L tokens (per-row early stop would only make ours faster);
-* reference: `model.reference_decoding.reference_decode` (caches layer inputs,
+* reference: `tests/reference_decoding.reference_decode` (caches layer inputs,
   re-projects every self-/cross-attention key/value each step, always L steps).
 
 Both get the detection decode's `vocab_limit = COORD_OFFSET + num_bins`, as the
@@ -43,9 +43,10 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
-from model import decoding, reference_decoding, vocab  # noqa: E402
+from model import decoding, vocab  # noqa: E402
 from model.config import preset  # noqa: E402
-from model.decoder import step_matmul  # noqa: E402
+from model.cached_decoder import step_matmul  # noqa: E402
+from tests import reference_decoding  # noqa: E402  (the oracle the tests compare with)
 from model.pix2seq_model import Pix2SeqModel  # noqa: E402
 
 SECTION = "## Decoding: K/V-cached while_loop vs reference-style loop (`bench/decode.py`)"

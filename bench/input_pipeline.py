@@ -4,7 +4,7 @@
                                            [--batch 8] [--batches 15] [--write]
 
 Makes a `pix2seq synth` set, ingests it with the real Beam ingestion
-(data/coco_source.py -> components/beam_ingest.py), then times data/pipelines.py on
+(components/beam_ingest.py), then times model/input_pipelines.py on
 the shards: for each task the augmented training stream (parse, decode, keras-cv
 jitter/crop/flip, polygon/keypoint moves, task codec, batching), the deterministic
 eval stream, and one batch-mixing step (a batch of every task). The first batch is
@@ -26,7 +26,10 @@ import pix2seq  # noqa: E402,F401  (Keras 3 guard)
 import tensorflow as tf  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
-from data import coco_source, pipelines, synth  # noqa: E402
+from components import beam_ingest  # noqa: E402
+from data import synth  # noqa: E402
+from model import datasets  # noqa: E402
+from model import input_pipelines as pipelines  # noqa: E402
 from model import vocab  # noqa: E402
 
 SECTION = "## Input pipeline: examples/s per task (`bench/input_pipeline.py`)"
@@ -73,18 +76,20 @@ def main(argv=None):
     coco = os.path.join(work, "coco")
     synth.generate(coco, num_train=args.images, num_val=max(args.images // 2, 1),
                    image_size=args.image_size, seed=0)
-    data = coco_source.ingest_coco_dir(coco, os.path.join(work, "ingested"), caption_vocab_size=500)
-    tc = vocab.TokenConfig(image_size=args.canvas, caption_vocab_size=data.caption_vocab_size,
-                           num_keypoints=data.num_keypoints or 17)
+    examples, _ = beam_ingest.ingest(coco, os.path.join(work, "ingested"), caption_vocab_size=500)
+    info = datasets.dataset_info(examples)
+    train_files, eval_files = (datasets.split_pattern(examples, s) for s in ("train", "eval"))
+    tc = vocab.TokenConfig(image_size=args.canvas, caption_vocab_size=info["caption_vocab_size"],
+                           num_keypoints=info.get("num_keypoints") or 17)
     rows = []
     count = lambda b: int(b["image"].shape[0])  # noqa: E731
     for task in pipelines.TASK_NAMES:
-        train = pipelines.train_dataset(data.train_files, task, tc, args.batch, seed=0)
-        evald = pipelines.eval_dataset(data.eval_files, task, tc, args.batch, drop_remainder=False).repeat()
+        train = pipelines.train_dataset(train_files, task, tc, args.batch, seed=0)
+        evald = pipelines.eval_dataset(eval_files, task, tc, args.batch, drop_remainder=False).repeat()
         rows.append((task,) + rate(train, args.batches, count) + rate(evald, args.batches, count))
         print(f"{task:13s} train {_fmt(rows[-1][1]):>8s} ex/s {_fmt(rows[-1][2]):>6s} cpu ms/ex   "
               f"eval {_fmt(rows[-1][3]):>8s} ex/s {_fmt(rows[-1][4]):>6s} cpu ms/ex", flush=True)
-    mixed = pipelines.batch_mixing_dataset(data.train_files, pipelines.TASK_NAMES, tc, args.batch)
+    mixed = pipelines.batch_mixing_dataset(train_files, pipelines.TASK_NAMES, tc, args.batch)
     mix = rate(mixed, max(args.batches // 2, 1), lambda b: sum(count(v) for v in b.values()))
     print(f"batch mixing  {_fmt(mix[0])} ex/s {_fmt(mix[1])} cpu ms/ex")
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from data import augment as augment_lib
 from data import dataset_info as data_info
-from data import pipelines
+from model import input_pipelines as pipelines
 from model.config import preset
 from model.train_config import PAPER_TASK_WEIGHTS
 
@@ -105,7 +105,7 @@ def train_dataset_fn(files, token_config, batch_size, task_weights, mixing="batc
     mixing); "data": one batch sampling tasks by weight, with `task_id`. The stream at
     `start_step` starts after the elements already consumed (the streams are
     deterministic), so a resumed run sees exactly the data of an uninterrupted one;
-    batch mixing skips them undecoded (data/pipelines.py).
+    batch mixing skips them undecoded (model/input_pipelines.py).
     """
     tasks = [t for t in pipelines.TASK_NAMES if task_weights.get(t, 0) > 0]
     if mixing not in ("batch", "data"):

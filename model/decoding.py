@@ -1,14 +1,14 @@
 """Fast autoregressive decoding: a true key/value cache inside `tf.while_loop`.
 
 What makes it fast (DESIGN.md §6), against the reference loop in
-`model/reference_decoding.py`:
+`tests/reference_decoding.py` (test and benchmark oracle):
 
 * the image is encoded once and its cross-attention keys/values are projected once
   (`decoder.compute_cross_cache`); `gather_rows` repeats them for many prompts per
   image (every instance to segment, the 8 samples of the segmentation ensemble)
   without encoding again;
 * the decoder's weights are fused and its caches laid out once per decode
-  (`decoder.prepare_decoding`, see `model/decoder.py`): each step writes only the new
+  (`decoder.prepare_decoding`, see `model/cached_decoder.py`): each step writes only the new
   token's keys/values into the self cache (in place) and reads the caches as stored;
 * the prompt goes through the decoder in one call (all but its last token, which
   the first step feeds); afterwards each step feeds one token;

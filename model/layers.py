@@ -49,7 +49,7 @@ def _einsum_dense_2d(layer, x, dtype):
     The projections contract x's trailing axes (`d` or `h, k`) with the kernel's
     leading ones; flattening both sides to matrices gives the same numbers with the
     fast 2-D MatMul (+ fused bias) instead of Einsum's batched one. The layers keep
-    their weights (names, shapes), so checkpoints and model/decoder.py's fused
+    their weights (names, shapes), so checkpoints and model/cached_decoder.py's fused
     decoding weights are unchanged.
     """
     kernel = ops.cast(layer.kernel, dtype)
@@ -215,6 +215,16 @@ class Mlp(keras.layers.Layer):
 def layer_norm(name, dtype_policy):
     """The LayerNorm every block uses (eps 1e-6, as ViT)."""
     return keras.layers.LayerNormalization(epsilon=1e-6, name=name, dtype=dtype_policy)
+
+
+def fold_norm(norm, kernel, bias, dtype):
+    """`LayerNorm(x) @ kernel + bias == normalized(x) @ (gamma * kernel) + (beta @ kernel + bias)`:
+    the (kernel, bias, epsilon) to use after normalizing without scale and offset
+    (model/cached_decoder.py), folded in float32 once per decode."""
+    gamma, beta = tf.cast(norm.gamma.value, tf.float32), tf.cast(norm.beta.value, tf.float32)
+    kernel = tf.cast(kernel, tf.float32)
+    folded_bias = tf.linalg.matvec(kernel, beta, transpose_a=True) + tf.cast(bias, tf.float32)
+    return tf.cast(gamma[:, None] * kernel, dtype), folded_bias, norm.epsilon
 
 
 @keras.saving.register_keras_serializable(package="pix2seq")

@@ -20,15 +20,15 @@ from pix2seq import console
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
-    "synth": ("data.synth_cli", "write the synthetic COCO-format dataset"),
-    "tokens": ("model.tokens_cli", "show a task's token sequence for one image"),
-    "ingest": ("components.ingest_cli", "COCO directory -> TFRecord shards (Beam), vocabulary, error report"),
+    "synth": ("pix2seq.synth_cli", "write the synthetic COCO-format dataset"),
+    "tokens": ("pix2seq.tokens_cli", "show a task's token sequence for one image"),
+    "ingest": ("pix2seq.ingest_cli", "COCO directory -> TFRecord shards (Beam), vocabulary, error report"),
     "train": ("pix2seq.train_cli", "train with Keras model.fit on COCO data or ingested examples"),
     "import-checkpoint": ("pix2seq.import_checkpoint_cli", "convert a released official Pix2Seq checkpoint"),
     "predict": ("serving.predict_cli", "run a SavedModel (in process or over gRPC) on images"),
     "evaluate": ("pix2seq.evaluate", "COCO metrics of an exported model on a COCO-format directory"),
-    "pipeline": ("pipeline.cli", "run or compile the TFX pipeline"),
-    "serve": ("serving.server_cli", "serve a versioned model directory over TF Serving gRPC"),
+    "pipeline": ("pix2seq.pipeline_cli", "run or compile the TFX pipeline"),
+    "serve": ("pix2seq.server_cli", "serve a versioned model directory over TF Serving gRPC"),
 }
 
 

@@ -3,7 +3,7 @@
 `make_oracle(model, files)` patches a built `Pix2SeqModel` so that, wherever it is
 decoded (eagerly or inside the exported SavedModel), its decoder emits the ground-truth
 token sequence the data pipeline builds for the row's image, instance or person crop
-(`data.pipelines.eval_examples`, never augmented), whatever the sampler drew before.
+(`model.input_pipelines.eval_examples`, never augmented), whatever the sampler drew before.
 Everything after the decoder — grammar, sampling, the tasks' decode rules, the canvas
 and crop geometry of the serving graph, the results code and the COCO metrics — is the
 real code, so an oracle that does not score ~1 AP points at a bug there.
@@ -17,7 +17,7 @@ by their box prompt, keypoint rows by the person crop they decode on).
 import numpy as np
 import tensorflow as tf
 
-from data import pipelines
+from model import input_pipelines as pipelines
 from model import vocab
 from model.tasks import get_task
 

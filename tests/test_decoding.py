@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import decoding, reference_decoding, sampling, vocab
+import reference_decoding
+from model import decoding, sampling, vocab
 from model.config import preset
 from model.pix2seq_model import Pix2SeqModel
 from model.tasks.detection import DetectionTask

@@ -74,14 +74,14 @@ def test_cli_multiprocessing_writes_the_same_examples(synth_coco_dir, ingested, 
 def test_cli_workers_flag_is_direct_runner_multiprocessing():
     import argparse
 
-    from components import ingest_cli
+    from pix2seq import ingest_cli
 
     parser = argparse.ArgumentParser()
     ingest_cli.add_arguments(parser)
     args = parser.parse_args(["--coco-dir", "d", "--out", "o", "--workers", "3", "--beam-arg=--runner=DirectRunner"])
     assert ingest_cli.beam_args(args) == ["--runner=DirectRunner", "--direct_num_workers=3",
                                           "--direct_running_mode=multi_processing"]
-    assert ingest_cli.output_dirs("gs://b/out") == ("gs://b/out/examples", "gs://b/out/vocabulary",
+    assert beam_ingest.output_dirs("gs://b/out") == ("gs://b/out/examples", "gs://b/out/vocabulary",
                                                     "gs://b/out/report")
 
 

@@ -1,7 +1,7 @@
 """Every task learns: the tiny preset memorizes a handful of synthetic images, scored
 the way a user scores a model — through the exported SavedModel and the COCO metrics.
 
-Data path: `pix2seq synth` -> Beam ingestion -> data/pipelines.py sequences of every
+Data path: `pix2seq synth` -> Beam ingestion -> model/input_pipelines.py sequences of every
 image, instance, person and first caption (unaugmented, so the targets are fixed) ->
 `training.train` with batch mixing -> `export_saved_model` -> the steps of
 `pix2seq evaluate` on the same images (pix2seq/evaluate.py reads them, the shared
@@ -33,7 +33,8 @@ def fixed_batches(files, token_config):
     several instances per image, [B, K, L]: the image is encoded once for its K rows)."""
     import tensorflow as tf
 
-    from data import parse, pipelines, preprocess
+    from data import parse, preprocess
+    from model import input_pipelines as pipelines
     from model.tasks import get_task
 
     out = {}
@@ -126,7 +127,8 @@ def exact_captions(per_image, records):
 def test_tiny_memorizes_every_task_through_the_export_and_the_coco_metrics(tmp_path):
     import numpy as np
 
-    from model import decoding, reference_decoding
+    import reference_decoding
+    from model import decoding
     from model.vocab import DETECTION_PROMPT
 
     metrics, per_image, records, times, (model, batches) = memorize(str(tmp_path))

@@ -45,12 +45,12 @@ def _decoder_step(decoder, tokens, input_cache, memory, index):
     """All blocks on `n` tokens at `index` -> (logits [B, n, V], per-layer input caches [B, L, D])."""
     n = tokens.shape[1]
     positions = tf.gather(decoder.position_embedding, index + tf.range(n), axis=0)
-    x = decoder._embed(tokens, positions)
+    x = decoder.embed(tokens, positions)
     new_cache = []
     for i, block in enumerate(decoder.blocks):
         x, layer_inputs = _block_step(block, x, input_cache[i], memory, index)
         new_cache.append(layer_inputs)
-    return decoder._logits(x), new_cache
+    return decoder.logits(x), new_cache
 
 
 def reference_decode(decoder, memory, prompt, max_new_tokens, sampler=None, seed=(0, 0),

@@ -72,7 +72,8 @@ def _prepared(args, data, record, token_config):
     """The record as the task codec's input, plus the canvas -> image mapping."""
     import tensorflow as tf
 
-    from data import features, image_io, parse, pipelines, preprocess
+    from data import features, image_io, parse, preprocess
+    from model import input_pipelines as pipelines
 
     image = image_io.load_image(image_io.resolve_image_path(data.image_dirs[args.split_name], record["file_name"]),
                                 record["height"], record["width"])

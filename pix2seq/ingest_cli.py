@@ -35,8 +35,6 @@ def beam_args(args):
     return extra
 
 
-output_dirs = beam_ingest.output_dirs
-
 
 def main(args) -> int:
     examples, vocabulary, report = beam_ingest.output_dirs(args.out)

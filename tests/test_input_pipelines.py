@@ -1,4 +1,4 @@
-"""data/pipelines.py: per-task batches, batch mixing, data mixing, eval, tf.distribute."""
+"""model/input_pipelines.py: per-task batches, batch mixing, data mixing, eval, tf.distribute."""
 import dataclasses
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import example_records as er
-from data import pipelines
+from model import input_pipelines as pipelines
 from model import vocab
 from model.tasks import get_task
 
@@ -155,18 +155,19 @@ def test_bad_arguments_are_rejected(files):
         pipelines.batch_mixing_dataset(files, (), TC, 2)
 
 
-def test_coco_dir_source_ingests_once_and_feeds_the_pipelines(synth_coco_dir, tmp_path):
-    from data import coco_source
+def test_an_ingested_coco_dir_feeds_the_pipelines(synth_coco_dir, tmp_path):
+    """Beam ingestion's Examples directory (components/beam_ingest.py) is what the
+    pipelines read: the eval split gives every image with a caption."""
+    from components import beam_ingest
+    from model import datasets
 
-    data = coco_source.ingest_coco_dir(synth_coco_dir, str(tmp_path), caption_vocab_size=200)
-    info_file = tmp_path / "examples" / "dataset_info.json"
-    stamp = info_file.stat().st_mtime_ns
-    again = coco_source.ingest_coco_dir(synth_coco_dir, str(tmp_path))
-    assert again == data and info_file.stat().st_mtime_ns == stamp  # reused, not re-ingested
-    assert data.info["num_images"] == {"eval": 6, "train": 12} and data.caption_model
+    examples, _ = beam_ingest.ingest(synth_coco_dir, str(tmp_path), caption_vocab_size=200)
+    info = datasets.dataset_info(examples)
+    assert info["num_images"] == {"eval": 6, "train": 12} and datasets.caption_model_file(examples)
     tc = vocab.TokenConfig(image_size=32, max_instances=6, max_polygon_points=16,
-                           caption_vocab_size=data.caption_vocab_size, max_caption_len=10)
-    batches = list(pipelines.eval_dataset(data.eval_files, "captioning", tc, batch_size=2))
+                           caption_vocab_size=info["caption_vocab_size"], max_caption_len=10)
+    batches = list(pipelines.eval_dataset(datasets.split_pattern(examples, "eval"), "captioning", tc,
+                                          batch_size=2))
     assert sum(b["image"].shape[0] for b in batches) == 6
     assert_task_batch(batches[0], "captioning", 2, training=False)
 

@@ -1,5 +1,8 @@
 """tf.data input pipelines: shards -> per-task token batches, batch mixing, data mixing.
 
+Lives in model/ because it composes the data ops (data/: parse, augment, prepare)
+with the task codecs (model/tasks); data/ never imports model/ (tests/test_architecture.py).
+
 Per task: parse (data/parse.py) -> keep images the task can use -> decode ->
 augment (train, data/augment.py) or prepare (eval, data/preprocess.py) -> the task
 codec's `build_sequences` (model/tasks) -> static-shape batches with drop_remainder
@@ -26,10 +29,11 @@ Every builder takes `input_context` (tf.distribute.InputContext) and so plugs in
 """
 import tensorflow as tf
 
+import pix2seq  # noqa: F401  (Keras 3 guard)
 from data import augment as augment_lib
 from data import parse, preprocess
+from model.tasks import TASK_NAMES, get_task
 
-TASK_NAMES = ("detection", "segmentation", "keypoints", "captioning")
 SEQUENCE_KEYS = ("input_tokens", "target_tokens", "token_weights")
 USABLE_NEEDS = {"detection": "any image", "segmentation": "a non-crowd object with a polygon",
                 "keypoints": "a non-crowd object with a labelled keypoint",
@@ -96,12 +100,6 @@ def _sequences(codec, example, task, seed, training):
     return out
 
 
-def _codec(task, token_config):
-    from model.tasks import get_task
-
-    return get_task(task, token_config)
-
-
 def _base_seed(seed, task, input_context):
     pipeline = input_context.input_pipeline_id if input_context is not None else 0
     return (int(seed) * len(TASK_NAMES) + task_id(task)) * 65536 + pipeline
@@ -129,7 +127,7 @@ def task_examples(files, task, token_config, seed=0, augment_config=augment_lib.
 
     Raises ValueError when no example in `files` (this input pipeline's shard) is usable.
     """
-    codec = _codec(task, token_config)
+    codec = get_task(task, token_config)
     base = _base_seed(seed, task, input_context)
     ds = _parsed(files, task, token_config, input_context, shuffle_files=True, seed=base)
     if next(iter(ds.take(1)), None) is None:  # an endless stream must not end at once
@@ -164,7 +162,7 @@ def train_dataset(files, task, token_config, batch_size, seed=0,
 def eval_examples(files, task, token_config, input_context=None):
     """Deterministic unbatched eval elements: one per image (detection, captioning: the
     first caption) or one per instance (segmentation, keypoints), never augmented."""
-    codec = _codec(task, token_config)
+    codec = get_task(task, token_config)
     size = token_config.image_size
     ds = _parsed(files, task, token_config, input_context)
     ds = ds.map(_graph(parse.decode_parsed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
