@@ -1,11 +1,12 @@
-"""Caption vocabulary: train SentencePiece, tokenize in tf.data, detokenize with core ops.
+"""Caption vocabulary: train SentencePiece, detokenize with core ops.
 
 Piece ids follow the T5 layout the official checkpoints use: pad 0, eos 1, unk 2
-(vocab.CAPTION_*_PIECE); text token = 3000 + piece id. Tokenizing uses
-tensorflow-text (a custom op, fine inside tf.data at ingestion/training time);
-detokenizing uses only core TF ops (gather from a constant piece table, join,
-replace the word-boundary marker, strip) so the serving SavedModel loads in stock
-TF Serving.
+(vocab.CAPTION_*_PIECE); text token = 3000 + piece id. Captions are tokenized once,
+at ingestion, with the `sentencepiece` library (components/beam_ingest.py writes the
+ids into each tf.Example), so no graph ever tokenizes text and tensorflow-text is not
+a dependency (docs/CONTRACTS.md "Caption vocabulary"). Detokenizing uses only core TF
+ops (gather from a constant piece table, join, replace the word-boundary marker,
+strip) so the serving SavedModel loads in stock TF Serving.
 """
 import os
 
@@ -68,19 +69,6 @@ def load_pieces(model_path: str) -> list:
         else:
             pieces.append(sp.id_to_piece(i))
     return pieces
-
-
-class Tokenizer:
-    """Text -> piece ids with tensorflow-text's SentencepieceTokenizer (for tf.data)."""
-
-    def __init__(self, model_path: str):
-        import tensorflow_text as tf_text
-
-        self._sp = tf_text.SentencepieceTokenizer(model=_model_bytes(model_path), out_type=tf.int32)
-
-    def __call__(self, texts):
-        """string [B] -> int32 ragged [B, (len)]; string [] -> int32 [len]. No EOS added."""
-        return self._sp.tokenize(texts)
 
 
 class Detokenizer:
