@@ -15,7 +15,7 @@ ifdef VERBOSE
 export PIX2SEQ_LOG := debug
 endif
 
-.PHONY: test venv demo bench clean-venv pretrain-demo
+.PHONY: test test-fast venv demo bench clean-venv pretrain-demo
 
 venv: $(STAMP)
 
@@ -38,6 +38,12 @@ $(STAMP): $(PY) requirements.lock setup.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
+
+# The fast lane while changing code: `make test` without the tests marked slow (they train,
+# export many models or run TFX pipelines; pytest.ini registers the marker) and without the
+# end-to-end pipeline test, the slowest of all. `make test` stays the full run.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" --ignore=tests/test_pipeline_e2e.py tests
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,6 +6,8 @@ import pytest
 
 import ingest_checks
 
+pytestmark = pytest.mark.slow  # runs CocoExampleGen in a TFX LocalDagRunner pipeline
+
 
 @pytest.fixture(scope="module")
 def component_run(synth_coco_dir, tmp_path_factory):

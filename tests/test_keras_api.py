@@ -18,6 +18,8 @@ from model import datasets, generate
 from model.config import preset
 from model.pix2seq_model import Pix2SeqModel
 
+pytestmark = pytest.mark.slow  # ingests, then fits and exports a model
+
 # Small enough to trace fast on CPU; the token interface keeps all four tasks.
 MICRO = dict(image_size=32, max_instances=2, max_polygon_points=4, max_caption_len=8, encoder_depth=1,
              decoder_depth=1, encoder_dim=32, decoder_dim=32, encoder_mlp_dim=64, decoder_mlp_dim=64)

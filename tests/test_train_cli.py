@@ -3,6 +3,8 @@ checkpoints and the saved model. (That every task learns: tests/test_memorize.py
 import pytest
 import tensorflow as tf
 
+pytestmark = pytest.mark.slow  # ingests, then trains and saves through `pix2seq train`
+
 
 @pytest.fixture(scope="module")
 def examples_dir(synth_coco_dir, tmp_path_factory):
