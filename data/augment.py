@@ -14,6 +14,9 @@ Images and boxes move through keras-cv (`RandomFlip`, `JitteredResize` via
 data/preprocess.py) with transformations drawn here from stateless seeds, so the
 same seed gives the same example; polygons and keypoints move with the same maps
 through data/geometry.py. Output layout: data/preprocess.py module docstring.
+
+Which of these a task uses is the task's choice (`Task.augment` in model/tasks/); this
+module holds the ops and names no task registry.
 """
 import dataclasses
 import functools
@@ -169,21 +172,3 @@ def augment_keypoints(example, seed, image_size, config=AugmentConfig(), keypoin
     window = preprocess.person_window(person["boxes"][0], config.person_crop_factor)
     cropped = preprocess.crop_to_window(person, window)
     return _jitter_crop(cropped, s_crop, image_size, (config.keypoint_scale_min, config.keypoint_scale_max))
-
-
-def augment(example, task, seed, image_size, config=AugmentConfig(), keypoint_flip_pairs=(), num_instances=1):
-    """Dispatches to the task's augmentation (task names as in model.tasks.TASK_NAMES).
-
-    Every task swaps `keypoint_flip_pairs` on a flip, so keypoints carried along stay right.
-    `num_instances`: instances (segmentation) or captions (captioning) kept per image,
-    the task codec's `sequences_per_image`.
-    """
-    if task == "detection":
-        return augment_detection(example, seed, image_size, config, keypoint_flip_pairs)
-    if task == "segmentation":
-        return augment_segmentation(example, seed, image_size, config, keypoint_flip_pairs, num_instances)
-    if task == "keypoints":
-        return augment_keypoints(example, seed, image_size, config, keypoint_flip_pairs, num_instances)
-    if task == "captioning":
-        return augment_captioning(example, seed, image_size, config, keypoint_flip_pairs, num_instances)
-    raise ValueError(f"Unknown task {task!r}; expected detection, segmentation, keypoints or captioning.")

@@ -3,7 +3,8 @@
 The one implementation of "resize keeping aspect ratio, pad bottom/right to the
 square canvas": training augmentation (data/augment.py) calls the same
 `apply_canvas_transform` with a random scale and crop offset, evaluation and
-`pix2seq tokens` call `prepare_eval`, serving-side code calls `canvas_image`.
+`pix2seq tokens` call `resize_and_pad` through each task's `prepare_eval`
+(model/tasks/), serving-side code calls `canvas_image`.
 keras-cv's `JitteredResize` computes the transformation and moves the boxes,
 `canvas_pixels` the image (same pixels, plus the `CanvasStyle` options: pad value,
 antialiasing); data/geometry.py moves polygons and keypoints with the same affine map.
@@ -18,9 +19,10 @@ Objects that leave the canvas are dropped with their polygons (a polygon object 
 when only its polygon left), a polygon object's box is the tight box of its visible
 polygon, other boxes are clipped; keypoints that leave the canvas become (0, 0, 0).
 
-Task preparation (what the task codecs receive, CONTRACTS.md "Task-prepared example"):
-crowd objects are removed; segmentation and keypoints keep exactly one object (N = 1);
-captioning keeps exactly one caption (C = 1).
+Task preparation ops (what the task codecs receive, CONTRACTS.md "Task-prepared
+example"; each task's `prepare_eval` composes them): crowd objects are removed
+(`drop_crowd`), one object is kept (`geometry.select_object`, N = 1), one caption
+(`select_caption`, C = 1), the 2x person crop (`prepare_keypoint_instance`).
 """
 import dataclasses
 import functools
@@ -190,20 +192,3 @@ def prepare_keypoint_instance(example, index, image_size, factor=PERSON_CROP_FAC
     person = geometry.select_object(example, index)
     cropped = crop_to_window(person, person_window(person["boxes"][0], factor))
     return resize_and_pad(cropped, image_size, style)
-
-
-def prepare_eval(example, task, image_size, index=0, style=DEFAULT_STYLE):
-    """Deterministic task preparation of a parsed example.
-
-    `index` picks the instance (segmentation: a `segmentation_candidates` entry;
-    keypoints: a `keypoint_candidates` entry) or the caption (captioning).
-    """
-    if task == "detection":
-        return resize_and_pad(drop_crowd(example), image_size, style)
-    if task == "segmentation":
-        return resize_and_pad(geometry.select_object(example, index), image_size, style)
-    if task == "keypoints":
-        return prepare_keypoint_instance(example, index, image_size, style=style)
-    if task == "captioning":
-        return resize_and_pad(select_caption(example, index), image_size, style)
-    raise ValueError(f"Unknown task {task!r}; expected detection, segmentation, keypoints or captioning.")

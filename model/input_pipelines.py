@@ -4,8 +4,10 @@ Lives in model/ because it composes the data ops (data/: parse, augment, prepare
 with the task codecs (model/tasks); data/ never imports model/ (tests/test_architecture.py).
 
 Per task: parse (data/parse.py) -> keep images the task can use -> decode ->
-augment (train, data/augment.py) or prepare (eval, data/preprocess.py) -> the task
-codec's `build_sequences` (model/tasks) -> static-shape batches with drop_remainder
+augment (train) or prepare (eval) -> the task codec's `build_sequences`. Which images
+a task can use, its augmentation and its canvas are the task's (model/tasks: `usable`,
+`augment`, `prepare_eval`, `eval_candidates`, `codec_inputs`, over the ops of
+data/augment.py and data/preprocess.py); this module loops over tasks and names none -> static-shape batches with drop_remainder
 (TPU). One batch (CONTRACTS.md "Training batches"):
   image float32 [B, S, S, 3] in [0, 1], input_tokens / target_tokens int32 [B, L_t],
   token_weights float32 [B, L_t];
@@ -31,15 +33,10 @@ import tensorflow as tf
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from data import augment as augment_lib
-from data import parse, preprocess
+from data import parse
 from model.tasks import TASK_NAMES, get_task
 
 SEQUENCE_KEYS = ("input_tokens", "target_tokens", "token_weights")
-USABLE_NEEDS = {"detection": "any image", "segmentation": "a non-crowd object with a polygon",
-                "keypoints": "a non-crowd object with a labelled keypoint",
-                "captioning": "a caption"}
-
-
 def _graph(fn):
     """Marks a tf.data function as plain graph code: autograph's conversion of the
     keras-cv and codec code it calls only costs tracing time."""
@@ -52,45 +49,11 @@ def task_id(task):
     return TASK_NAMES.index(task)
 
 
-def usable(example, task):
-    """Whether a parsed example can make a `task` sequence (an instance/caption to use)."""
-    if task == "segmentation":
-        return tf.size(preprocess.segmentation_candidates(example)) > 0
-    if task == "keypoints":
-        return tf.size(preprocess.keypoint_candidates(example)) > 0
-    if task == "captioning":
-        return tf.size(example["captions"]) > 0
-    task_id(task)
-    return tf.constant(True)
-
-
-def codec_inputs(example, task, per_image=False):
-    """Task-prepared example -> the fields the task codec reads (model/tasks docstrings):
-    segmentation/keypoints get their single object as `box`/`class`, captioning its
-    single caption as flat `caption_ids`. With `per_image` (the codec's
-    `build_image_sequences`): segmentation keeps all its objects, captioning all its
-    captions as `caption_ids` [C, len] padded with -1."""
-    if task == "detection":
-        return {k: example[k] for k in ("boxes", "classes", "is_crowd")}
-    if task == "captioning":
-        if per_image:
-            return {"caption_ids": example["caption_ids"].to_tensor(default_value=-1)}
-        return {"caption_ids": example["caption_ids"].flat_values}
-    if per_image and task == "segmentation":
-        return {k: example[k] for k in ("boxes", "classes", "polygon_points", "polygon_part", "polygon_instance")}
-    out = {"box": example["boxes"][0], "class": example["classes"][0]}
-    if task == "segmentation":
-        out.update(polygon_points=example["polygon_points"], polygon_part=example["polygon_part"])
-    else:
-        out["keypoints"] = example["keypoints"][0]
-    return out
-
-
-def _sequences(codec, example, task, seed, training):
+def _sequences(codec, example, seed, training):
     """Training: the codec's `build_image_sequences` when it trains several sequences
     per image (tokens [K, L]); otherwise, and in evaluation, one sequence [L]."""
     per_image = training and codec.sequences_per_image > 1
-    inputs = codec_inputs(example, task, per_image)
+    inputs = codec.codec_inputs(example, per_image)
     if per_image:
         seqs = codec.build_image_sequences(inputs, seed, augment=True)
     else:
@@ -111,13 +74,13 @@ def _per_replica(batch_size, input_context):
     return input_context.get_per_replica_batch_size(batch_size)
 
 
-def _parsed(files, task, token_config, input_context, shuffle_files=False, seed=None):
+def _parsed(files, codec, token_config, input_context, shuffle_files=False, seed=None):
     records = parse.record_dataset(files, shuffle_files=shuffle_files, seed=seed,
                                    input_context=input_context)
     ds = records.map(_graph(lambda r: parse.parse_example(r, token_config.num_keypoints,
                                                           decode_image=False)),
                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.filter(_graph(lambda e: usable(e, task)))
+    return ds.filter(_graph(codec.usable))
 
 
 def task_examples(files, task, token_config, seed=0, augment_config=augment_lib.AugmentConfig(),
@@ -129,21 +92,18 @@ def task_examples(files, task, token_config, seed=0, augment_config=augment_lib.
     """
     codec = get_task(task, token_config)
     base = _base_seed(seed, task, input_context)
-    ds = _parsed(files, task, token_config, input_context, shuffle_files=True, seed=base)
+    ds = _parsed(files, codec, token_config, input_context, shuffle_files=True, seed=base)
     if next(iter(ds.take(1)), None) is None:  # an endless stream must not end at once
         raise ValueError(f"no example in {files!r} can make a {task} sequence "
-                         f"(needs: {USABLE_NEEDS[task]}).")
+                         f"(needs: {codec.needs}).")
     ds = ds.shuffle(shuffle_buffer, seed=base, reshuffle_each_iteration=True).repeat()
-    size, pairs = token_config.image_size, tuple(token_config.keypoint_flip_pairs)
-
     @_graph
     def make(index, example):
         seeds = tf.random.experimental.stateless_split(
             tf.stack([tf.constant(base, tf.int64), index]), num=2)
         example = parse.decode_parsed(example)
-        example = augment_lib.augment(example, task, seeds[0], size, augment_config, pairs,
-                                      codec.sequences_per_image)
-        return _sequences(codec, example, task, seeds[1], training=True)
+        example = codec.augment(example, seeds[0], augment_config)
+        return _sequences(codec, example, seeds[1], training=True)
 
     return ds.enumerate().skip(start).map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -160,22 +120,19 @@ def train_dataset(files, task, token_config, batch_size, seed=0,
 
 
 def eval_examples(files, task, token_config, input_context=None):
-    """Deterministic unbatched eval elements: one per image (detection, captioning: the
-    first caption) or one per instance (segmentation, keypoints), never augmented."""
+    """Deterministic unbatched eval elements, never augmented: one per image (the task's
+    `prepare_eval` at index 0, e.g. the first caption) or, for a task with
+    `eval_per_instance`, one per `eval_candidates` entry."""
     codec = get_task(task, token_config)
-    size = token_config.image_size
-    ds = _parsed(files, task, token_config, input_context)
+    ds = _parsed(files, codec, token_config, input_context)
     ds = ds.map(_graph(parse.decode_parsed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if task in ("segmentation", "keypoints"):
-        pick = (preprocess.segmentation_candidates if task == "segmentation"
-                else preprocess.keypoint_candidates)
-        ds = ds.flat_map(_graph(lambda e: tf.data.Dataset.from_tensor_slices(pick(e)).map(
-            _graph(lambda i: preprocess.prepare_eval(e, task, size, i)))))
+    if codec.eval_per_instance:
+        ds = ds.flat_map(_graph(lambda e: tf.data.Dataset.from_tensor_slices(codec.eval_candidates(e)).map(
+            _graph(lambda i: codec.prepare_eval(e, i)))))
     else:
-        ds = ds.map(_graph(lambda e: preprocess.prepare_eval(e, task, size)),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(_graph(codec.prepare_eval), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     seed = tf.constant([0, task_id(task)], tf.int64)
-    return ds.map(_graph(lambda e: _sequences(codec, e, task, seed, training=False)),
+    return ds.map(_graph(lambda e: _sequences(codec, e, seed, training=False)),
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 

@@ -2,7 +2,7 @@
 
 The image goes through the same path as evaluation data: COCO JSON record
 (data/coco.py) -> tf.train.Example (data/features.py) -> parsed dict (data/parse.py)
--> eval-mode task preparation on the canvas (data/preprocess.py) -> the task codec's
+-> the task's eval-mode preparation on the canvas (`Task.prepare_eval`) -> the task codec's
 `build_sequences` (model/tasks). The target is decoded back and reported in canvas
 coordinates and in original-image pixels (COCO conventions), so a user can check that
 annotations survive the trip.
@@ -68,20 +68,19 @@ def _caption_model(data, vocab_file, vocab_size):
     return caption_tokenizer.train_sentencepiece(captions, f"{out}/captions", vocab_size)
 
 
-def _prepared(args, data, record, token_config):
-    """The record as the task codec's input, plus the canvas -> image mapping."""
+def _prepared(args, data, record, codec):
+    """The record as the task codec's input (the codec's own eval canvas), plus the
+    canvas -> image mapping."""
     import tensorflow as tf
 
-    from data import features, image_io, parse, preprocess
-    from model import input_pipelines as pipelines
+    from data import features, image_io, parse
 
     image = image_io.load_image(image_io.resolve_image_path(data.image_dirs[args.split_name], record["file_name"]),
                                 record["height"], record["width"])
     serialized = features.encode_example(record, image.encoded, image.format, data.num_keypoints)
     example = parse.parse_example(tf.constant(serialized.SerializeToString()), data.num_keypoints)
-    if args.task in ("segmentation", "keypoints"):
-        candidates = (preprocess.segmentation_candidates if args.task == "segmentation"
-                      else preprocess.keypoint_candidates)(example).numpy()
+    if codec.eval_per_instance:
+        candidates = codec.eval_candidates(example).numpy()
         if not 0 <= args.instance < len(candidates):
             raise TokensError(f"image {record['image_id']} has {len(candidates)} {args.task} instance(s); "
                               f"--instance {args.instance} is out of range")
@@ -91,10 +90,10 @@ def _prepared(args, data, record, token_config):
         if args.task == "captioning" and not 0 <= index < len(record["captions"]):
             raise TokensError(f"image {record['image_id']} has {len(record['captions'])} caption(s); "
                               f"--instance {index} is out of range")
-    prepared = preprocess.prepare_eval(example, args.task, token_config.image_size, index)
-    inputs = pipelines.codec_inputs(prepared, args.task)
+    prepared = codec.prepare_eval(example, index)
+    inputs = codec.codec_inputs(prepared)
     # canvas coordinate c (normalized) -> original pixels: c * S / canvas_scale + canvas_offset
-    to_pixels = (float(token_config.image_size) / prepared["canvas_scale"].numpy(),
+    to_pixels = (float(codec.config.image_size) / prepared["canvas_scale"].numpy(),
                  prepared["canvas_offset"].numpy())
     return inputs, to_pixels, object_index
 
@@ -210,7 +209,7 @@ def run(args):
         for caption in record["captions"]:
             caption["ids"] = sp.encode(caption["text"])
     task = get_task(args.task, tokens, **task_kwargs)
-    inputs, to_pixels, object_index = _prepared(args, data, record, tokens)
+    inputs, to_pixels, object_index = _prepared(args, data, record, task)
     seqs = {k: v.numpy() for k, v in task.build_sequences(inputs, args.seed, augment=args.augment).items()}
     prompt = seqs["input_tokens"][:task.prompt_length]
     response = seqs["target_tokens"][task.prompt_length - 1:]

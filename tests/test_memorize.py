@@ -33,7 +33,7 @@ def fixed_batches(files, token_config):
     several instances per image, [B, K, L]: the image is encoded once for its K rows)."""
     import tensorflow as tf
 
-    from data import parse, preprocess
+    from data import parse
     from model import input_pipelines as pipelines
     from model.tasks import get_task
 
@@ -45,10 +45,10 @@ def fixed_batches(files, token_config):
     rows = []
     for record in parse.record_dataset(files):
         example = parse.decode_parsed(parse.parse_example(record, token_config.num_keypoints, decode_image=False))
-        if int(tf.size(preprocess.segmentation_candidates(example))) == 0:
+        if not bool(codec.usable(example)):
             continue
-        canvas = preprocess.prepare_eval(example, "detection", token_config.image_size)  # crowds dropped
-        seqs = codec.build_image_sequences(pipelines.codec_inputs(canvas, "segmentation", per_image=True), 0)
+        canvas = get_task("detection", token_config).prepare_eval(example)  # the whole image, crowds dropped
+        seqs = codec.build_image_sequences(codec.codec_inputs(canvas, per_image=True), 0)
         rows.append(dict(seqs, image=canvas["image"]))
     out["segmentation"] = {k: tf.stack([r[k] for r in rows]) for k in rows[0]}
     return out

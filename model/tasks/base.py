@@ -13,6 +13,8 @@ pass's logits, so both paths share one rule).
 import numpy as np
 import tensorflow as tf
 
+from data import augment as augment_ops
+from data import preprocess
 from model import vocab
 
 
@@ -58,6 +60,44 @@ class Task:
         """`step_readout` over a whole response: tokens [B, T], logits [B, T, V]."""
         positions = tf.range(tf.shape(tokens)[1])[tf.newaxis, :]
         return self.step_readout(positions, tf.cast(logits, tf.float32), tokens)
+
+    # --- the data path: which images, which augmentation, which canvas -----------------
+    # model/input_pipelines.py calls these and never names a task; the ops live in data/.
+
+    # What an image needs to make this task's sequence (said when no image in a shard has it).
+    needs = "any image"
+
+    def usable(self, example):
+        """Whether a parsed example can make this task's sequence: bool scalar."""
+        del example
+        return tf.constant(True)
+
+    # Eval makes one element per instance (`eval_candidates`), not one per image.
+    eval_per_instance = False
+
+    def eval_candidates(self, example):
+        """With `eval_per_instance`: indices of the instances an eval pass makes one
+        element each of, int32 [K] (`prepare_eval` indices)."""
+        raise NotImplementedError
+
+    def augment(self, example, seed, config=augment_ops.AugmentConfig()):
+        """Training augmentation of a decoded example (data/augment.py), a pure function
+        of `seed`: canvas `config.image_size`, keypoints swapped by its flip pairs."""
+        raise NotImplementedError
+
+    def prepare_eval(self, example, index=0, style=preprocess.DEFAULT_STYLE):
+        """Deterministic canvas of a decoded example (data/preprocess.py); `index` picks
+        an `eval_candidates` entry (or the caption)."""
+        raise NotImplementedError
+
+    def codec_inputs(self, example, per_image=False):
+        """Task-prepared example -> the fields `build_sequences` reads (with `per_image`:
+        what `build_image_sequences` reads)."""
+        raise NotImplementedError
+
+    def _canvas(self):
+        """(canvas side, keypoint flip pairs) from the token config."""
+        return self.config.image_size, tuple(self.config.keypoint_flip_pairs)
 
     # --- helpers for subclasses --------------------------------------------------------
 

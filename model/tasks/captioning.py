@@ -18,6 +18,8 @@ ops only (model/caption_tokenizer.py), so it can live in the serving graph.
 """
 import tensorflow as tf
 
+from data import augment as augment_ops
+from data import preprocess
 from model import vocab
 from model.tasks import base
 
@@ -46,6 +48,26 @@ class CaptioningTask(base.Task):
     @property
     def sequences_per_image(self) -> int:
         return self.config.captions_per_image
+
+    needs = "a caption"
+
+    def usable(self, example):
+        return tf.size(example["captions"]) > 0
+
+    def augment(self, example, seed, config=augment_ops.AugmentConfig()):
+        """`sequences_per_image` random captions, detection's geometry."""
+        size, pairs = self._canvas()
+        return augment_ops.augment_captioning(example, seed, size, config, pairs, self.sequences_per_image)
+
+    def prepare_eval(self, example, index=0, style=preprocess.DEFAULT_STYLE):
+        """Caption `index` only, the whole image on the canvas."""
+        return preprocess.resize_and_pad(preprocess.select_caption(example, index), self.config.image_size, style)
+
+    def codec_inputs(self, example, per_image=False):
+        """One caption as flat `caption_ids`; `per_image`: all, [C, len] padded with -1."""
+        if per_image:
+            return {"caption_ids": example["caption_ids"].to_tensor(default_value=-1)}
+        return {"caption_ids": example["caption_ids"].flat_values}
 
     def build_sequences(self, example, seed=0, augment: bool = True):
         """Example dict (see module docstring) -> input/target tokens and weights [L];

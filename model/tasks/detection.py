@@ -17,6 +17,8 @@ With augment=False: real objects in the given order, EOS (0.1), then PAD (weight
 """
 import tensorflow as tf
 
+from data import augment as augment_ops
+from data import preprocess
 from model import vocab
 from model.tasks import base
 
@@ -47,6 +49,20 @@ class DetectionTask(base.Task):
         if "valid" in example:
             keep &= tf.reshape(tf.cast(example["valid"], tf.bool), [-1])
         return keep
+
+    def augment(self, example, seed, config=augment_ops.AugmentConfig()):
+        """Crowds dropped, random flip, scale jitter and crop (data/augment.py)."""
+        size, pairs = self._canvas()
+        return augment_ops.augment_detection(example, seed, size, config, pairs)
+
+    def prepare_eval(self, example, index=0, style=preprocess.DEFAULT_STYLE):
+        """The whole image without crowds on the canvas."""
+        del index
+        return preprocess.resize_and_pad(preprocess.drop_crowd(example), self.config.image_size, style)
+
+    def codec_inputs(self, example, per_image=False):
+        del per_image
+        return {k: example[k] for k in ("boxes", "classes", "is_crowd")}
 
     def build_sequences(self, example, seed, augment: bool = True):
         """Example dict (see module docstring) -> input/target tokens and weights [L]."""

@@ -24,6 +24,8 @@ mean probability of its 2K coordinate tokens.
 """
 import tensorflow as tf
 
+from data import augment as augment_ops
+from data import preprocess
 from model import vocab
 from model.tasks import base
 
@@ -51,6 +53,30 @@ class KeypointTask(base.Task):
         lead = tf.ones_like(boxes[..., :1], tf.int32)
         return tf.concat([lead * vocab.KEYPOINT_PROMPT, vocab.quantize(boxes, self.config.num_bins),
                           lead * vocab.class_to_token(self.config.person_class_id)], -1)
+
+
+    needs = "a non-crowd object with a labelled keypoint"
+
+    def usable(self, example):
+        return tf.size(preprocess.keypoint_candidates(example)) > 0
+
+    eval_per_instance = True
+
+    def eval_candidates(self, example):
+        return preprocess.keypoint_candidates(example)
+
+    def augment(self, example, seed, config=augment_ops.AugmentConfig()):
+        """One random person, flipped, cropped `config.person_crop_factor` x its box, jittered."""
+        size, pairs = self._canvas()
+        return augment_ops.augment_keypoints(example, seed, size, config, pairs)
+
+    def prepare_eval(self, example, index=0, style=preprocess.DEFAULT_STYLE):
+        """Person `index` alone on a canvas showing 2x its box."""
+        return preprocess.prepare_keypoint_instance(example, index, self.config.image_size, style=style)
+
+    def codec_inputs(self, example, per_image=False):
+        del per_image
+        return {"box": example["boxes"][0], "class": example["classes"][0], "keypoints": example["keypoints"][0]}
 
     def build_sequences(self, example, seed=0, augment: bool = True):
         """Example dict (see module docstring) -> input/target tokens and weights [L].

@@ -20,6 +20,8 @@ Training recipe (Pix2Seq v2): `build_image_sequences` trains up to
 """
 import tensorflow as tf
 
+from data import augment as augment_ops
+from data import geometry, preprocess
 from model import polygons, vocab
 from model.tasks import base
 
@@ -55,6 +57,33 @@ class SegmentationTask(base.Task):
     @property
     def sequences_per_image(self) -> int:
         return self.config.segmentation_instances_per_image
+
+    needs = "a non-crowd object with a polygon"
+
+    def usable(self, example):
+        return tf.size(preprocess.segmentation_candidates(example)) > 0
+
+    eval_per_instance = True
+
+    def eval_candidates(self, example):
+        return preprocess.segmentation_candidates(example)
+
+    def augment(self, example, seed, config=augment_ops.AugmentConfig()):
+        """`sequences_per_image` random instances with a polygon, flip, scale jitter, crop."""
+        size, pairs = self._canvas()
+        return augment_ops.augment_segmentation(example, seed, size, config, pairs, self.sequences_per_image)
+
+    def prepare_eval(self, example, index=0, style=preprocess.DEFAULT_STYLE):
+        """Object `index` alone on the whole image's canvas."""
+        return preprocess.resize_and_pad(geometry.select_object(example, index), self.config.image_size, style)
+
+    def codec_inputs(self, example, per_image=False):
+        """One object as `box`/`class` + its polygon; `per_image`: all objects."""
+        if per_image:
+            return {k: example[k] for k in ("boxes", "classes", "polygon_points", "polygon_part",
+                                            "polygon_instance")}
+        return {"box": example["boxes"][0], "class": example["classes"][0],
+                "polygon_points": example["polygon_points"], "polygon_part": example["polygon_part"]}
 
     def build_sequences(self, example, seed=0, augment: bool = True):
         """Example dict (see module docstring) -> input/target tokens and weights [L].
