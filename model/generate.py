@@ -6,7 +6,7 @@ encoded images: segment = detect, then segment on the detections; keypoints =
 detect, then keypoints on the person detections; all = `detect_and_describe`. Any
 sampling option given switches to the `*_with_options` signatures. A *backend* is
 any object with `predict(signature, images, **inputs) -> {name: np.ndarray}`: the
-SavedModel in process or over gRPC (serving/predict_cli.py) or, here, `KerasBackend`,
+SavedModel in process or over gRPC (pix2seq/predict_cli.py) or, here, `KerasBackend`,
 which runs the same signature functions (model/export.py) on a Keras model without
 exporting it. model/results.py turns the outputs into per-image results, so
 `model.generate(...)` and `pix2seq predict` on an export of the model agree.

@@ -25,7 +25,7 @@ SUBCOMMANDS = {
     "ingest": ("pix2seq.ingest_cli", "COCO directory -> TFRecord shards (Beam), vocabulary, error report"),
     "train": ("pix2seq.train_cli", "train with Keras model.fit on COCO data or ingested examples"),
     "import-checkpoint": ("pix2seq.import_checkpoint_cli", "convert a released official Pix2Seq checkpoint"),
-    "predict": ("serving.predict_cli", "run a SavedModel (in process or over gRPC) on images"),
+    "predict": ("pix2seq.predict_cli", "run a SavedModel (in process or over gRPC) on images"),
     "evaluate": ("pix2seq.evaluate", "COCO metrics of an exported model on a COCO-format directory"),
     "pipeline": ("pix2seq.pipeline_cli", "run or compile the TFX pipeline"),
     "serve": ("pix2seq.server_cli", "serve a versioned model directory over TF Serving gRPC"),

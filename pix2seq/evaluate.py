@@ -97,7 +97,7 @@ def _progress(total, what):
 def evaluate(args):
     """Runs the evaluation; returns the report dict written by --json."""
     from components.coco_evaluator import evaluation, model_runner
-    from serving.predict_cli import resolve_model_dir
+    from pix2seq.predict_cli import resolve_model_dir
 
     try:
         model_dir = resolve_model_dir(args.model)

@@ -170,7 +170,7 @@ def _same(a, b, path="result"):
 
 def test_generate_equals_pix2seq_predict(trained, tmp_path, val_files):
     from model.export import export_saved_model
-    from serving import predict_cli
+    from pix2seq import predict_cli
 
     export_dir = export_saved_model(trained.model, str(tmp_path / "export"),
                                     signatures=["detect_and_describe", "detect_with_options"],

@@ -14,7 +14,7 @@ from pix2seq import cli
 from components.coco_evaluator import evaluation, model_runner
 from model import results
 from pix2seq import evaluate as evaluate_cli
-from serving import predict_cli
+from pix2seq import predict_cli
 import tiny_export
 
 

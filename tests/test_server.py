@@ -188,7 +188,7 @@ def test_predict_cli_over_grpc_writes_what_the_in_process_run_writes(real_server
     import argparse
     import json
 
-    from serving import predict_cli
+    from pix2seq import predict_cli
 
     files = []
     for i, (size, fmt) in enumerate([((48, 40), "JPEG"), ((30, 64), "PNG")]):
