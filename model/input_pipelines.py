@@ -37,6 +37,8 @@ from data import parse
 from model.tasks import TASK_NAMES, get_task
 
 SEQUENCE_KEYS = ("input_tokens", "target_tokens", "token_weights")
+
+
 def _graph(fn):
     """Marks a tf.data function as plain graph code: autograph's conversion of the
     keras-cv and codec code it calls only costs tracing time."""
