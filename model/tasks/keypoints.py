@@ -54,7 +54,6 @@ class KeypointTask(base.Task):
         return tf.concat([lead * vocab.KEYPOINT_PROMPT, vocab.quantize(boxes, self.config.num_bins),
                           lead * vocab.class_to_token(self.config.person_class_id)], -1)
 
-
     needs = "a non-crowd object with a labelled keypoint"
 
     def usable(self, example):
