@@ -46,7 +46,8 @@ from bench.report import write_section  # noqa: E402
 from model import decoding, vocab  # noqa: E402
 from model.config import preset  # noqa: E402
 from model.cached_decoder import step_matmul  # noqa: E402
-from tests import reference_decoding  # noqa: E402  (the oracle the tests compare with)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+import reference_decoding  # noqa: E402  (tests/reference_decoding.py: the oracle the tests compare with)
 from model.pix2seq_model import Pix2SeqModel  # noqa: E402
 
 SECTION = "## Decoding: K/V-cached while_loop vs reference-style loop (`bench/decode.py`)"
