@@ -43,7 +43,7 @@ test: $(STAMP)
 # export many models or run TFX pipelines; pytest.ini registers the marker) and without the
 # end-to-end pipeline test, the slowest of all. `make test` stays the full run.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" --ignore=tests/test_pipeline_e2e.py tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" --ignore=tests/test_pipeline_e2e.py tests
 
 clean-venv:
 	rm -rf $(VENV)
