@@ -108,9 +108,12 @@ def _micro() -> PipelineConfig:
         pipeline_root="pipeline_root/micro",
         serving_dir="serving_models/micro",
         metadata_path="pipeline_root/micro/metadata.sqlite",
-        # the demo's model options, so the end-to-end test covers them (export, serving, eval)
-        train=TrainConfig(steps=3, eval_steps=1, batch_size=2, warmup_steps=1,
-                          model_overrides={"stem": "conv", "object_order": "area", "coordinate_init": "sincos"},
+        # the demo's model options, so the end-to-end test covers them (export, serving, eval),
+        # on one encoder and one decoder block: the pipeline is under test, not the model, and
+        # graph tracing (most of a 3-step Trainer) grows with the blocks. No validation steps.
+        train=TrainConfig(steps=3, batch_size=2, warmup_steps=1,
+                          model_overrides={"stem": "conv", "object_order": "area", "coordinate_init": "sincos",
+                                           "encoder_depth": 1, "decoder_depth": 1},
                           task_batch_sizes={"detection": 2, "segmentation": 1, "keypoints": 1,
                                             "captioning": 1}),
         eval=EvalConfig(batch_size=4, num_pictures=2, thresholds={}, baseline_margin=1.0),

@@ -2,7 +2,7 @@
 
 run:     the whole TFX pipeline here (LocalDagRunner, SQLite MLMD), then a table of
          per-task metrics, the blessing, the pushed model, time per component and
-         where the prediction pictures are (pipeline/cli.py formats it).
+         where the prediction pictures are (pipeline/report.py formats it).
 compile: a Vertex AI Pipelines / Kubeflow Pipelines v2 JSON for a container image,
          optionally submitted to Vertex AI.
 """
@@ -13,7 +13,7 @@ import dataclasses
 import os
 import sys
 
-from pipeline import cli as report
+from pipeline import report
 from pipeline import presets
 
 

@@ -28,7 +28,7 @@ HEAVIEST_FIRST = (
     "test_export.py",
     "test_server.py",
     "test_keras_quickstart.py",
-    "test_pipelines.py",
+    "test_input_pipelines.py",
     "test_training.py",
     "test_keras_api.py",
 )

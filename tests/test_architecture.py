@@ -131,7 +131,7 @@ def test_library_folders_hold_no_cli_code():
     ("model/input_pipelines.py", "model.tasks", True),
     ("model/decoder.py", "data.features", True),
     ("serving/client.py", "components.coco_metrics", False),
-    ("pix2seq/cli.py", "pipeline.cli", True),
+    ("pix2seq/cli.py", "pipeline.report", True),
     ("data/coco.py", "pix2seq.train_cli", False),
     ("components/x.py", "pix2seq.progress", True),
 ])

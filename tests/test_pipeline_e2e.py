@@ -2,7 +2,10 @@
 is checked; then the cache is put to work on one pipeline root: a changed
 training-code file (run with an impossible threshold) reruns the Trainer and what
 follows on the cached Examples, is not blessed and pushes nothing; the same run again
-is fully cached; a changed annotation file plus an added image rerun everything.
+is fully cached; then the data under the same `coco_dir` becomes a user's own
+detection-only dataset (category ids 500.. and 300 categories, captions and keypoint
+files gone, half the val annotations dropped, an image added): everything reruns, the
+model trains and serves detection only, and every result speaks the dataset's ids.
 (Blessing an already served model again pushes no new version: tests/test_fingerprint.py,
 on the Pusher's executor.)"""
 import dataclasses
@@ -16,8 +19,9 @@ import types
 import pytest
 
 from components import coco_metrics
-from pipeline import cli, presets, runner_local
+from pipeline import presets, report, runner_local
 from pipeline import pipeline as pipeline_lib
+from test_own_dataset import NUM_CATEGORIES, _declared_ids, _detection_500s, _rewrite
 
 SIGNATURES = {"serving_default", "detect", "segment", "keypoints", "caption", "detect_and_describe"}
 # What a change reruns: the Resolver runs every time (it only queries MLMD).
@@ -52,6 +56,8 @@ def runs(synth_coco_dir, tmp_path_factory):
         # The same again (the first run's model is the baseline of both): nothing to do.
         r.unchanged = runner_local.run(impossible)
         r.versions_after_unchanged = _versions(config.serving_dir)
+        shutil.rmtree(coco_dir)
+        _rewrite(synth_coco_dir, coco_dir, _detection_500s)
         with open(os.path.join(coco_dir, "annotations", "instances_val.json")) as f:
             instances = json.load(f)
         instances["annotations"] = instances["annotations"][: len(instances["annotations"]) // 2]
@@ -59,8 +65,9 @@ def runs(synth_coco_dir, tmp_path_factory):
             json.dump(instances, f)
         image = sorted(glob.glob(os.path.join(coco_dir, "images", "train", "*")))[0]
         shutil.copy(image, os.path.join(os.path.dirname(image), "added.jpg"))
-        # One run for both (each alone changes the fingerprint: tests/test_fingerprint.py).
+        # One run for all (each change alone changes the fingerprint: tests/test_fingerprint.py).
         r.input_changed = runner_local.run(config)
+        r.versions_after_input_changed = _versions(config.serving_dir)
         return r
     finally:
         pipeline_lib.TRAIN_CODE = train_code
@@ -169,11 +176,11 @@ def test_impossible_threshold_is_not_blessed_and_pushes_nothing(runs):
 
 def test_table_reports_everything(runs):
     first = runs.first
-    table = cli.format_table(first)
+    table = report.format_table(first)
     assert "BLESSED" in table and first.pushed_destination in table
     for component in pipeline_lib.COMPONENT_IDS:
         assert component in table
-    assert "NOT BLESSED" in cli.format_table(runs.code_changed)
+    assert "NOT BLESSED" in report.format_table(runs.code_changed)
 
 
 def test_ground_truth_rebuilt_from_examples_equals_the_source(runs, synth_coco_dir):  # the first run's data
@@ -215,12 +222,16 @@ def test_changed_training_code_reruns_the_trainer_and_what_follows(runs):
     assert runs.code_changed.code_fingerprint != runs.first.code_fingerprint
     assert runs.code_changed.input_fingerprint == runs.first.input_fingerprint
     assert runs.code_changed.model_uri != runs.first.model_uri
-    assert "input fingerprint: " in cli.format_table(runs.code_changed)
+    assert "input fingerprint: " in report.format_table(runs.code_changed)
 
 
-def test_changed_annotation_and_added_image_rerun_ingestion_and_everything_after(runs):
-    assert runs.input_changed.input_fingerprint.startswith("25 files, ")  # 24 + the added image
-    assert runs.first.input_fingerprint.startswith("24 files, ")
+def _files(coco_dir):
+    return sum(len(files) for _, _, files in os.walk(coco_dir))
+
+
+def test_changed_annotation_and_added_image_rerun_ingestion_and_everything_after(runs, synth_coco_dir):
+    assert runs.first.input_fingerprint.startswith(f"{_files(synth_coco_dir)} files, ")
+    assert runs.input_changed.input_fingerprint.startswith(f"{_files(runs.config.coco_dir)} files, ")
     assert runs.unchanged.input_fingerprint == runs.first.input_fingerprint
     assert _rerun(runs.input_changed) == sorted(FROM_INGESTION)
     assert runs.input_changed.examples_uri != runs.first.examples_uri
@@ -241,8 +252,34 @@ def test_changed_annotation_and_added_image_rerun_ingestion_and_everything_after
     assert kept <= after < before
 
 
+def test_own_detection_dataset_trains_serves_and_scores_detection_in_its_own_ids(runs):
+    """Tasks follow the data through the pipeline: the Trainer trained detection only,
+    the pushed model serves detection only, the evaluator scored detection only (the
+    baseline, the first run's four-task model, on the same task), and every result and
+    category speaks the dataset's ids."""
+    from model import signatures
+
+    changed, coco_dir = runs.input_changed, runs.config.coco_dir
+    with open(os.path.join(changed.examples_uri, "dataset_info.json")) as f:
+        info = json.load(f)
+    declared = _declared_ids(coco_dir)
+    assert info["tasks"] == ["detection"] and len(declared) == NUM_CATEGORIES
+    assert info["class_category_ids"] == sorted(declared)
+    serving = os.path.join(changed.model_uri, "Format-Serving")
+    assert signatures.exported_tasks(serving) == ["detection"]
+    assert set(changed.metrics["candidate"]) == {"detection"}
+    assert changed.metrics["baseline_model"] == runs.first.model_uri
+    with open(os.path.join(changed.evaluation_uri, "results", "candidate", "bbox.json")) as f:
+        found = json.load(f)
+    assert found and {d["category_id"] for d in found} <= declared
+    assert changed.blessed is True and changed.pushed  # the micro preset's gate: no threshold
+    assert len(runs.versions_after_input_changed) == 2
+    pushed = os.path.join(runs.config.serving_dir, runs.versions_after_input_changed[-1])
+    assert signatures.exported_tasks(pushed) == ["detection"]
+
+
 def test_table_shows_the_fingerprints_and_what_was_cached(runs):
-    table = cli.format_table(runs.unchanged)
+    table = report.format_table(runs.unchanged)
     assert f"input fingerprint: {runs.unchanged.input_fingerprint.split('sha256:')[0]}" in table
     assert "code fingerprint: " in table and "(unchanged: cached)" in table
-    assert "(unchanged: cached)" not in cli.format_table(runs.input_changed)
+    assert "(unchanged: cached)" not in report.format_table(runs.input_changed)
