@@ -25,13 +25,12 @@ HEAVIEST_FIRST = (
     "test_pipeline_e2e.py",
     "test_memorize.py",
     "test_own_dataset.py",
-    "test_export.py",
-    "test_server.py",
+    "test_export.py",  # builds the run's shared tiny export (tests/tiny_export.py) ...
     "test_keras_quickstart.py",
     "test_input_pipelines.py",
     "test_training.py",
     "test_keras_api.py",
-)
+)  # ... which test_server, test_predict_cli and test_evaluate_cli, later, find made
 
 
 def pytest_collection_modifyitems(config, items):
