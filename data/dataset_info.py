@@ -8,6 +8,8 @@ When every category id already lies in [1, 90] the index is the id itself (the
 official COCO layout, so released checkpoints keep their meaning); otherwise the
 categories get dense indices 1..N in id order. `class_category_ids` is () for the
 identity map, else the category id of each class index (index c -> ids[c - 1]).
+`category_ids` lists every declared category id: inference reports only these (an
+identity map may leave ids of [1, 90] undeclared; model/vocab.py `declared_classes`).
 
 Tasks. detection always; segmentation when an object has a polygon or RLE;
 keypoints when a category names keypoints and an object carries them; captioning
@@ -47,6 +49,14 @@ def class_index(class_ids):
         return int
     lookup = {int(c): i + 1 for i, c in enumerate(class_ids)}
     return lambda category_id: lookup[int(category_id)]
+
+
+def declared_classes(class_ids, category_ids):
+    """The class indices of the declared `category_ids` when they leave indices of the
+    class map undeclared (only an identity map can), else () (every index declared)."""
+    if class_ids or not category_ids:
+        return ()
+    return tuple(sorted({int(c) for c in category_ids}))
 
 
 def category_id(class_ids, index):
@@ -105,6 +115,7 @@ def info_fields(categories, records):
     """The inferred part of dataset_info.json, from all categories and the train records."""
     schema = keypoint_schema(categories)
     return {"class_category_ids": list(class_category_ids(categories)),
+            "category_ids": sorted({int(c["id"]) for c in categories}),
             "keypoint_schema": schema, "tasks": supported_tasks(records, schema)}
 
 

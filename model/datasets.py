@@ -47,12 +47,16 @@ def caption_model_file(examples_dir):
 
 def dataset_token_fields(info):
     """TokenConfig fields the ingested data decides (data/dataset_info.py): the class
-    map (a dense map sets the class range to its size), the keypoint class and schema.
-    Empty for data ingested before these were recorded."""
+    map (a dense map sets the class range to its size), the declared classes (what
+    inference may report), the keypoint class and schema. Empty for data ingested
+    before these were recorded."""
     fields = {}
     class_ids = tuple(info.get("class_category_ids") or ())
     if class_ids:
         fields.update(class_category_ids=class_ids, max_class_id=len(class_ids))
+    declared = data_info.declared_classes(class_ids, info.get("category_ids"))
+    if declared:
+        fields.update(declared_classes=declared)
     schema = info.get("keypoint_schema")
     if schema:
         fields.update(person_class_id=data_info.class_index(class_ids)(schema["category_id"]),

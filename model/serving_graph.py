@@ -25,7 +25,9 @@ the whole vocabulary.
 
 The paper's inference rules: nucleus sampling as the official `top_logits`
 (`sampling.TopPSampler`); a detection's class is the argmax over the class range at
-its class position, whatever was sampled, and its score that probability; keypoints
+its class position, whatever was sampled, and its score that probability (both
+restricted to the classes the dataset declares, `TokenConfig.reportable_classes`,
+so no result names a category the data lacks); keypoints
 never emit the invisible token and a person scores the mean probability of its 2K
 coordinate tokens; classes in and out are the dataset's category ids (the token
 config's class map: class index c <-> `class_category_ids[c - 1]`, identity when

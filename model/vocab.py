@@ -70,6 +70,10 @@ class TokenConfig:
         index = category id (the official COCO layout), else the category id of each
         class index (index c -> class_category_ids[c - 1]). The serving signatures
         speak category ids through it.
+      declared_classes: the class indices the dataset declares a category for, when
+        they do not fill the class map (the identity map of a dataset declaring only
+        some ids in [1, max_class_id]); () = every index the map covers. Inference only
+        reports `reportable_classes()` (model/tasks/detection.py).
       object_order: order of the objects in a detection training sequence: "random"
         (the paper's default), "area" (largest first) or "dist2ori" (nearest box
         top-left corner to the image origin first), the paper's ablation choices.
@@ -102,6 +106,7 @@ class TokenConfig:
     person_class_id: int = 1
     object_order: str = "random"
     class_category_ids: tuple = ()
+    declared_classes: tuple = ()
     noise_jitter: float = 0.1
     noise_random_box_size: float = 1.0
     keypoint_mask_max_rate: float = 1.0
@@ -114,6 +119,7 @@ class TokenConfig:
         # JSON round trips turn tuples into lists; keep the config hashable and comparable.
         object.__setattr__(self, "keypoint_flip_pairs", tuple(tuple(p) for p in self.keypoint_flip_pairs))
         object.__setattr__(self, "class_category_ids", tuple(int(c) for c in self.class_category_ids))
+        object.__setattr__(self, "declared_classes", tuple(sorted({int(c) for c in self.declared_classes})))
         checks = (
             (2 <= self.num_bins <= MAX_NUM_BINS, "num_bins", f"in [2, {MAX_NUM_BINS}]"),
             (self.max_instances >= 1, "max_instances", ">= 1"),
@@ -128,6 +134,8 @@ class TokenConfig:
             (self.object_order in OBJECT_ORDERS, "object_order", f"one of {OBJECT_ORDERS}"),
             (len(self.class_category_ids) <= self.max_class_id, "class_category_ids",
              "at most max_class_id ids"),
+            (all(1 <= c <= self.class_map_size for c in self.declared_classes), "declared_classes",
+             "class indices in [1, len(class_category_ids) or max_class_id]"),
             (0.0 <= self.noise_jitter <= 1.0, "noise_jitter", "in [0, 1]"),
             (0.0 < self.noise_random_box_size <= 1.0, "noise_random_box_size", "in (0, 1]"),
             (0.0 <= self.keypoint_mask_max_rate <= 1.0, "keypoint_mask_max_rate", "in [0, 1]"),
@@ -144,6 +152,18 @@ class TokenConfig:
                 raise ValueError(
                     "TokenConfig.keypoint_flip_pairs must hold index pairs in "
                     f"[0, num_keypoints). Received: {self.keypoint_flip_pairs!r}")
+
+    @property
+    def class_map_size(self) -> int:
+        """Class indices the class map covers: 1..len(class_category_ids), or
+        1..max_class_id for the identity map."""
+        return len(self.class_category_ids) or self.max_class_id
+
+    def reportable_classes(self) -> tuple:
+        """The class indices inference may report: the dataset's declared classes, every
+        index of the class map when none are listed. The paper restricts a class position
+        to the class-token range; this restricts it to the classes the data declares."""
+        return self.declared_classes or tuple(range(1, self.class_map_size + 1))
 
     @property
     def vocab_size(self) -> int:

@@ -378,9 +378,10 @@ def test_masks_without_persons(masks_no_persons, tmp_path):
         masks = json.load(f)
     declared = _declared_ids(run.coco_dir)
     assert PERSON_ID not in declared
-    # the identity map (ids in [1, 90], COCO's layout): a class token is the category id, so an
-    # untrained model may name an id the dataset does not declare, never one outside the range
-    assert found and all(1 <= d["category_id"] <= D.OFFICIAL_MAX_CLASS_ID for d in found + masks)
+    # the identity map (ids in [1, 90], COCO's layout): a class token is the category id, and
+    # inference names only the ids the dataset declares (tests/test_declared_classes.py)
+    assert info["category_ids"] == sorted(declared)
+    assert found and {d["category_id"] for d in found + masks} <= declared
     assert len(masks) == len(found) and all(m["segmentation"]["counts"] for m in masks)
     report = _evaluate(cli, run.export, run.coco_dir, str(tmp_path / "report.json"))
     assert report["tasks"] == ["detection", "segmentation"]

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from data import augment as augment_ops
 from data import preprocess
-from model import vocab
+from model import sampling, vocab
 from model.tasks import base
 
 EOS_WEIGHT = 0.1
@@ -34,7 +34,10 @@ class DetectionTask(base.Task):
         self.prompt = (vocab.DETECTION_PROMPT,)
         cfg = token_config
         self._coord = self._coord_mask()
-        self._classes = self._np_range(vocab.CLASS_OFFSET + 1, vocab.CLASS_OFFSET + cfg.max_class_id + 1)
+        # The one rule for which classes inference may name (grammar and readout alike):
+        # the dataset's declared classes (TokenConfig.reportable_classes).
+        self._classes = self._np_ids(*(vocab.CLASS_OFFSET + c for c in cfg.reportable_classes()))
+        self._class_range = self._classes[vocab.CLASS_OFFSET + 1:vocab.CLASS_OFFSET + cfg.max_class_id + 1]
         self._eos = self._np_ids(vocab.EOS)
 
     # --- training ------------------------------------------------------------------------
@@ -119,8 +122,8 @@ class DetectionTask(base.Task):
     def grammar_mask(self, step, prev_tokens):
         """Allowed ids [B, V] at response step `step` (0-based after the prompt).
 
-        Positions 0-3 of an object: coordinates; position 4: a real class (the fake class 30
-        is never emitted at inference); EOS where an object may start; after
+        Positions 0-3 of an object: coordinates; position 4: a class the dataset declares
+        (the fake class 30 and undeclared classes are never emitted); EOS where an object may start; after
         max_instances objects only EOS; rows that ended emit PAD.
         """
         step = tf.cast(step, tf.int32)
@@ -134,12 +137,13 @@ class DetectionTask(base.Task):
 
     def step_readout(self, step, logits, token):
         """At class positions (`step % 5 == 4`): `class_id`, the argmax of the softmax over
-        the class range (ids 101 .. 100 + max_class_id; the fake class 30 lies outside),
-        whatever token was sampled, and `class_prob`, its probability under the softmax of
-        the raw logits (the paper's class and score); 0 elsewhere."""
+        the declared classes (within ids 101 .. 100 + max_class_id; the fake class 30 lies
+        outside), whatever token was sampled, and `class_prob`, its probability under the
+        softmax of the raw logits (the paper's class and score); 0 elsewhere."""
         del token
         lo = vocab.CLASS_OFFSET + 1
-        class_logits = logits[..., lo:lo + self.config.max_class_id]
+        class_logits = sampling.mask_logits(logits[..., lo:lo + self.config.max_class_id],
+                                            tf.constant(self._class_range))
         best = tf.argmax(class_logits, axis=-1, output_type=tf.int32) + 1
         prob = tf.exp(tf.reduce_max(class_logits, axis=-1) - tf.reduce_logsumexp(logits, axis=-1))
         at_class = tf.equal(tf.cast(step, tf.int32) % 5, 4)
@@ -152,7 +156,8 @@ class DetectionTask(base.Task):
         valid bool [B, M], num_detections int32 [B] (M = max_instances). With logits
         [B, T, V], or the decoding loop's `readout` of `step_readout`, the class is the
         argmax over the class range at the class position and the score its probability
-        (the paper's rule); without either, the emitted class token with score 1.
+        (the paper's rule); without either, the emitted class token with score 1. Only
+        declared classes are reported (an undeclared one: invalid).
         Objects after the first EOS, with a non-coordinate token or the fake class are
         invalid and zeroed.
         """
@@ -167,7 +172,9 @@ class DetectionTask(base.Task):
             scores = tf.reshape(readout["class_prob"][:, :5 * m], [-1, m, 5])[..., 4]
         else:
             classes = vocab.token_to_class(objs[..., 4])
-            classes = tf.where(classes <= self.config.max_class_id, classes, 0)
+            declared = tf.gather(tf.constant(self._class_range),
+                                 tf.clip_by_value(classes - 1, 0, self.config.max_class_id - 1))
+            classes = tf.where(declared & (classes >= 1) & (classes <= self.config.max_class_id), classes, 0)
             scores = tf.ones_like(classes, tf.float32)
         valid &= classes > 0
         boxes = vocab.dequantize(objs[..., :4], self.config.num_bins)
