@@ -20,6 +20,7 @@ polygons per instance, 8 by default), P = polygon points, K = keypoints):
 | `caption` | images | captions string [B] |
 | `detect_and_describe` | images | detect's outputs + segment's (for every detection, N = M) + keypoints and keypoint_scores (for detected persons, zeros otherwise) + captions |
 | `detect_examples` | examples: string [B] serialized tf.Examples (ingested layout, `image/encoded` read) | the same as detect on those image bytes |
+| `model_info` | none | keypoint_category_id i32 [] (the category whose detections get keypoints), category_ids i32 [C] (the categories the model may report) |
 
 A mask is the shared results code's work (`model/results.py`): rasterize each of the
 S polygons of an instance at image resolution, average, keep >= 0.5; its score is the
@@ -43,7 +44,8 @@ SavedModel, `assets.extra/` holds TF Serving's warm-up requests and the model co
 A model serves the tasks it was trained for, and only those: `export_saved_model(...,
 tasks=...)` writes each task's signatures (model/signatures.py `TASK_SIGNATURES`; `detect_and_describe` when
 detection and another task are there, describing with the model's other tasks), so a
-detection-only model has `detect`, `detect_with_options` and `detect_examples`, and
+detection-only model has `detect`, `detect_with_options` and `detect_examples` (and
+`model_info`, which every model has), and
 `serving_default` is the first signature written (`detect` when there is one). The
 signature names are how anyone tells a model's tasks (`signatures.tasks_of`):
 TF Serving's GetModelMetadata lists them, so a client knows what a served model does.
@@ -58,7 +60,7 @@ import tensorflow as tf
 
 from data import features
 from model import warmup_requests
-from model.signatures import MODEL_CONFIG_FILE, SIGNATURES, signatures_for_tasks
+from model.signatures import MODEL_CONFIG_FILE, MODEL_INFO, SIGNATURES, signatures_for_tasks
 from model.serving_graph import PAPER_DEFAULTS, InferenceGraph
 from model.tasks import TASK_NAMES
 
@@ -207,6 +209,7 @@ def signature_functions(graph: InferenceGraph, tasks=TASK_NAMES):
         "detect_and_describe_with_options": (
             detect_and_describe_with_options, [IMAGES, MAX_OBJECTS, TEMPERATURE, TOP_P, NUM_SAMPLES, SEED]),
         "detect_examples": (lambda examples: detect(example_images(examples)), [EXAMPLES]),
+        MODEL_INFO: (graph.model_info, []),
     }
     return table
 
@@ -218,6 +221,8 @@ def warmup_logs(specs: dict, options: dict, batch_sizes):
     first = next(iter(specs))
     specs = {"serving_default": specs[first], **specs}
     for name, inputs in specs.items():
+        if not inputs:  # model_info: constants, nothing to warm up
+            continue
         plain = plain_name(first if name == "serving_default" else name)
         for batch_size in batch_sizes:
             values = warmup_requests.sample_inputs([s.name for s in inputs], batch_size, options[plain])
@@ -258,7 +263,10 @@ def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=No
     archive.track(model)
     for name in names:
         fn, spec = functions[name]
-        archive.add_endpoint(name, fn, input_signature=spec)
+        if spec:
+            archive.add_endpoint(name, fn, input_signature=spec)
+        else:  # ExportArchive reads an empty input_signature as "none given"
+            archive.add_endpoint(name, tf.function(fn, input_signature=[], autograph=False))
     archive.write_out(export_dir, verbose=False)
     tf.io.gfile.makedirs(os.path.join(export_dir, os.path.dirname(MODEL_CONFIG_FILE)))
     with tf.io.gfile.GFile(os.path.join(export_dir, MODEL_CONFIG_FILE), "w") as f:

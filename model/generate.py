@@ -18,6 +18,7 @@ import numpy as np
 
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from model import results as results_lib
+from model import signatures
 from model.export import signature_functions
 from model.serving_graph import PAPER_DEFAULTS, InferenceGraph
 
@@ -73,6 +74,15 @@ def run_task(backend, task, images, person_class=1, defaults=None, **options):
              "scores": np.where(person, found["scores"], 0.0)}
     boxes = np.where(person[..., None], found["boxes"], 0.0).astype(np.float32)
     return {**found, **_call(backend, "keypoints", images, options, d, boxes=boxes)}
+
+
+def keypoint_category(backend, default=1):
+    """The category id whose detections get keypoints, asked of the model itself (its
+    `model_info` signature: in process and over gRPC alike); `default` for a model
+    exported without that signature."""
+    if signatures.MODEL_INFO not in backend.signature_names:
+        return default
+    return int(backend.predict(signatures.MODEL_INFO, None)["keypoint_category_id"])
 
 
 def image_info(path, index, ids=None):

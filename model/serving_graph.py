@@ -152,6 +152,13 @@ class InferenceGraph:
         ids = self.config.class_category_ids
         return ids[self.config.person_class_id - 1] if ids else self.config.person_class_id
 
+    def model_info(self):
+        """The `model_info` signature's constants: keypoint_category_id int32 [] and
+        category_ids int32 [C] (the categories inference may report)."""
+        classes = tf.constant(self.config.reportable_classes(), tf.int32)
+        return {"keypoint_category_id": tf.constant(self.keypoint_category_id, tf.int32),
+                "category_ids": self.category_ids(classes)}
+
     # --- tasks -----------------------------------------------------------------------------
 
     def _decode(self, task, cross, prompt, temperature, top_p, seed, salt, **kwargs):

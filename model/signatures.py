@@ -16,10 +16,15 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from model.tasks import TASK_NAMES
 
+# What the model tells about itself, with no input: `keypoint_category_id` int32 [] (the
+# category whose detections get keypoints) and `category_ids` int32 [C] (the categories
+# it may report). A Predict call, so a client learns them over gRPC (TF Serving's
+# GetModelMetadata only lists signatures, not values); every model exports it.
+MODEL_INFO = "model_info"
 SIGNATURES = ("detect", "segment", "keypoints", "caption", "detect_and_describe",
               "detect_with_options", "segment_with_options", "keypoints_with_options",
               "caption_with_options", "detect_and_describe_with_options",
-              "detect_examples")
+              "detect_examples", MODEL_INFO)
 # The signatures that serve each task; `DESCRIBE` needs detection and one more task.
 TASK_SIGNATURES = {"detection": ("detect", "detect_with_options", "detect_examples"),
                    "segmentation": ("segment", "segment_with_options"),
@@ -40,7 +45,7 @@ def signatures_for_tasks(tasks):
     unknown = sorted(set(tasks) - set(TASK_NAMES))
     if unknown or not tasks:
         raise ValueError(f"tasks must be a non-empty subset of {TASK_NAMES}. Received: {list(tasks)}")
-    names = {n for t in tasks for n in TASK_SIGNATURES[t]}
+    names = {n for t in tasks for n in TASK_SIGNATURES[t]} | {MODEL_INFO}
     if "detection" in tasks and len(set(tasks)) > 1:
         names.update(DESCRIBE)
     return [n for n in SIGNATURES if n in names]
@@ -89,7 +94,8 @@ def exported_tasks(saved_model_dir):
 
 def keypoint_category_id(saved_model_dir, default=1):
     """The category id whose detections get keypoints (the dataset's keypoint category,
-    model/train_data.py), from the exported model config; `default` without one."""
+    model/train_data.py), from the exported model config file; `default` without one
+    (a client of a served model asks the `MODEL_INFO` signature instead)."""
     path = os.path.join(saved_model_dir, MODEL_CONFIG_FILE)
     if not tf.io.gfile.exists(path):
         return default

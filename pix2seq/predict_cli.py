@@ -16,7 +16,9 @@ same results.
 
 Tasks and the signatures they call: detect -> `detect`; segment -> `detect`, then
 `segment` on the detections; keypoints -> `detect`, then `keypoints` on the detections
-of the keypoint category; caption -> `caption`; all -> `detect_and_describe` (one
+of the keypoint category (`--person-class`; default: the model's own, from its
+`model_info` signature, which a served model answers over gRPC too; for an export without
+it, its config file with --model, 1 with --server); caption -> `caption`; all -> `detect_and_describe` (one
 encoding), or the one task a single-task model serves. Any sampling option given
 switches to the `*_with_options` signatures. A model serves only the tasks it was
 trained for (model/signatures.py: its signature names tell, locally or through
@@ -78,8 +80,8 @@ def add_arguments(parser):
     parser.add_argument("--annotations", help="COCO annotation JSON: image ids by file name, category names")
     parser.add_argument("--min-score", type=float, default=0.0, help="drop detections scoring below")
     parser.add_argument("--person-class", type=int,
-                        help="category id that gets keypoints (default: the model's keypoint category with "
-                             "--model, 1 with --server)")
+                        help="category id that gets keypoints (default: the model's keypoint category, "
+                             "from its model_info signature, over --server too)")
     parser.add_argument("--max-objects", type=int, help="detection: at most this many objects")
     parser.add_argument("--temperature", type=float, help="sampling temperature (<= 0: greedy)")
     parser.add_argument("--top-p", type=float, help="nucleus sampling mass")
@@ -102,7 +104,7 @@ class SavedModelBackend:
     def predict(self, signature, images, **inputs):
         fn = self._loaded.signatures[signature]
         specs = fn.structured_input_signature[1]
-        feed = {"images": self._tf.constant(list(images), self._tf.string)}
+        feed = {} if images is None else {"images": self._tf.constant(list(images), self._tf.string)}
         for name, value in inputs.items():
             feed[name] = self._tf.constant(value, dtype=specs[name].dtype)
         missing = sorted(set(specs) - set(feed))
@@ -221,12 +223,13 @@ def main(args) -> int:
 
             with Pix2SeqClient(args.server, model_name=args.model_name) as backend:
                 if args.person_class is None:
-                    args.person_class = 1
+                    args.person_class = generate.keypoint_category(backend)
                 run(backend, args, f"{args.model_name!r} at {args.server}")
         else:
             backend = SavedModelBackend(args.model)
-            if args.person_class is None:
-                args.person_class = signatures_lib.keypoint_category_id(backend.model_dir)
+            if args.person_class is None:  # an export without model_info: its config file
+                args.person_class = generate.keypoint_category(
+                    backend, signatures_lib.keypoint_category_id(backend.model_dir))
             run(backend, args, backend.model_dir)
     except MissingTaskError as e:
         print(f"pix2seq predict: {e}", file=sys.stderr)

@@ -63,33 +63,92 @@ def test_dataset_declares_its_classes_to_the_token_config():
         vocab.TokenConfig(class_category_ids=(500, 700), max_class_id=90, declared_classes=(3,))
 
 
-def test_model_favouring_an_undeclared_class_reports_declared_ids(tmp_path):
-    """A micro random model whose output bias favours class token 101 (undeclared) and
-    never ends early: every detection the exported SavedModel and `model.generate`
-    report is one of the three declared ids, and the two agree."""
+KEYPOINT_CLASS = 5  # the declared class whose detections get keypoints (not COCO's person 1)
+
+
+@pytest.fixture(scope="module")
+def favouring_model(tmp_path_factory):
+    """A micro random model for detection + 3-point keypoints whose output bias favours
+    class token 101 (undeclared), then 105 (declared, the keypoint class), and never
+    ends early; and its export (the plain detect and keypoints signatures and model_info,
+    no warm-up: what the tests call, traced in less time)."""
     import keras
 
-    from model import export, generate
+    from model import export
     from model.config import preset
     from model.pix2seq_model import Pix2SeqModel
     from test_own_dataset import MICRO
-    from tiny_export import encoded_image
 
     keras.utils.set_random_seed(0)
-    model = Pix2SeqModel(preset("tiny", **MICRO, caption_vocab_size=0, declared_classes=DECLARED))
+    model = Pix2SeqModel(preset("tiny", **MICRO, caption_vocab_size=0, declared_classes=DECLARED,
+                                person_class_id=KEYPOINT_CLASS, num_keypoints=3, keypoint_flip_pairs=()))
     model.build()
     bias = np.zeros(model.decoder.output_bias.shape, np.float32)
     bias[vocab.EOS] = -30.0  # every object slot is filled
     bias[vocab.CLASS_OFFSET + UNDECLARED] = 30.0
+    bias[vocab.CLASS_OFFSET + KEYPOINT_CLASS] = 20.0
     model.decoder.output_bias.assign(bias)
-    images = [encoded_image(40, 60, 1), encoded_image(64, 48, 2, "JPEG")]
+    out = str(tmp_path_factory.mktemp("favouring") / "export")
+    export.export_saved_model(model, out, signatures=["detect", "keypoints", "model_info"],
+                              tasks=["detection", "keypoints"], warmup_batch_sizes=())
+    return model, out
+
+
+def _image_files(tmp_path):
+    from tiny_export import encoded_image
+
+    paths = []
+    for i, (h, w, fmt) in enumerate([(40, 60, "PNG"), (64, 48, "JPEG")]):
+        paths.append(str(tmp_path / f"{i + 1}.{fmt.lower()}"))
+        with open(paths[-1], "wb") as f:
+            f.write(encoded_image(h, w, i + 1, fmt))
+    return paths
+
+
+def test_model_favouring_an_undeclared_class_reports_declared_ids(favouring_model, tmp_path):
+    """Every detection the exported SavedModel and `model.generate` report is a declared
+    id, and the two agree."""
+    from model import generate
+
+    model, export_dir = favouring_model
+    images = [open(p, "rb").read() for p in _image_files(tmp_path)]
     results = model.generate(images, task="detect")  # per-image results, through model/results.py
     assert results and all(o["category_id"] in DECLARED for r in results for o in r["objects"])
     in_process = generate.backend_for(model).predict("detect", images)
-    out = export.export_saved_model(model, str(tmp_path / "export"), tasks=["detection"], warmup_batch_sizes=())
-    served = tf.saved_model.load(out).signatures["detect"](images=tf.constant(images))
+    served = tf.saved_model.load(export_dir).signatures["detect"](images=tf.constant(images))
     classes = served["classes"].numpy()
-    assert served["num_detections"].numpy().tolist() == [MICRO["max_instances"]] * 2
+    assert served["num_detections"].numpy().tolist() == [model.config.tokens.max_instances] * 2
     assert set(classes.ravel().tolist()) <= set(DECLARED)
     for key, value in served.items():
         np.testing.assert_allclose(value.numpy(), in_process[key], rtol=1e-4, atol=1e-4, err_msg=key)
+    info = tf.saved_model.load(export_dir).signatures["model_info"]()
+    assert int(info["keypoint_category_id"]) == KEYPOINT_CLASS
+    assert info["category_ids"].numpy().tolist() == list(DECLARED)
+
+
+def test_predict_over_grpc_uses_the_served_keypoint_category(favouring_model, tmp_path):
+    """`pix2seq predict --server --task keypoints` without --person-class decodes keypoints
+    for the served model's keypoint category (its model_info signature over real gRPC)."""
+    import json
+    import os
+
+    import portpicker
+
+    from pix2seq import cli
+    from serving.server import ModelServer, ServerConfig
+    from test_own_dataset import _predict
+
+    _, export_dir = favouring_model
+    images = _image_files(tmp_path)
+    base = tmp_path / "serving"
+    base.mkdir()
+    os.symlink(export_dir, base / "1")
+    config = ServerConfig(str(base), host="127.0.0.1", port=portpicker.pick_unused_port(), poll_seconds=0)
+    with ModelServer(config) as server:
+        served = _predict(cli, ["--server", server.address], images, str(tmp_path / "served.json"), "keypoints")
+    with open(tmp_path / "served_bbox.json") as f:
+        boxes = json.load(f)
+    # every detection is of the keypoint class and gets its 3 points (with the old default,
+    # person 1, none would)
+    assert served and len(served) == len(boxes) and {d["category_id"] for d in boxes} == {KEYPOINT_CLASS}
+    assert all(p["category_id"] == KEYPOINT_CLASS and len(p["keypoints"]) == 9 for p in served)

@@ -131,10 +131,11 @@ def test_supported_tasks_and_clear_error():
 def test_signatures_follow_the_tasks():
     from model import signatures as S
 
-    assert S.signatures_for_tasks(["detection"]) == ["detect", "detect_with_options", "detect_examples"]
+    assert S.signatures_for_tasks(["detection"]) == ["detect", "detect_with_options", "detect_examples",
+                                                     "model_info"]
     both = S.signatures_for_tasks(["detection", "keypoints"])
     assert "detect_and_describe" in both and "segment" not in both and "caption" not in both
-    assert S.signatures_for_tasks(["captioning"]) == ["caption", "caption_with_options"]
+    assert S.signatures_for_tasks(["captioning"]) == ["caption", "caption_with_options", "model_info"]
     for tasks in (["detection"], ["detection", "segmentation"], ["captioning"], list(D.TASK_NAMES)):
         assert S.tasks_of(S.signatures_for_tasks(tasks) + ["serving_default"]) == tasks
     # a model exported with detect_and_describe alone: its outputs tell the tasks
@@ -221,7 +222,9 @@ def _declared_ids(coco_dir):
 
 
 def _predict(cli, export, images, out, task="all"):
-    assert cli.main(["predict", "--model", export, "--task", task, *images, "--json", out]) == 0
+    """`pix2seq predict` on `export` (a SavedModel dir, or the source arguments as a list)."""
+    source = export if isinstance(export, list) else ["--model", export]
+    assert cli.main(["predict", *source, "--task", task, *images, "--json", out]) == 0
     with open(out) as f:
         return json.load(f)
 
@@ -287,7 +290,8 @@ def test_detection_only_ids_in_the_500s(detection_500s, tmp_path, capsys):
     assert len(declared) == NUM_CATEGORIES and info["class_category_ids"] == sorted(declared)
     # trained without a task flag, the model serves detection only
     assert sorted(signatures.read_signature_defs(run.export)) == ["detect", "detect_examples",
-                                                                  "detect_with_options", "serving_default"]
+                                                                  "detect_with_options", "model_info",
+                                                                  "serving_default"]
     found = _predict(cli, run.export, _images(run.coco_dir), str(tmp_path / "bbox.json"))  # all -> detect
     assert found and {d["category_id"] for d in found} <= declared
     report = _evaluate(cli, run.export, run.coco_dir, str(tmp_path / "report.json"))
@@ -417,3 +421,25 @@ def test_twenty_keypoint_dog_schema(dog_keypoints, tmp_path):
     assert out["keypoints"].shape == (1, 1, 20, 3) and np.isfinite(out["keypoints"].numpy()).all()
     report = _evaluate(cli, run.export, run.coco_dir, str(tmp_path / "report.json"))
     assert report["tasks"] == ["detection", "keypoints"] and set(report["metrics"]) == {"detection", "keypoints"}
+
+
+
+@pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
+def test_served_dog_model_tells_its_keypoint_category(dog_keypoints, tmp_path):
+    """Over real gRPC, the served model's `model_info` names the dog (DOG_ID), not COCO's
+    person 1, as the category `pix2seq predict --server` decodes keypoints for, and the
+    categories it may report (the predict path itself: tests/test_declared_classes.py)."""
+    import portpicker
+
+    from model import generate
+    from serving.client import Pix2SeqClient
+    from serving.server import ModelServer, ServerConfig
+
+    base = tmp_path / "serving"
+    base.mkdir()
+    os.symlink(dog_keypoints.export, base / "1")
+    config = ServerConfig(str(base), host="127.0.0.1", port=portpicker.pick_unused_port(), poll_seconds=0)
+    with ModelServer(config) as server, Pix2SeqClient(server.address) as client:
+        assert generate.keypoint_category(client) == DOG_ID
+        info = client.predict("model_info", None)
+        assert set(info["category_ids"].tolist()) == _declared_ids(dog_keypoints.coco_dir)
