@@ -4,7 +4,10 @@ Pure function over metric dicts (`{task: {metric: value}}`, as metrics.json
 holds them), so the rule is testable without TFX. A model is blessed when
 every configured threshold is met and, when a baseline (the latest blessed
 model) was evaluated on the same data, no task's headline metric dropped by
-more than the allowed margin. Every check contributes a human-readable reason.
+more than the allowed margin. The comparison runs per task over the tasks both
+models were scored on: a candidate task the baseline does not serve is judged by
+its thresholds only, a baseline task the candidate no longer serves is not
+compared (each is a SKIP line). Every check contributes a human-readable reason.
 """
 from __future__ import annotations
 
@@ -55,8 +58,8 @@ def decide(
         data, or None when there is no blessed model yet.
       margin: allowed absolute drop of a task's headline metric relative to
         the baseline; a float for all tasks or `{task: margin}`.
-      headline_metrics: metric compared per task (tasks absent from both metric
-        dicts are skipped).
+      headline_metrics: metric compared per task, for the tasks in both metric
+        dicts (a task in one only is skipped: its model does not serve it).
 
     Returns:
       BlessingDecision with `blessed`, the failure `reasons` and all `checks`.
@@ -80,6 +83,12 @@ def decide(
     if baseline_metrics is not None:
         for task, metric in headline_metrics.items():
             if task not in metrics and task not in baseline_metrics:
+                continue
+            if task not in baseline_metrics:
+                checks.append(f"SKIP {task}/{metric}: the baseline does not serve {task} (thresholds only)")
+                continue
+            if task not in metrics:
+                checks.append(f"SKIP {task}/{metric}: the candidate does not serve {task}")
                 continue
             allowed = margin.get(task, 0.0) if isinstance(margin, Mapping) else float(margin)
             base = _value(baseline_metrics, task, metric)

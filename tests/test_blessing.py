@@ -120,3 +120,29 @@ def test_resolver_picks_the_latest_blessed_model(tmp_path):
     assert [m.id for m in result["model"]] == [5]  # `new` was not blessed
     assert blessings[2].get_string_custom_property("blessing_message") == \
         "detection/AP = 0.4000 vs threshold 0.9"
+
+
+def test_comparison_runs_over_the_tasks_both_models_serve():
+    """A baseline trained for detection only vs a detection + segmentation candidate (and
+    the reverse): the shared task is compared, the other is a SKIP, not a failure."""
+    candidate = {"detection": {"AP": 0.4}, "segmentation": {"AP": 0.1}}
+    detection_only = {"detection": {"AP": 0.3}}
+    newer_task = decide(candidate, {}, detection_only)
+    assert newer_task.blessed
+    assert "SKIP segmentation/AP: the baseline does not serve segmentation (thresholds only)" in newer_task.checks
+    # ... judged by its thresholds only
+    gated = decide(candidate, {"segmentation": {"AP": 0.2}}, detection_only)
+    assert gated.reasons == ["segmentation/AP = 0.1000 vs threshold 0.2"]
+    # the shared task still compares
+    assert not decide(candidate, {}, {"detection": {"AP": 0.5}}).blessed
+    dropped = decide({"detection": {"AP": 0.45}}, {}, candidate)  # the candidate no longer serves segmentation
+    assert dropped.blessed and "SKIP segmentation/AP: the candidate does not serve segmentation" in dropped.checks
+    assert not decide(detection_only, {}, candidate).blessed  # its detection dropped below the baseline's
+
+
+def test_baseline_is_scored_on_the_tasks_both_serve():
+    from components.coco_evaluator.evaluation import baseline_tasks
+
+    assert baseline_tasks(("detection", "segmentation"), ["detection"]) == ("detection",)
+    assert baseline_tasks(("detection",), ["detection", "keypoints", "captioning"]) == ("detection",)
+    assert baseline_tasks(("captioning",), ["detection"]) == ()

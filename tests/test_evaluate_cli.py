@@ -34,22 +34,32 @@ def toy_model(tmp_path_factory):
     return path
 
 
-def run_evaluator(examples_dir, model_dir, out_dir, eval_config):
-    """The CocoEvaluator executor on ingested examples and a SavedModel; its metrics.json."""
+def run_evaluator(examples_dir, model_dir, out_dir, eval_config, baseline_dir=None):
+    """The CocoEvaluator executor on ingested examples and a SavedModel (and a baseline
+    SavedModel, as the resolver would give); its metrics.json."""
     from tfx.types import artifact_utils, standard_artifacts
 
     examples = standard_artifacts.Examples()
     examples.uri = examples_dir
     examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
-    model = standard_artifacts.Model()
-    model.uri = os.path.join(out_dir, "model")
-    os.makedirs(model.uri)
-    os.symlink(model_dir, os.path.join(model.uri, "Format-Serving"))
+
+    def model_artifact(name, path, artifact_id):
+        model = standard_artifacts.Model()
+        model.uri = os.path.join(out_dir, name)
+        model.id = artifact_id
+        os.makedirs(model.uri)
+        os.symlink(path, os.path.join(model.uri, "Format-Serving"))
+        return model
+
+    model = model_artifact("model", model_dir, 2)
+    inputs = {"model": [model], "examples": [examples]}
+    if baseline_dir:
+        inputs["baseline_model"] = [model_artifact("baseline", baseline_dir, 1)]
     evaluation = standard_artifacts.ModelEvaluation()
     evaluation.uri = os.path.join(out_dir, "evaluation")
     blessing = standard_artifacts.ModelBlessing()
     blessing.uri = os.path.join(out_dir, "blessing")
-    executor_lib.Executor().Do({"model": [model], "examples": [examples]},
+    executor_lib.Executor().Do(inputs,
                                {"evaluation": [evaluation], "blessing": [blessing]},
                                {"eval_config": json.dumps(eval_config), "eval_split": "eval"})
     with open(os.path.join(evaluation.uri, executor_lib.METRICS_FILE)) as f:

@@ -392,6 +392,24 @@ def test_masks_without_persons(masks_no_persons, tmp_path):
     assert set(report["metrics"]) == {"detection", "segmentation"}
 
 
+@pytest.mark.slow  # trains (in its fixtures, shared by the module's tests)
+def test_evaluator_compares_over_the_tasks_both_models_serve(masks_no_persons, detection_500s, tmp_path):
+    """The CocoEvaluator with a detection + segmentation candidate and a detection-only
+    baseline (the blessed model of an earlier, detection-only run): the baseline is scored
+    and compared on detection; segmentation is judged by its thresholds only."""
+    from test_evaluate_cli import run_evaluator
+
+    config = {"batch_size": 2, "max_examples": 2, "thresholds": {"segmentation": {"AP": 0.0}}}
+    report = run_evaluator(masks_no_persons.examples, masks_no_persons.export, str(tmp_path / "eval"), config,
+                           baseline_dir=detection_500s.export)
+    assert set(report["candidate"]) == {"detection", "segmentation"}
+    assert report["baseline_tasks"] == ["detection"] and set(report["baseline"]) == {"detection"}
+    checks = report["blessing"]["checks"]
+    assert any(c.startswith(("PASS detection/AP", "FAIL detection/AP")) and "vs baseline" in c for c in checks)
+    assert "SKIP segmentation/AP: the baseline does not serve segmentation (thresholds only)" in checks
+    assert "PASS segmentation/AP" in " ".join(checks)
+
+
 @pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
 def test_twenty_keypoint_dog_schema(dog_keypoints, tmp_path):
     import tensorflow as tf

@@ -42,6 +42,13 @@ def tasks_to_score(asked: Sequence[str], model_tasks: Sequence[str], data_tasks:
     return tasks
 
 
+def baseline_tasks(tasks: Sequence[str], baseline_served: Sequence[str]) -> Tuple[str, ...]:
+    """The candidate's scored `tasks` that the baseline serves too: the baseline is scored
+    on these and the comparison runs over them (components/blessing.py); a candidate task
+    the baseline lacks is judged by its thresholds only."""
+    return tuple(t for t in tasks if t in baseline_served)
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalOptions:
     """What to predict and how results are made (a subset of pipeline.presets.EvalConfig)."""
@@ -133,4 +140,4 @@ def score(gt: GroundTruth, per_image: Sequence[Mapping], tasks: Sequence[str]):
     return metrics, coco
 
 
-__all__ = ["tasks_to_score", "EvalOptions", "GroundTruth", "ground_truth", "predict_batch", "predict", "score"]
+__all__ = ["tasks_to_score", "baseline_tasks", "EvalOptions", "GroundTruth", "ground_truth", "predict_batch", "predict", "score"]

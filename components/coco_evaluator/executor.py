@@ -17,6 +17,7 @@ Layout of the outputs:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Dict, List, Optional
@@ -98,8 +99,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
         models = {"candidate": serving_dir(model)}
+        model_tasks = {"candidate": tuple(tasks)}
         if baseline is not None and baseline.id != model.id:
-            models["baseline"] = serving_dir(baseline)
+            # scored on the tasks both serve: a baseline trained for other tasks still compares
+            model_tasks["baseline"] = evaluation.baseline_tasks(
+                tasks, signatures.exported_tasks(serving_dir(baseline)))
+            if model_tasks["baseline"]:
+                models["baseline"] = serving_dir(baseline)
         raw_dir = os.path.join(evaluation_artifact.uri, "raw")
         num_pictures = int(config.get("num_pictures") or 0)
         categories = gt_lib.load_categories(examples.uri)
@@ -128,7 +134,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 _ = (serialized
                      | f"Batch[{name}]" >> beam.BatchElements(min_batch_size=options.batch_size,
                                                                max_batch_size=options.batch_size)
-                     | f"Predict[{name}]" >> beam.ParDo(predict.PredictDoFn(path, options, tally.counter(name)))
+                     | f"Predict[{name}]" >> beam.ParDo(predict.PredictDoFn(
+                         path, dataclasses.replace(options, tasks=model_tasks[name]), tally.counter(name)))
                      | f"ToJson[{name}]" >> beam.Map(json.dumps, sort_keys=True)
                      | f"Write[{name}]" >> beam.io.WriteToText(os.path.join(raw_dir, name, "images"),
                                                                file_name_suffix=".jsonl"))
@@ -145,14 +152,16 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             per_image = _read_jsonl(os.path.join(raw_dir, name, "images*.jsonl"))
             if name == "candidate":
                 candidate_images = per_image
-            metrics, results = evaluation.score(gt, per_image, tasks)
+            metrics, results = evaluation.score(gt, per_image, model_tasks[name])
             report[name] = metrics
             for kind, rows in results.items():
                 _write_json(os.path.join(evaluation_artifact.uri, "results", name, f"{kind}.json"), rows)
         if baseline is not None and "baseline" not in report:
-            report["baseline"] = report["candidate"]  # the baseline is this very model
+            # the baseline is this very model, or it serves none of the scored tasks
+            report["baseline"] = report["candidate"] if baseline.id == model.id else {}
         if baseline is not None:
             report["baseline_model"] = baseline.uri
+            report["baseline_tasks"] = list(model_tasks.get("baseline", tasks))
 
         # a threshold of a task not evaluated (the model or the data lacks it) does not apply
         thresholds = {t: m for t, m in (config.get("thresholds") or {}).items() if t in tasks}
