@@ -308,6 +308,30 @@ def test_detection_only_ids_in_the_500s(detection_500s, tmp_path, capsys):
 
 
 @pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
+def test_keras_api_on_the_500s_data_with_no_task_settings(detection_500s):
+    """The issue's scenario through the Keras API: from_preset sized for the ingested data,
+    examples_dataset with no tasks (the data's: detection), fit a step, generate: the
+    results carry the dataset's ids."""
+    import keras
+
+    from model import datasets
+    from model.pix2seq_model import Pix2SeqModel
+
+    run = detection_500s
+    keras.utils.set_random_seed(0)
+    model = Pix2SeqModel.from_preset("tiny", examples=run.examples, **MICRO)
+    train = datasets.examples_dataset(run.examples, model, batch_size=2)
+    assert set(train.element_spec) == {"detection"}
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(train, steps_per_epoch=1, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    results = model.generate(_images(run.coco_dir), task="detect")
+    declared = _declared_ids(run.coco_dir)
+    found = {o["category_id"] for r in results for o in r["objects"]}
+    assert found and found <= declared and min(found) >= FIRST_ID
+
+
+@pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
 def test_pipeline_evaluator_scores_what_model_and_data_have(detection_500s, tmp_path):
     """The micro preset's EvalConfig (tasks left empty) on the detection-only run: the
     CocoEvaluator scores detection only, a captioning gate does not apply, naming a task
