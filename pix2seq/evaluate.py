@@ -20,7 +20,6 @@ import json
 import sys
 
 TASKS = ("detection", "segmentation", "keypoints", "captioning")
-DECODING = ("max_objects", "temperature", "top_p", "num_samples", "seed")
 
 
 def add_arguments(parser):
@@ -34,13 +33,9 @@ def add_arguments(parser):
     parser.add_argument("--json", dest="json_out", metavar="METRICS_OUT", help="write the metrics here as JSON")
     parser.add_argument("--max-images", type=int, default=0, help="score only the first N images (by id)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call")
-    decoding = parser.add_argument_group("decoding (any of these calls the `_with_options` signatures; "
-                                         "unset ones keep the paper's defaults)")
-    decoding.add_argument("--max-objects", type=int, help="detection: at most this many objects")
-    decoding.add_argument("--temperature", type=float, help="sampling temperature (<= 0: greedy)")
-    decoding.add_argument("--top-p", type=float, help="detection nucleus sampling mass")
-    decoding.add_argument("--num-samples", type=int, help="segmentation: sampled polygons per mask")
-    decoding.add_argument("--seed", type=int, help="sampling seed")
+    from pix2seq import predict_cli  # the same sampling options as `pix2seq predict`
+
+    predict_cli.add_decoding_arguments(parser)
 
 
 class UsageError(Exception):
@@ -105,8 +100,9 @@ def evaluate(args):
         raise UsageError(str(e)) from e
     from data import dataset_info
     from model import signatures
+    from model.generate import OPTION_NAMES
 
-    decoding = {n: getattr(args, n) for n in DECODING if getattr(args, n, None) is not None}
+    decoding = {n: getattr(args, n) for n in OPTION_NAMES if getattr(args, n, None) is not None}
     records, image_dir, categories, num_keypoints = load_split(args.coco_dir, args.split)
     # what the whole split has annotations for, however few images are scored
     data_tasks = dataset_info.supported_tasks(records, dataset_info.keypoint_schema(categories))

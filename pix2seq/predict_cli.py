@@ -82,12 +82,19 @@ def add_arguments(parser):
     parser.add_argument("--person-class", type=int,
                         help="category id that gets keypoints (default: the model's keypoint category, "
                              "from its model_info signature, over --server too)")
-    parser.add_argument("--max-objects", type=int, help="detection: at most this many objects")
-    parser.add_argument("--temperature", type=float, help="sampling temperature (<= 0: greedy)")
-    parser.add_argument("--top-p", type=float, help="nucleus sampling mass")
-    parser.add_argument("--num-samples", type=int, help="segmentation: sampled polygons per mask")
-    parser.add_argument("--seed", type=int, help="sampling seed")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call (progress advances per call)")
+    add_decoding_arguments(parser)
+
+
+def add_decoding_arguments(parser):
+    """The sampling options (`generate.OPTION_NAMES`) of `pix2seq predict` and `pix2seq evaluate`."""
+    decoding = parser.add_argument_group("decoding (any of these calls the `_with_options` signatures; "
+                                         "unset ones keep the paper's defaults)")
+    decoding.add_argument("--max-objects", type=int, help="detection: at most this many objects")
+    decoding.add_argument("--temperature", type=float, help="sampling temperature (<= 0: greedy)")
+    decoding.add_argument("--top-p", type=float, help="nucleus sampling mass (evaluate: detection's)")
+    decoding.add_argument("--num-samples", type=int, help="segmentation: sampled polygons per mask")
+    decoding.add_argument("--seed", type=int, help="sampling seed")
 
 
 class SavedModelBackend:
