@@ -5,6 +5,7 @@ component, and the prediction pictures copied out of the evaluation artifact.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from typing import List, Optional
 
@@ -12,9 +13,9 @@ from components.coco_metrics import metrics_table
 
 
 def _short(fingerprint: str) -> str:
-    """'N files, B bytes, sha256:<64 hex>' -> the same with 12 hex digits."""
-    head, sep, digest = fingerprint.rpartition("sha256:")
-    return f"{head}{sep}{digest[:12]}" if sep else fingerprint
+    """'N files, B bytes, sha256:<64 hex>' -> the same with 12 hex digits, for every
+    digest (the code fingerprint has a second one for the init checkpoint)."""
+    return re.sub(r"(sha256:[0-9a-f]{12})[0-9a-f]+", r"\1", fingerprint)
 
 
 def format_table(summary) -> str:
