@@ -129,6 +129,26 @@ class _NotNoise(logging.Filter):
         return not is_noise(record)
 
 
+_line_open = [False]
+
+
+def line_open(is_open: bool) -> None:
+    """A live progress bar (pix2seq/progress.py) holds the terminal's current line, or
+    gave it up: a log line printed meanwhile starts on a new line instead of after the bar."""
+    _line_open[0] = is_open
+
+
+class _LineHandler(logging.StreamHandler):
+    def emit(self, record):
+        if _line_open[0]:
+            _line_open[0] = False
+            try:
+                self.stream.write("\n")
+            except (OSError, ValueError):
+                pass
+        super().emit(record)
+
+
 def setup_logging() -> None:
     """Root logging for a command: our INFO on stdout, warnings and errors on stderr.
 
@@ -139,10 +159,10 @@ def setup_logging() -> None:
     for handler in list(root.handlers):
         if getattr(handler, "_pix2seq", False):
             root.removeHandler(handler)
-    out = logging.StreamHandler(sys.stdout)
+    out = _LineHandler(sys.stdout)
     out.setFormatter(logging.Formatter("%(message)s"))
     out.addFilter(_Ours())
-    err = logging.StreamHandler(sys.stderr)
+    err = _LineHandler(sys.stderr)
     err.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     err.setLevel(logging.INFO if verbose() else logging.WARNING)
     if not verbose():

@@ -81,6 +81,7 @@ class Progress:
         if self._bar is not None:
             self._show_values()
             self._bar.update(done, finalize=False)
+            console.line_open(True)
             return
         now = time.time()
         finished = self.total is not None and done >= self.total  # close() prints that line
@@ -126,7 +127,8 @@ class Progress:
         mark_activity()
         if self._bar is not None:
             self._show_values()
-            self._bar.update(self._done, finalize=True)
+            self._bar.update(self._done, finalize=True)  # ends its line
+            console.line_open(False)
         else:
             print(self.line(), flush=True)
 

@@ -149,3 +149,23 @@ def test_component_lines_survive_tf_resetting_absl_verbosity():
         absl_logging.set_verbosity(saved)
         absl_logging.info(pipeline_progress.RUNNING, "Trainer")
     assert said == ["[1/1] Trainer: started"]
+
+
+def test_a_log_line_during_a_live_bar_starts_on_a_new_line(monkeypatch, capsys):
+    import logging
+
+    monkeypatch.setattr(console, "interactive", lambda: True)
+    console.setup_logging()  # its handlers write to the captured stdout
+    try:
+        bar = progress.Progress("train", 10, unit="step")
+        bar.update(4, loss=1.5)
+        logging.getLogger("model.training").info("checkpoint ckpt-4")
+        bar.update(8, loss=1.25)
+        bar.close()
+        logging.getLogger("model.training").info("done")
+    finally:
+        console.line_open(False)
+        console.setup_logging()
+    lines = capsys.readouterr().out.split("\n")
+    assert "checkpoint ckpt-4" in lines  # a line of its own, not glued to the bar's
+    assert lines[-2] == "done"  # after the closed bar's own line
