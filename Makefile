@@ -37,7 +37,7 @@ $(STAMP): $(PY) requirements.lock setup.py
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 # The fast lane while changing code: `make test` without the tests marked slow (they train,
 # export many models or run TFX pipelines; pytest.ini registers the marker) and without the
