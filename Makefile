@@ -5,8 +5,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# uv installs the lock (the same pins as pip would) with parallel downloads: about 1.5 min
-# instead of pip's ~4 on a cold cache (measured side by side; see BENCHMARKS.md "Install").
+# uv installs the lock (the same pins as pip would) with parallel downloads: 83 s against
+# pip's 991 s on a cold cache on a busy 2-core machine (BENCHMARKS.md "Install", bench/install.py).
 UV := uv==0.13.8
 export TF_USE_LEGACY_KERAS := 0
 # Library log levels and warning filters are set by `import pix2seq` (pix2seq/console.py);
