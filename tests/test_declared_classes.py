@@ -77,7 +77,7 @@ def favouring_model(tmp_path_factory):
     from model import export
     from model.config import preset
     from model.pix2seq_model import Pix2SeqModel
-    from test_own_dataset import MICRO
+    from own_datasets import MICRO
 
     keras.utils.set_random_seed(0)
     model = Pix2SeqModel(preset("tiny", **MICRO, caption_vocab_size=0, declared_classes=DECLARED,

@@ -15,7 +15,6 @@ decoding graphs.
 """
 import json
 import os
-import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,71 +24,7 @@ from data import dataset_info as D
 from data import synth_person
 from data.synth_shapes import PERSON_ID
 
-FIRST_ID = 500
-NUM_CATEGORIES = 300
-DOG_ID = 120
-DOG_KEYPOINTS = list(synth_person.KEYPOINT_NAMES) + ["tail_base", "tail_middle", "tail_tip"]
-# A model small enough to train and export in seconds (the tiny preset, shrunk).
-MICRO = dict(encoder_depth=1, decoder_depth=1, image_size=64, max_instances=4, encoder_dim=32, decoder_dim=32,
-             encoder_mlp_dim=64, decoder_mlp_dim=64, encoder_heads=2, decoder_heads=2, max_polygon_points=8)
-
-
-def _rewrite(src, dst, edit):
-    """A copy of the COCO dir `src` without captions; `edit(kind, doc)` changes each
-    remaining annotation file in place (kind: instances / person_keypoints)."""
-    shutil.copytree(src, dst)
-    ann_dir = os.path.join(dst, "annotations")
-    for name in os.listdir(ann_dir):
-        path = os.path.join(ann_dir, name)
-        if name.startswith("captions_"):
-            os.remove(path)
-            continue
-        with open(path) as f:
-            doc = json.load(f)
-        if edit(name.split("_")[0] if name.startswith("instances") else "person_keypoints", doc) is False:
-            os.remove(path)
-            continue
-        with open(path, "w") as f:
-            json.dump(doc, f)
-    return dst
-
-
-def _detection_500s(kind, doc):
-    """Detection only, ids shifted to FIRST_ID.., padded with unused categories to 300."""
-    if kind != "instances":
-        return False
-    shift = FIRST_ID - 1
-    cats = [{"id": c["id"] + shift, "name": c["name"]} for c in doc["categories"]]
-    top = max(c["id"] for c in cats)
-    doc["categories"] = cats + [{"id": top + 1 + i, "name": f"unused_{i}"}
-                                for i in range(NUM_CATEGORIES - len(cats))]
-    for ann in doc["annotations"]:
-        ann["category_id"] += shift
-        ann.pop("keypoints", None), ann.pop("num_keypoints", None), ann.pop("segmentation", None)
-
-
-def _masks_no_persons(kind, doc):
-    """Detection + masks of the shapes; the person category and its objects removed."""
-    if kind != "instances":
-        return False
-    doc["categories"] = [c for c in doc["categories"] if c["id"] != PERSON_ID]
-    doc["annotations"] = [a for a in doc["annotations"] if a["category_id"] != PERSON_ID]
-
-
-def _dog_keypoints(kind, doc):
-    """Persons become category DOG_ID "dog" with 20 keypoints (3 tail points at the hips);
-    no masks."""
-    dog = {"id": DOG_ID, "name": "dog", "keypoints": DOG_KEYPOINTS, "skeleton": [[12, 18], [18, 19], [19, 20]]}
-    doc["categories"] = [dog if c["id"] == PERSON_ID else c for c in doc["categories"]]
-    for ann in doc["annotations"]:
-        ann.pop("segmentation", None)
-        if ann["category_id"] == PERSON_ID:
-            ann["category_id"] = DOG_ID
-        if ann.get("keypoints"):
-            left_hip = ann["keypoints"][3 * 11:3 * 12]
-            ann["keypoints"] = ann["keypoints"] + left_hip * 3
-            ann["num_keypoints"] = sum(1 for v in ann["keypoints"][2::3] if v > 0)
-
+import own_datasets
 
 # --- pure rules ------------------------------------------------------------------------
 
@@ -178,7 +113,7 @@ def test_dataset_mistake_is_one_paragraph_and_a_nonzero_exit(synth_coco_dir, tmp
             if c["id"] == 3:
                 c["keypoints"] = ["tip"]
 
-    coco_dir = _rewrite(synth_coco_dir, str(tmp_path / "coco"), two_keypoint_categories)
+    coco_dir = own_datasets.rewrite(synth_coco_dir, str(tmp_path / "coco"), two_keypoint_categories)
     for argv in (["ingest", "--coco-dir", coco_dir, "--out", str(tmp_path / "ingest")],
                  ["tokens", "--coco-dir", coco_dir, "--split", "train", "--image-id", "1", "--task", "detection"]):
         assert cli.main(argv) != 0
@@ -202,7 +137,7 @@ def _train_and_export(examples, out):
     from model.export import export_saved_model
     from model.train_config import TrainConfig
 
-    config = TrainConfig(model_overrides=MICRO, steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2,
+    config = TrainConfig(model_overrides=own_datasets.MICRO, steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2,
                          jit_compile=False)  # XLA compiling the step costs more than 2 steps save
     result = train_data.train_on_examples(config, examples, out, verbose=0)
     export = os.path.join(out, "export")
@@ -214,11 +149,6 @@ def _train_and_export(examples, out):
 def _images(coco_dir, split="val", count=2):
     folder = os.path.join(coco_dir, "images", split)
     return [os.path.join(folder, f) for f in sorted(os.listdir(folder))[:count]]
-
-
-def _declared_ids(coco_dir):
-    with open(os.path.join(coco_dir, "annotations", "instances_val.json")) as f:
-        return {c["id"] for c in json.load(f)["categories"]}
 
 
 def _predict(cli, export, images, out, task="all"):
@@ -240,7 +170,8 @@ def _evaluate(cli, export, coco_dir, out, *extra):
 
 @pytest.fixture(scope="module")
 def detection_500s_dir(synth_coco_dir, tmp_path_factory):
-    return _rewrite(synth_coco_dir, str(tmp_path_factory.mktemp("own_detection_data") / "coco"), _detection_500s)
+    return own_datasets.rewrite(synth_coco_dir, str(tmp_path_factory.mktemp("own_detection_data") / "coco"),
+                                own_datasets.detection_500s)
 
 
 @pytest.fixture(scope="module")
@@ -262,19 +193,19 @@ def _own_dataset(synth_coco_dir, tmp_path_factory, name, rewrite):
     from pix2seq import cli
 
     root = tmp_path_factory.mktemp(name)
-    coco_dir = _rewrite(synth_coco_dir, str(root / "coco"), rewrite)
+    coco_dir = own_datasets.rewrite(synth_coco_dir, str(root / "coco"), rewrite)
     examples = _ingest(cli, coco_dir, str(root / "ingest"))
     return SimpleNamespace(coco_dir=coco_dir, examples=examples, export=_train_and_export(examples, str(root / "run")))
 
 
 @pytest.fixture(scope="module")
 def masks_no_persons(synth_coco_dir, tmp_path_factory):
-    return _own_dataset(synth_coco_dir, tmp_path_factory, "own_masks", _masks_no_persons)
+    return _own_dataset(synth_coco_dir, tmp_path_factory, "own_masks", own_datasets.masks_no_persons)
 
 
 @pytest.fixture(scope="module")
 def dog_keypoints(synth_coco_dir, tmp_path_factory):
-    return _own_dataset(synth_coco_dir, tmp_path_factory, "own_dog", _dog_keypoints)
+    return _own_dataset(synth_coco_dir, tmp_path_factory, "own_dog", own_datasets.dog_keypoints)
 
 
 @pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
@@ -285,9 +216,9 @@ def test_detection_only_ids_in_the_500s(detection_500s, tmp_path, capsys):
     run = detection_500s
     with open(os.path.join(run.examples, "dataset_info.json")) as f:
         info = json.load(f)
-    declared = _declared_ids(run.coco_dir)
+    declared = own_datasets.declared_ids(run.coco_dir)
     assert info["tasks"] == ["detection"] and info["keypoint_schema"] is None
-    assert len(declared) == NUM_CATEGORIES and info["class_category_ids"] == sorted(declared)
+    assert len(declared) == own_datasets.NUM_CATEGORIES and info["class_category_ids"] == sorted(declared)
     # trained without a task flag, the model serves detection only
     assert sorted(signatures.read_signature_defs(run.export)) == ["detect", "detect_examples",
                                                                   "detect_with_options", "model_info",
@@ -319,16 +250,16 @@ def test_keras_api_on_the_500s_data_with_no_task_settings(detection_500s):
 
     run = detection_500s
     keras.utils.set_random_seed(0)
-    model = Pix2SeqModel.from_preset("tiny", examples=run.examples, **MICRO)
+    model = Pix2SeqModel.from_preset("tiny", examples=run.examples, **own_datasets.MICRO)
     train = datasets.examples_dataset(run.examples, model, batch_size=2)
     assert set(train.element_spec) == {"detection"}
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     history = model.fit(train, steps_per_epoch=1, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     results = model.generate(_images(run.coco_dir), task="detect")
-    declared = _declared_ids(run.coco_dir)
+    declared = own_datasets.declared_ids(run.coco_dir)
     found = {o["category_id"] for r in results for o in r["objects"]}
-    assert found and found <= declared and min(found) >= FIRST_ID
+    assert found and found <= declared and min(found) >= own_datasets.FIRST_ID
 
 
 @pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
@@ -348,7 +279,7 @@ def test_pipeline_evaluator_scores_what_model_and_data_have(detection_500s, tmp_
     assert report["tasks"] == ["detection"] and set(report["candidate"]) == {"detection"}
     assert report["blessing"]["blessed"]
     with open(tmp_path / "default" / "evaluation" / "results" / "candidate" / "bbox.json") as f:
-        assert {d["category_id"] for d in json.load(f)} <= _declared_ids(run.coco_dir)
+        assert {d["category_id"] for d in json.load(f)} <= own_datasets.declared_ids(run.coco_dir)
     with pytest.raises(D.DatasetError, match="keypoints needs a category"):
         run_evaluator(run.examples, run.export, str(tmp_path / "asked"), dict(config, tasks=["keypoints"]))
 
@@ -404,7 +335,7 @@ def test_masks_without_persons(masks_no_persons, tmp_path):
     found = _predict(cli, run.export, _images(run.coco_dir), str(tmp_path / "bbox.json"))  # detect_and_describe
     with open(tmp_path / "bbox_segm.json") as f:
         masks = json.load(f)
-    declared = _declared_ids(run.coco_dir)
+    declared = own_datasets.declared_ids(run.coco_dir)
     assert PERSON_ID not in declared
     # the identity map (ids in [1, 90], COCO's layout): a class token is the category id, and
     # inference names only the ids the dataset declares (tests/test_declared_classes.py)
@@ -446,16 +377,17 @@ def test_twenty_keypoint_dog_schema(dog_keypoints, tmp_path):
         info = json.load(f)
     assert info["tasks"] == ["detection", "keypoints"]
     schema = info["keypoint_schema"]
-    assert schema["category_id"] == DOG_ID and schema["num_keypoints"] == 20 and len(schema["flip_pairs"]) == 8
-    assert DOG_ID in info["class_category_ids"]
+    assert schema["category_id"] == own_datasets.DOG_ID
+    assert schema["num_keypoints"] == 20 and len(schema["flip_pairs"]) == 8
+    assert own_datasets.DOG_ID in info["class_category_ids"]
     assert signatures.exported_tasks(run.export) == ["detection", "keypoints"]
-    assert signatures.keypoint_category_id(run.export) == DOG_ID
+    assert signatures.keypoint_category_id(run.export) == own_datasets.DOG_ID
     images = _images(run.coco_dir)
     found = _predict(cli, run.export, images, str(tmp_path / "bbox.json"))
-    assert found and {d["category_id"] for d in found} <= _declared_ids(run.coco_dir)
+    assert found and {d["category_id"] for d in found} <= own_datasets.declared_ids(run.coco_dir)
     with open(tmp_path / "bbox_keypoints.json") as f:
         points = json.load(f)
-    assert all(p["category_id"] == DOG_ID and len(p["keypoints"]) == 60 for p in points)
+    assert all(p["category_id"] == own_datasets.DOG_ID and len(p["keypoints"]) == 60 for p in points)
     with open(images[0], "rb") as f:
         data = f.read()
     keypoints = tf.saved_model.load(run.export).signatures["keypoints"]
@@ -468,7 +400,7 @@ def test_twenty_keypoint_dog_schema(dog_keypoints, tmp_path):
 
 @pytest.mark.slow  # trains (in its fixture, shared by the module's tests)
 def test_served_dog_model_tells_its_keypoint_category(dog_keypoints, tmp_path):
-    """Over real gRPC, the served model's `model_info` names the dog (DOG_ID), not COCO's
+    """Over real gRPC, the served model's `model_info` names the dog (category 120), not COCO's
     person 1, as the category `pix2seq predict --server` decodes keypoints for, and the
     categories it may report (the predict path itself: tests/test_declared_classes.py)."""
     import portpicker
@@ -482,6 +414,6 @@ def test_served_dog_model_tells_its_keypoint_category(dog_keypoints, tmp_path):
     os.symlink(dog_keypoints.export, base / "1")
     config = ServerConfig(str(base), host="127.0.0.1", port=portpicker.pick_unused_port(), poll_seconds=0)
     with ModelServer(config) as server, Pix2SeqClient(server.address) as client:
-        assert generate.keypoint_category(client) == DOG_ID
+        assert generate.keypoint_category(client) == own_datasets.DOG_ID
         info = client.predict("model_info", None)
-        assert set(info["category_ids"].tolist()) == _declared_ids(dog_keypoints.coco_dir)
+        assert set(info["category_ids"].tolist()) == own_datasets.declared_ids(dog_keypoints.coco_dir)

@@ -21,7 +21,8 @@ import pytest
 from components import coco_metrics
 from pipeline import presets, report, runner_local
 from pipeline import pipeline as pipeline_lib
-from test_own_dataset import NUM_CATEGORIES, _declared_ids, _detection_500s, _rewrite
+
+import own_datasets
 
 SIGNATURES = {"serving_default", "detect", "segment", "keypoints", "caption", "detect_and_describe"}
 # What a change reruns: the Resolver runs every time (it only queries MLMD).
@@ -57,7 +58,7 @@ def runs(synth_coco_dir, tmp_path_factory):
         r.unchanged = runner_local.run(impossible)
         r.versions_after_unchanged = _versions(config.serving_dir)
         shutil.rmtree(coco_dir)
-        _rewrite(synth_coco_dir, coco_dir, _detection_500s)
+        own_datasets.rewrite(synth_coco_dir, coco_dir, own_datasets.detection_500s)
         with open(os.path.join(coco_dir, "annotations", "instances_val.json")) as f:
             instances = json.load(f)
         instances["annotations"] = instances["annotations"][: len(instances["annotations"]) // 2]
@@ -262,8 +263,8 @@ def test_own_detection_dataset_trains_serves_and_scores_detection_in_its_own_ids
     changed, coco_dir = runs.input_changed, runs.config.coco_dir
     with open(os.path.join(changed.examples_uri, "dataset_info.json")) as f:
         info = json.load(f)
-    declared = _declared_ids(coco_dir)
-    assert info["tasks"] == ["detection"] and len(declared) == NUM_CATEGORIES
+    declared = own_datasets.declared_ids(coco_dir)
+    assert info["tasks"] == ["detection"] and len(declared) == own_datasets.NUM_CATEGORIES
     assert info["class_category_ids"] == sorted(declared)
     serving = os.path.join(changed.model_uri, "Format-Serving")
     assert signatures.exported_tasks(serving) == ["detection"]
