@@ -10,16 +10,15 @@
   keypoint_scale_max] and a random crop/pad to the canvas (the paper's 0.3-1.0);
 - captioning: up to `num_instances` of the image's captions in random order.
 
-Images and boxes move through keras-cv (`RandomFlip`, `JitteredResize` via
-data/preprocess.py) with transformations drawn here from stateless seeds, so the
-same seed gives the same example; polygons and keypoints move with the same maps
-through data/geometry.py. Output layout: data/preprocess.py module docstring.
+Transformations are drawn here from stateless seeds, so the same seed gives the same
+example; pixels move with tf.image, boxes, polygons and keypoints with the same maps
+through data/geometry.py (core TF ops only). Output layout: data/preprocess.py module
+docstring.
 
 Which of these a task uses is the task's choice (`Task.augment` in model/tasks/); this
 module holds the ops and names no task registry.
 """
 import dataclasses
-import functools
 
 import tensorflow as tf
 
@@ -60,28 +59,16 @@ class AugmentConfig:
                              f"{self.person_crop_factor}")
 
 
-@functools.lru_cache(maxsize=None)
-def _random_flip():
-    import keras_cv
-
-    with tf.init_scope():
-        return keras_cv.layers.RandomFlip(mode="horizontal", bounding_box_format="rel_yxyx",
-                                          dtype="float32")
-
-
 def flip_left_right(example, flip, keypoint_flip_pairs=()):
     """Mirrors the image and everything on it when `flip` (bool scalar) is true;
-    left/right keypoints trade places so "left wrist" stays the left wrist."""
-    layer = _random_flip()
-    transform = {"flip_horizontals": tf.reshape(tf.cast(flip, tf.float32), [1, 1]),
-                 "flip_verticals": tf.zeros([1, 1])}
+    left/right keypoints trade places so "left wrist" stays the left wrist. Boxes are
+    also clipped to the image (`geometry.clip_boxes`; a lost box becomes -1 and is
+    dropped by the next crop or canvas)."""
+    flip = tf.cast(flip, tf.bool)
     out = dict(example)
     image = example["image"]
-    out["image"] = tf.ensure_shape(layer.augment_images(image[None], transform)[0], image.shape)
-    moved = layer.augment_bounding_boxes(
-        {"boxes": example["boxes"][None], "classes": geometry.object_index(example["boxes"])[None]},
-        transform)
-    out["boxes"] = tf.reshape(moved["boxes"][0], [-1, 4])
+    out["image"] = tf.where(flip, tf.image.flip_left_right(image), image)
+    out["boxes"], _ = geometry.clip_boxes(geometry.flip_boxes(tf.reshape(example["boxes"], [-1, 4]), flip))
     out = geometry.move_points(out, tf.ones([2]), tf.zeros([2]), flip=flip)
     if "keypoints" in out:
         out["keypoints"] = geometry.swap_keypoints(out["keypoints"], keypoint_flip_pairs, flip)

@@ -1,8 +1,13 @@
-"""Graph ops that move polygons and keypoints with the image.
+"""Graph ops that move boxes, polygons and keypoints with the image (core TF ops only).
 
-keras-cv moves images and boxes (data/preprocess.py, data/augment.py); it does not
-know polygons or keypoints, so every geometric op also calls `move_points` here with
-the same affine map. Coordinates are (y, x), normalized to the current image.
+Every geometric op of data/preprocess.py and data/augment.py moves the pixels with
+tf.image and everything on them with one affine map: boxes through `clip_boxes` (after
+the caller moved their corners), polygons and keypoints through `move_points`.
+Coordinates are (y, x), normalized to the current image unless a function says so.
+
+Why our own ops: until 2026-12 boxes moved through keras-cv 0.9 layers, driven by their
+internal per-sample hooks with hand-built transform dicts; keras-cv has had no release
+since 2024, and these ~40 lines keep its box rule (`clip_boxes`) bit for bit.
 
 Example layout: "One image, after parsing" in docs/CONTRACTS.md. Per-object fields
 share the object axis N; polygon vertices are grouped by `polygon_instance` and
@@ -116,10 +121,29 @@ def swap_keypoints(keypoints, flip_pairs, flip):
     return tf.where(tf.cast(flip, tf.bool), swapped, keypoints)
 
 
-def object_index(boxes):
-    """float [N] 0..N-1 with the same static shape as boxes[:, 0]: keras-cv's "classes"
-    slot, so the objects that survive a keras-cv box op can be told apart."""
-    return tf.cumsum(tf.ones_like(boxes[..., 0])) - 1.0
+def clip_boxes(boxes, extent=1.0):
+    """Clips yxyx boxes [N, 4] given in units of `extent` (1: normalized; S: pixels of an
+    S x S canvas) to the image; returns (boxes, kept [N] bool).
+
+    The rule keras-cv's `clip_to_image` applied (same float ops, so the same numbers):
+    corners are divided by `extent`, clipped to [0, 1] and multiplied back; a box left
+    with no positive height and width (or whose area underflows, or NaN) is lost: its
+    row becomes -1 and `kept` is false."""
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    clipped = tf.clip_by_value(boxes / extent, 0.0, 1.0)
+    height = clipped[..., 2] - clipped[..., 0]
+    width = clipped[..., 3] - clipped[..., 1]
+    area = tf.where((height > 0.0) & (width > 0.0), width * height, 0.0)
+    kept = area > 0.0
+    return tf.where(kept[..., None], clipped * extent, -1.0), kept
+
+
+def flip_boxes(boxes, flip):
+    """Mirrors normalized yxyx boxes left/right when `flip` (bool scalar) is true:
+    x becomes 1 - x, so xmin and xmax trade places."""
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    flipped = tf.stack([boxes[..., 0], 1.0 - boxes[..., 3], boxes[..., 2], 1.0 - boxes[..., 1]], axis=-1)
+    return tf.where(tf.cast(flip, tf.bool), flipped, boxes)
 
 
 def keep_objects(example, keep):
@@ -144,7 +168,7 @@ def settle_objects(before, moved, box_kept):
     """After a crop: objects whose polygon was clipped away are gone even when a corner
     of their box survived, and a polygon object's box becomes the tight box of its
     visible polygon (what COCO's box of the visible part is). `box_kept` [N]: the box
-    survived the crop (keras-cv's clip)."""
+    survived the crop (`clip_boxes`)."""
     n = tf.shape(moved["boxes"])[0]
     if "polygon_points" not in moved:
         return keep_objects(moved, box_kept)

@@ -5,9 +5,9 @@ square canvas": training augmentation (data/augment.py) calls the same
 `apply_canvas_transform` with a random scale and crop offset, evaluation and
 `pix2seq tokens` call `resize_and_pad` through each task's `prepare_eval`
 (model/tasks/), serving-side code calls `canvas_image`.
-keras-cv's `JitteredResize` computes the transformation and moves the boxes,
-`canvas_pixels` the image (same pixels, plus the `CanvasStyle` options: pad value,
-antialiasing); data/geometry.py moves polygons and keypoints with the same affine map.
+`canvas_transform` computes the transformation (scaled size, crop offset), `canvas_pixels`
+moves the image with tf.image (plus the `CanvasStyle` options: pad value, antialiasing),
+and data/geometry.py moves boxes, polygons and keypoints with the same affine map.
 
 A canvas-prepared example is the parsed dict (CONTRACTS.md) with
   image         float32 [S, S, 3] in [0, 1]
@@ -25,7 +25,6 @@ example"; each task's `prepare_eval` composes them): crowd objects are removed
 (`select_caption`, C = 1), the 2x person crop (`prepare_keypoint_instance`).
 """
 import dataclasses
-import functools
 
 import tensorflow as tf
 
@@ -48,20 +47,11 @@ class CanvasStyle:
 DEFAULT_STYLE = CanvasStyle()
 
 
-@functools.lru_cache(maxsize=None)
-def _jittered_resize(image_size):
-    """keras-cv's resize + crop + pad-bottom/right layer; we pass it our own transformation."""
-    import keras_cv  # heavy import, only where the canvas is built
-
-    with tf.init_scope():
-        return keras_cv.layers.JitteredResize(
-            target_size=(image_size, image_size), scale_factor=(1.0, 1.0),
-            bounding_box_format="yxyx", dtype="float32")
-
-
 def canvas_transform(height, width, image_size, scale=1.0, offset_fraction=(0.0, 0.0)):
-    """keras-cv transformation that resizes an H x W image so its longer side is
-    `scale * image_size` and crops the S x S window at `offset_fraction` of the slack."""
+    """The transformation that resizes an H x W image so its longer side is
+    `scale * image_size` and crops the S x S window at `offset_fraction` of the slack:
+    scaled_sizes [1, 2] (rounded, >= 1), image_scales [1, 2] (scaled / original, per
+    axis), offsets int32 [1, 2] (scaled-image pixel at the canvas origin)."""
     hw = tf.cast(tf.stack([height, width]), tf.float32)
     factor = tf.cast(scale, tf.float32) * float(image_size) / tf.reduce_max(hw)
     scaled = tf.maximum(tf.round(hw * factor), 1.0)
@@ -72,8 +62,7 @@ def canvas_transform(height, width, image_size, scale=1.0, offset_fraction=(0.0,
 
 def canvas_pixels(image, transform, image_size, style=DEFAULT_STYLE):
     """float32 image [H, W, 3] -> [S, S, 3]: resized to the transform's scaled size, the
-    S x S window at its offset, padded bottom/right with `style.pad_value`. With the
-    default style these are keras-cv `JitteredResize.augment_images`' pixels (tested)."""
+    S x S window at its offset, padded bottom/right with `style.pad_value`."""
     scaled = tf.image.resize(image, tf.cast(transform["scaled_sizes"][0], tf.int32), antialias=style.antialias)
     offset = tf.cast(transform["offsets"][0], tf.int32)
     window = scaled[offset[0]:offset[0] + image_size, offset[1]:offset[1] + image_size]
@@ -93,24 +82,21 @@ def canvas_image(image, image_size, style=DEFAULT_STYLE):
 
 def apply_canvas_transform(example, transform, image_size, style=DEFAULT_STYLE):
     """Moves image, boxes, polygons and keypoints onto the S x S canvas (see module doc)."""
-    layer = _jittered_resize(image_size)
     out = dict(example)
     image = tf.image.convert_image_dtype(example["image"], tf.float32)
     hw = tf.cast(tf.shape(image)[:2], tf.float32)
     out["image"] = canvas_pixels(image, transform, image_size, style)
 
-    moved = layer.augment_bounding_boxes(
-        {"boxes": (example["boxes"] * tf.tile(hw, [2]))[None],
-         "classes": geometry.object_index(example["boxes"])[None]},  # tracks survivors
-        transform)
-    keep = moved["classes"][0] >= 0
-    out["boxes"] = tf.reshape(moved["boxes"][0], [-1, 4]) / float(image_size)
-
+    # Boxes in pixels: original -> scaled image -> canvas (the crop offset), clipped to it.
+    scales = tf.cast(transform["image_scales"][0], tf.float32)
     offsets = tf.cast(transform["offsets"][0], tf.float32)
+    pixels = tf.reshape(example["boxes"], [-1, 4]) * tf.tile(hw, [2]) * tf.tile(scales, [2]) - tf.tile(offsets, [2])
+    boxes, keep = geometry.clip_boxes(pixels, float(image_size))
+    out["boxes"] = boxes / float(image_size)
+
     out = geometry.move_points(out, transform["scaled_sizes"][0] / float(image_size),
                                offsets / float(image_size))
     out = geometry.settle_objects(example, out, keep)
-    scales = tf.cast(transform["image_scales"][0], tf.float32)
     out["canvas_scale"] = scales
     out["canvas_offset"] = example.get("crop_offset", tf.zeros([2], tf.float32)) + offsets / scales
     out.pop("crop_offset", None)
@@ -126,9 +112,7 @@ def resize_and_pad(example, image_size, style=DEFAULT_STYLE):
 
 def crop_to_window(example, window):
     """Crops to `window` (ymin, xmin, ymax, xmax normalized to the image); geometry is
-    re-normalized to the crop, boxes clipped by keras-cv, polygons clipped."""
-    import keras_cv
-
+    re-normalized to the crop, boxes and polygons clipped to it."""
     image = example["image"]
     hw_i = tf.shape(image)[:2]
     hw = tf.cast(hw_i, tf.float32)
@@ -142,13 +126,10 @@ def crop_to_window(example, window):
     size = tf.cast(hi - lo, tf.float32)
     scale = hw / size
     shift = tf.cast(lo, tf.float32) / size
-    clipped = keras_cv.bounding_box.clip_to_image(
-        {"boxes": example["boxes"] * tf.tile(scale, [2]) - tf.tile(shift, [2]),
-         "classes": geometry.object_index(example["boxes"])},
-        bounding_box_format="rel_yxyx", image_shape=(1, 1, 3))
-    out["boxes"] = tf.reshape(clipped["boxes"], [-1, 4])
+    out["boxes"], keep = geometry.clip_boxes(
+        tf.reshape(example["boxes"], [-1, 4]) * tf.tile(scale, [2]) - tf.tile(shift, [2]))
     out = geometry.move_points(out, scale, shift)
-    out = geometry.settle_objects(example, out, clipped["classes"] >= 0)
+    out = geometry.settle_objects(example, out, keep)
     out["crop_offset"] = example.get("crop_offset", tf.zeros([2], tf.float32)) + tf.cast(lo, tf.float32)
     return out
 

@@ -152,8 +152,8 @@ def test_keypoint_eval_crop_is_twice_the_person_box(examples):
 
 
 def test_canvas_boxes_match_moved_polygon_corners():
-    """keras-cv moves boxes and geometry.move_points moves points: the same affine map
-    (a box-only object with keypoints on its corners)."""
+    """geometry.clip_boxes after the box move and geometry.move_points: the same affine
+    map (a box-only object with keypoints on its corners)."""
     image = tf.zeros([50, 80, 3], tf.uint8)
     box = tf.constant([[0.3, 0.2, 0.9, 0.6]])
     corners = tf.constant([[[0.3, 0.2, 2.0], [0.9, 0.6, 2.0]]])
@@ -170,6 +170,63 @@ def test_canvas_boxes_match_moved_polygon_corners():
     kps = flipped["keypoints"].numpy()[0]
     np.testing.assert_allclose(flipped["boxes"].numpy()[0], [kps[0, 0], kps[1, 1], kps[1, 0], kps[0, 1]],
                                atol=1e-5)
+
+
+def _box_example(height, width, boxes):
+    n = len(boxes)
+    return {"image": tf.zeros([height, width, 3], tf.uint8), "boxes": tf.constant(boxes, tf.float32),
+            "classes": tf.range(1, n + 1), "is_crowd": tf.zeros([n], tf.int32), "areas": tf.ones([n])}
+
+
+def test_flip_mirrors_pixels_and_boxes_and_clips_boxes_to_the_image():
+    image = np.zeros([4, 6, 3], np.uint8)
+    image[1, 0, 0] = 255
+    boxes = [[0.1, 0.2, 0.5, 0.7], [-0.1, 0.9, 0.3, 1.2], [0.2, 0.4, 0.6, 0.4]]
+    example = dict(_box_example(4, 6, boxes), image=tf.constant(image))
+    flipped = augment.flip_left_right(example, True)
+    assert flipped["image"].numpy()[1, 5, 0] == 255 and flipped["image"].numpy().sum() == 255
+    # x -> 1 - x (xmin and xmax trade places), then clipped to [0, 1]; the zero-width box is lost (-1).
+    np.testing.assert_allclose(flipped["boxes"].numpy(),
+                               [[0.1, 0.3, 0.5, 0.8], [0.0, 0.0, 0.3, 0.1], [-1, -1, -1, -1]], atol=1e-6)
+    plain = augment.flip_left_right(example, False)
+    np.testing.assert_array_equal(plain["image"].numpy(), image)
+    np.testing.assert_allclose(plain["boxes"].numpy(),
+                               [[0.1, 0.2, 0.5, 0.7], [0.0, 0.9, 0.3, 1.0], [-1, -1, -1, -1]], atol=1e-6)
+
+
+def test_crop_clips_boxes_and_drops_those_it_cuts_away():
+    boxes = [[0.1, 0.1, 0.3, 0.3],  # inside the window
+             [0.4, 0.4, 0.8, 0.8],  # half inside: clipped
+             [0.6, 0.6, 0.9, 0.9],  # outside: dropped
+             [0.5, 0.1, 0.7, 0.3]]  # touches the window's edge only: zero height, dropped
+    out = preprocess.crop_to_window(_box_example(100, 100, boxes), tf.constant([0.0, 0.0, 0.5, 0.5]))
+    assert out["image"].shape == (50, 50, 3)
+    np.testing.assert_allclose(out["boxes"].numpy(), [[0.2, 0.2, 0.6, 0.6], [0.8, 0.8, 1.0, 1.0]], atol=1e-6)
+    assert out["classes"].numpy().tolist() == [1, 2] and out["areas"].shape == (2,)
+
+
+def test_canvas_moves_boxes_by_scale_and_offset_and_drops_those_off_the_canvas():
+    # 100 x 200 at scale 2 on a 64 canvas: 64 x 128 pixels (x 0.64), the window from x = 32.
+    transform = preprocess.canvas_transform(100, 200, 64, scale=2.0, offset_fraction=(0.0, 0.5))
+    assert transform["offsets"].numpy().tolist() == [[0, 32]]
+    boxes = [[0.1, 0.1, 0.5, 0.2],  # x 12.8..25.6 -> left of the window: dropped
+             [0.2, 0.2, 0.6, 0.4],  # x 25.6..51.2 -> -6.4..19.2: clipped
+             [0.5, 0.5, 0.9, 0.7],  # inside
+             [0.0, 0.8, 0.3, 1.0]]  # x 102.4..128 -> right of the window: dropped
+    out = preprocess.apply_canvas_transform(_box_example(100, 200, boxes), transform, 64)
+    np.testing.assert_allclose(out["boxes"].numpy() * 64, [[12.8, 0.0, 38.4, 19.2], [32.0, 32.0, 57.6, 57.6]],
+                               atol=1e-4)
+    assert out["classes"].numpy().tolist() == [2, 3]
+    np.testing.assert_allclose(out["canvas_scale"].numpy(), [0.64, 0.64])
+    np.testing.assert_allclose(out["canvas_offset"].numpy(), [0.0, 50.0])
+
+
+def test_clip_boxes_rule_in_pixels_and_normalized():
+    boxes, kept = geometry.clip_boxes([[-8.0, 4.0, 16.0, 40.0], [10.0, 10.0, 10.0, 20.0], [70.0, 0.0, 80.0, 8.0]], 32.0)
+    np.testing.assert_allclose(boxes.numpy(), [[0, 4, 16, 32], [-1, -1, -1, -1], [-1, -1, -1, -1]])
+    assert kept.numpy().tolist() == [True, False, False]
+    boxes, kept = geometry.clip_boxes(tf.zeros([0, 4]))
+    assert boxes.shape == (0, 4) and kept.shape == (0,)
 
 
 def test_clip_polygons_half_outside_square_and_dropped_parts():

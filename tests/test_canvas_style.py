@@ -1,4 +1,5 @@
-"""`data.preprocess.canvas_pixels`: keras-cv's pixels by default, the official style on request."""
+"""`data.preprocess.canvas_pixels`: resize, window at the crop offset, padding bottom/right;
+the official style (pad value, antialiasing) on request."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,11 +9,23 @@ from data import preprocess
 IMAGE = tf.random.stateless_uniform([72, 120, 3], seed=[1, 2])
 
 
-@pytest.mark.parametrize("scale, offset", [(1.0, (0.0, 0.0)), (1.3, (0.5, 0.25)), (0.6, (0.0, 0.0))])
-def test_default_style_gives_keras_cv_jittered_resize_pixels(scale, offset):
+# 72 x 120 onto a 64 canvas: longer side -> scale * 64, offsets floor(slack * fraction).
+@pytest.mark.parametrize("scale, offset, scaled, corner", [
+    (1.0, (0.0, 0.0), (38, 64), (0, 0)),
+    (1.3, (0.5, 0.25), (50, 83), (0, 4)),  # slack (0, 19)
+    (2.0, (0.5, 0.25), (77, 128), (6, 16)),  # slack (13, 64)
+    (0.6, (0.0, 0.0), (23, 38), (0, 0)),
+])
+def test_canvas_is_the_resized_image_window_padded_with_zeros(scale, offset, scaled, corner):
     transform = preprocess.canvas_transform(72, 120, 64, scale=scale, offset_fraction=offset)
-    expected = preprocess._jittered_resize(64).augment_images(IMAGE[None], transform)[0]
-    np.testing.assert_array_equal(preprocess.canvas_pixels(IMAGE, transform, 64).numpy(), expected.numpy())
+    assert transform["scaled_sizes"].numpy().tolist() == [list(scaled)]
+    assert transform["offsets"].numpy().tolist() == [list(corner)]
+    np.testing.assert_allclose(transform["image_scales"].numpy()[0], np.array(scaled) / [72, 120], rtol=1e-6)
+    resized = tf.image.resize(IMAGE, scaled).numpy()
+    window = resized[corner[0]:corner[0] + 64, corner[1]:corner[1] + 64]
+    expected = np.zeros([64, 64, 3], np.float32)
+    expected[:window.shape[0], :window.shape[1]] = window
+    np.testing.assert_array_equal(preprocess.canvas_pixels(IMAGE, transform, 64).numpy(), expected)
 
 
 def test_pad_value_fills_exactly_the_padding_and_works_inside_tf_data():
