@@ -20,7 +20,6 @@ setup(
         "tfx==1.16.0",
         "tensorflow==2.16.2",
         "keras>=3.3,<4",
-        "keras-cv==0.9.0",
         "tensorflow-serving-api==2.16.1",
         "apache-beam[gcp]==2.59.0",
         "dill",

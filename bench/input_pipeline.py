@@ -5,8 +5,8 @@
 
 Makes a `pix2seq synth` set, ingests it with the real Beam ingestion
 (components/beam_ingest.py), then times model/input_pipelines.py on
-the shards: for each task the augmented training stream (parse, decode, keras-cv
-jitter/crop/flip, polygon/keypoint moves, task codec, batching), the deterministic
+the shards: for each task the augmented training stream (parse, decode,
+jitter/crop/flip of pixels, boxes, polygons and keypoints, task codec, batching), the deterministic
 eval stream, and one batch-mixing step (a batch of every task). The first batch is
 excluded (tracing); examples/s counts sequences (segmentation/keypoints: one per
 instance). --write puts the table into BENCHMARKS.md (section "Input pipeline").

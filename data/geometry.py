@@ -7,7 +7,7 @@ Coordinates are (y, x), normalized to the current image unless a function says s
 
 Why our own ops: until 2026-12 boxes moved through keras-cv 0.9 layers, driven by their
 internal per-sample hooks with hand-built transform dicts; keras-cv has had no release
-since 2024, and these ~40 lines keep its box rule (`clip_boxes`) bit for bit.
+since 2024, and the ~25 lines below keep its box rule (`clip_boxes`) bit for bit.
 
 Example layout: "One image, after parsing" in docs/CONTRACTS.md. Per-object fields
 share the object axis N; polygon vertices are grouped by `polygon_instance` and

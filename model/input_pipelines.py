@@ -41,7 +41,7 @@ SEQUENCE_KEYS = ("input_tokens", "target_tokens", "token_weights")
 
 def _graph(fn):
     """Marks a tf.data function as plain graph code: autograph's conversion of the
-    keras-cv and codec code it calls only costs tracing time."""
+    geometry and codec code it calls only costs tracing time."""
     return tf.autograph.experimental.do_not_convert(fn)
 
 

@@ -8,16 +8,15 @@ of this project imports this module first, which pins the variable to 0. Our
 code says `import keras`, never `tf.keras`.
 
 Supported import orders (tests/test_keras3.py checks them in fresh processes):
-  * our packages first, then tfx / keras_cv: Keras 3 everywhere;
-  * `import tfx.v1` (and keras_cv) first, then our packages: with the pinned
+  * our packages first, then tfx: Keras 3 everywhere;
+  * `import tfx.v1` first, then our packages: with the pinned
     tfx 1.16 `tf.keras` is already resolved to Keras 3 before
     tensorflow_transform writes the variable; the guard then resets it to 0 so
     that child processes (Beam workers, subprocesses) also get Keras 3.
 Not supported: importing `tensorflow_transform` directly (or otherwise
 resolving `tf.keras` with TF_USE_LEGACY_KERAS=1) before our packages. `tf.keras`
-is then Keras 2 for the rest of the process and nothing can switch it back
-(keras_cv fails to import); the guard warns. Import `pix2seq` first, or export
-TF_USE_LEGACY_KERAS=0.
+is then Keras 2 for the rest of the process and nothing can switch it back;
+the guard warns. Import `pix2seq` first, or export TF_USE_LEGACY_KERAS=0.
 
 Console: the same import sets the libraries' log levels and warning filters before
 they load (pix2seq/console.py); `PIX2SEQ_LOG=debug` keeps every library line.
