@@ -90,8 +90,8 @@ def apply_canvas_transform(example, transform, image_size, style=DEFAULT_STYLE):
     # Boxes in pixels: original -> scaled image -> canvas (the crop offset), clipped to it.
     scales = tf.cast(transform["image_scales"][0], tf.float32)
     offsets = tf.cast(transform["offsets"][0], tf.float32)
-    pixels = tf.reshape(example["boxes"], [-1, 4]) * tf.tile(hw, [2]) * tf.tile(scales, [2]) - tf.tile(offsets, [2])
-    boxes, keep = geometry.clip_boxes(pixels, float(image_size))
+    pixels = tf.reshape(example["boxes"], [-1, 4]) * tf.tile(hw, [2]) * tf.tile(scales, [2])
+    boxes, keep = geometry.clip_boxes(pixels - tf.tile(offsets, [2]), float(image_size))
     out["boxes"] = boxes / float(image_size)
 
     out = geometry.move_points(out, transform["scaled_sizes"][0] / float(image_size),

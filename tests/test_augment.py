@@ -222,7 +222,8 @@ def test_canvas_moves_boxes_by_scale_and_offset_and_drops_those_off_the_canvas()
 
 
 def test_clip_boxes_rule_in_pixels_and_normalized():
-    boxes, kept = geometry.clip_boxes([[-8.0, 4.0, 16.0, 40.0], [10.0, 10.0, 10.0, 20.0], [70.0, 0.0, 80.0, 8.0]], 32.0)
+    pixels = [[-8.0, 4.0, 16.0, 40.0], [10.0, 10.0, 10.0, 20.0], [70.0, 0.0, 80.0, 8.0]]
+    boxes, kept = geometry.clip_boxes(pixels, 32.0)  # a 32 x 32 canvas
     np.testing.assert_allclose(boxes.numpy(), [[0, 4, 16, 32], [-1, -1, -1, -1], [-1, -1, -1, -1]])
     assert kept.numpy().tolist() == [True, False, False]
     boxes, kept = geometry.clip_boxes(tf.zeros([0, 4]))
