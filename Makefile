@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # uv installs the lock (the same pins as pip would) with parallel downloads: 83 s against
 # pip's 991 s on a cold cache on a busy 2-core machine (BENCHMARKS.md "Install", bench/install.py).
+# --compile-bytecode writes the .pyc files at install, as pip does and uv by default does not:
+# without them (and with PYTHONDONTWRITEBYTECODE=1, as on CI machines) every Python process
+# compiles TensorFlow, TFX and Beam again on import (`import tfx.v1`: 54 s CPU against 19 s).
 UV := uv==0.13.8
 export TF_USE_LEGACY_KERAS := 0
 # Library log levels and warning filters are set by `import pix2seq` (pix2seq/console.py);
@@ -32,7 +35,7 @@ $(PY):
 $(STAMP): $(PY) requirements.lock setup.py
 	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null || { echo "$(VENV) is stale (not Python 3.10): recreating"; rm -rf $(VENV); $(MAKE) --no-print-directory $(PY); }
 	$(PY) -m pip install -q --upgrade pip wheel "setuptools<76" $(UV)
-	$(PY) -m uv pip install -q --python $(PY) -r requirements.lock
+	$(PY) -m uv pip install -q --compile-bytecode --python $(PY) -r requirements.lock
 	$(PY) -m uv pip install -q --python $(PY) --no-deps -e .
 	touch $(STAMP)
 
