@@ -43,7 +43,8 @@ def install(kind, python, work):
     subprocess.run([py, "-m", "pip", "install", "-q", "--upgrade", "pip", "wheel", "setuptools<76", UV],
                    check=True, env=env)
     if kind == "uv":
-        subprocess.run([py, "-m", "uv", "pip", "install", "-q", "--compile-bytecode", "--python", py, "-r", LOCK], check=True, env=env)
+        subprocess.run([py, "-m", "uv", "pip", "install", "-q", "--compile-bytecode", "--python", py, "-r", LOCK],
+                       check=True, env=env)
     else:
         subprocess.run([py, "-m", "pip", "install", "-q", "-r", LOCK], check=True, env=env)
     seconds = time.time() - started
