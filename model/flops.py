@@ -1,4 +1,5 @@
-"""Analytic FLOP counts of the model (multiply-add = 2 FLOPs), for benchmarks.
+"""Analytic FLOP and parameter counts of the model (multiply-add = 2 FLOPs), for
+benchmarks and for sizing a preset without building it (ViT-L has ~0.4 B weights).
 
 Counts the matrix products (dense layers, attention scores and mixing, the tied
 output projection), which are all but a few percent of the work; elementwise
@@ -63,3 +64,36 @@ def train_step_flops(config, batch_size, tasks):
     """FLOPs of one batch-mixing training step: `batch_size` images and sequences per task."""
     forward = sum(batch_size * (encoder_flops(config) + decoder_flops(config, config.tokens.seq_len(t))) for t in tasks)
     return 3 * forward - len(tasks) * batch_size * image_gradient_flops(config)
+
+
+def _dense(fan_in, fan_out):
+    return fan_in * fan_out + fan_out
+
+
+def _attention_params(dim):
+    return 4 * _dense(dim, dim)  # query, key, value, output
+
+
+def _mlp_block_params(dim, hidden):
+    return 2 * dim + _dense(dim, hidden) + _dense(hidden, dim)  # LayerNorm + two Dense
+
+
+def parameter_count(config):
+    """Every weight `Pix2SeqModel(config).count_params()` counts (BatchNorm's moving
+    statistics included), from the config alone."""
+    d, dd = config.encoder_dim, config.decoder_dim
+    if config.stem == "patch":
+        stem = _dense(config.patch_size**2 * 3, d)
+    else:
+        stem, channels = 0, 3
+        for out in conv_stem_channels(config.patch_size, d):
+            stem += 9 * channels * out + 4 * out  # bias-free conv + BatchNorm (gamma, beta, mean, variance)
+            channels = out
+        stem += _dense(channels, d)
+    encoder = (stem + (2 * d if config.stem_norm else 0) + 2 * d  # final LayerNorm
+               + config.encoder_depth * (2 * d + _attention_params(d) + _mlp_block_params(d, config.encoder_mlp_dim)))
+    projection = _dense(d, dd) + 2 * dd + _mlp_block_params(dd, config.decoder_mlp_dim)
+    block = 2 * (2 * dd + _attention_params(dd)) + _mlp_block_params(dd, config.decoder_mlp_dim)
+    decoder = (config.vocab_size * dd + config.max_seq_len * dd + config.vocab_size  # tokens, positions, output bias
+               + config.decoder_depth * block + 2 * dd)
+    return encoder + projection + decoder
