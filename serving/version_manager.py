@@ -38,8 +38,9 @@ class VersionManager:
         `--file_system_poll_wait_seconds`); 0 disables the polling thread.
       num_versions: how many of the newest versions stay loaded (TF Serving `latest { num_versions }`).
       loader: `(base_path, version) -> LoadedVersion`; replaceable for tests.
-      warmup: `LoadedVersion -> None` run after loading and before the version serves
-        (`serving.warmup.warm_up`), or None to serve it cold.
+      warmup: `LoadedVersion -> int` run after loading and before the version serves
+        (`serving.warmup.warm_up`; the count of answered requests is logged), or None to
+        serve it cold.
     """
 
     def __init__(self, base_path, model_name, poll_seconds=1.0, num_versions=1, loader=model_loader.load_version,
@@ -120,10 +121,11 @@ class VersionManager:
             return None  # same files failed before; retry only after a re-push
         self._set_state(version, VersionState(LOADING))
         start = time.monotonic()
+        warmed = ""
         try:
             model = self._loader(self.base_path, version)
             if self._warmup is not None:
-                self._warmup(model)
+                warmed = f", {self._warmup(model)} warm-up requests answered"
         except Exception as e:  # a broken or half-copied push must not stop serving
             self._failed[version] = stamp
             self._set_state(version, VersionState(END, f"{type(e).__name__}: {e}"))
@@ -131,7 +133,7 @@ class VersionManager:
             return None
         self._failed.pop(version, None)
         self._set_state(version, VersionState(AVAILABLE))
-        log.info("loaded %s version %d in %.1f s", self.model_name, version, time.monotonic() - start)
+        log.info("loaded %s version %d in %.1f s%s", self.model_name, version, time.monotonic() - start, warmed)
         return model
 
     def start(self) -> None:

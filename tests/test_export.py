@@ -275,23 +275,6 @@ def test_infra_validator_requests_from_examples_run(export_dir, tmp_path):
     assert outputs["boxes"].shape == (1, M, 4) and outputs["num_detections"].shape == (1,)
 
 
-def test_warmup_file_parses_and_every_record_runs(export_dir, tmp_path):
-    """One Predict request per signature (and serving_default) and batch size, each of
-    which the loaded model answers, replayed as `pix2seq serve` does before serving."""
-    from model import warmup_requests
-    from serving import model_loader, warmup
-
-    records = list(warmup_requests.read(os.path.join(export_dir, warmup_requests.WARMUP_FILE)))
-    batch_sizes = warmup_requests.DEFAULT_BATCH_SIZES
-    batch = lambda inputs: len(inputs.get("images", inputs.get("examples")))  # noqa: E731
-    assert sorted((name, batch(inputs)) for name, inputs in records) == sorted(
-        (name, b) for name in ALL for b in batch_sizes)
-    for name, inputs in records:
-        assert set(inputs) == set(model_loader.read_signature_defs(export_dir)[name].inputs)
-    os.symlink(export_dir, tmp_path / "1")  # the Pusher's layout: <base>/<version>
-    assert warmup.warm_up(model_loader.load_version(str(tmp_path), 1)) == len(records)
-
-
 def test_warmup_requests_refuse_an_input_they_cannot_fill():
     from model import warmup_requests
 

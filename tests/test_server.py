@@ -1,4 +1,5 @@
 """`pix2seq serve` answers like the in-process SavedModel, through the real TF Serving stubs."""
+import logging
 import os
 import signal
 import subprocess
@@ -145,8 +146,26 @@ def real_server(tmp_path_factory):
     base.mkdir()
     os.symlink(tiny_export.exported_tiny(tmp_path_factory), base / "1")  # a version, as TF Serving lays them out
     config = ServerConfig(str(base), port=portpicker.pick_unused_port(), poll_seconds=0)
-    with ModelServer(config) as server:
-        yield server
+    logger, lines = logging.getLogger("serving.version_manager"), _Lines()  # what the server logs
+    level = logger.level
+    logger.addHandler(lines)
+    logger.setLevel(logging.INFO)
+    try:
+        with ModelServer(config) as server:
+            server.log_lines = lines.lines
+            yield server
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
 
 
 def _real_inputs(signature, images, in_process):
@@ -157,6 +176,25 @@ def _real_inputs(signature, images, in_process):
              "caption_with_options": {"temperature": tf.constant(0.7), "top_p": tf.constant(0.9),
                                       "seed": tf.constant(3)}}
     return {k: v.numpy() for k, v in extra.get(signature, {}).items()}
+
+
+def test_warmup_file_parses_and_every_record_runs(real_server):
+    """The export's warm-up file: one Predict request per signature (and serving_default) and
+    batch size, each of which the server answered when it loaded the version, before serving."""
+    from model import warmup_requests
+    from model.signatures import MODEL_INFO, SIGNATURES, read_signature_defs
+
+    loaded = real_server.manager.get()
+    records = list(warmup_requests.read(os.path.join(loaded.path, warmup_requests.WARMUP_FILE)))
+    defs = read_signature_defs(loaded.path)
+    batch = lambda inputs: len(inputs.get("images", inputs.get("examples")))  # noqa: E731
+    asked = [n for n in SIGNATURES if n != MODEL_INFO] + ["serving_default"]  # every one with an input
+    assert sorted((name, batch(inputs)) for name, inputs in records) == sorted(
+        (name, b) for name in asked for b in warmup_requests.DEFAULT_BATCH_SIZES)
+    for name, inputs in records:
+        assert set(inputs) == set(defs[name].inputs)
+    loaded_lines = [line for line in real_server.log_lines if line.startswith("loaded pix2seq version 1 ")]
+    assert len(loaded_lines) == 1 and loaded_lines[0].endswith(f", {len(records)} warm-up requests answered")
 
 
 @pytest.mark.parametrize("signature", ("serving_default",) + REAL_SIGNATURES)
