@@ -83,20 +83,20 @@ def main(argv=None):
                            num_keypoints=info.get("num_keypoints") or 17)
     rows = []
     count = lambda b: int(b["image"].shape[0])  # noqa: E731
-    for task in pipelines.TASK_NAMES:
+    for task in pipelines.task_names():
         train = pipelines.train_dataset(train_files, task, tc, args.batch, seed=0)
         evald = pipelines.eval_dataset(eval_files, task, tc, args.batch, drop_remainder=False).repeat()
         rows.append((task,) + rate(train, args.batches, count) + rate(evald, args.batches, count))
         print(f"{task:13s} train {_fmt(rows[-1][1]):>8s} ex/s {_fmt(rows[-1][2]):>6s} cpu ms/ex   "
               f"eval {_fmt(rows[-1][3]):>8s} ex/s {_fmt(rows[-1][4]):>6s} cpu ms/ex", flush=True)
-    mixed = pipelines.batch_mixing_dataset(train_files, pipelines.TASK_NAMES, tc, args.batch)
+    mixed = pipelines.batch_mixing_dataset(train_files, pipelines.task_names(), tc, args.batch)
     mix = rate(mixed, max(args.batches // 2, 1), lambda b: sum(count(v) for v in b.values()))
     print(f"batch mixing  {_fmt(mix[0])} ex/s {_fmt(mix[1])} cpu ms/ex")
 
     lines = ["| stream | train examples/s | train CPU ms/example | eval examples/s | eval CPU ms/example |",
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {row[0]} | " + " | ".join(_fmt(v) for v in row[1:]) + " |" for row in rows]
-    lines.append(f"| batch mixing (one step = {len(pipelines.TASK_NAMES)} tasks x {args.batch}) | "
+    lines.append(f"| batch mixing (one step = {len(pipelines.task_names())} tasks x {args.batch}) | "
                  f"{_fmt(mix[0])} | {_fmt(mix[1])} | | |")
     lines.append("")
     lines.append(f"{args.images} synthetic images (longest side {args.image_size}) ingested with the Beam "

@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from model import flops, strategy as strategy_lib  # noqa: E402
 from model.config import preset  # noqa: E402
-from model.tasks import TASK_NAMES  # noqa: E402
+from model.tasks import task_names  # noqa: E402, seq_len
 from model.training import TrainConfig, build_model  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def random_batch(config, batch_size, tasks, seed=0):
     rng = np.random.default_rng(seed)
     batch = {}
     for task in tasks:
-        length = config.tokens.seq_len(task)
+        length = seq_len(task, config.tokens)
         batch[task] = {
             "image": rng.random((batch_size, config.image_size, config.image_size, 3), dtype=np.float32),
             "input_tokens": rng.integers(0, config.vocab_size, (batch_size, length), dtype=np.int32),
@@ -103,7 +103,7 @@ def bench_preset(name, batch_size, steps, strategy, tasks, jit_compile=False):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "small", "base"])
-    parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), choices=TASK_NAMES)
+    parser.add_argument("--tasks", nargs="+", default=list(task_names()), choices=task_names())
     parser.add_argument("--batch-size", type=int, default=2, help="images per task per step")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--precision", default="auto")

@@ -11,7 +11,7 @@ import dataclasses
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from data.preprocess import CanvasStyle
 from model.layers import SINCOS_GRIDS
-from model.tasks import TASK_NAMES
+from model.tasks import seq_len, task_names
 from model.vocab import TokenConfig
 
 
@@ -154,7 +154,7 @@ class ModelConfig:
 
 
 def _longest(tokens: TokenConfig) -> int:
-    return max(tokens.seq_len(task) for task in TASK_NAMES)
+    return max(seq_len(task, tokens) for task in task_names())
 
 
 def _tiny() -> ModelConfig:

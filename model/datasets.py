@@ -68,7 +68,7 @@ def dataset_token_fields(info):
 def dataset_tasks(info):
     """The tasks the ingested data supports (every task for data ingested before
     ingestion recorded them)."""
-    return list(info.get("tasks") or pipelines.TASK_NAMES)
+    return list(info.get("tasks") or pipelines.task_names())
 
 
 def task_weights_for(examples_dir, weights, explicit=()):
@@ -111,7 +111,7 @@ def train_dataset_fn(files, token_config, batch_size, task_weights, mixing="batc
     deterministic), so a resumed run sees exactly the data of an uninterrupted one;
     batch mixing skips them undecoded (model/input_pipelines.py).
     """
-    tasks = [t for t in pipelines.TASK_NAMES if task_weights.get(t, 0) > 0]
+    tasks = [t for t in pipelines.task_names() if task_weights.get(t, 0) > 0]
     if mixing not in ("batch", "data"):
         raise ValueError(f"mixing must be 'batch' or 'data'. Received: {mixing!r}")
 
@@ -185,7 +185,7 @@ def examples_dataset(examples_dir, model, split="train", tasks=None, batch_size=
     if tasks is None:
         tasks = list(supported)
     data_info.check_tasks(list(tasks), supported, examples_dir)
-    tasks = [t for t in pipelines.TASK_NAMES if t in tasks]
+    tasks = [t for t in pipelines.task_names() if t in tasks]
     if isinstance(batch_size, dict) and (mixing != "batch" or split != "train"):
         raise ValueError(f"per-task batch sizes need mixing='batch' and split='train'. Received: {batch_size}")
     files = split_pattern(examples_dir, split)

@@ -28,7 +28,7 @@ detection's. Padding instances (class <= 0 or an empty box) give zeros (polygon
 parts -1). The inference rules are the paper's (`model/serving_graph.py`). Options per
 request: TF Serving cannot leave an input out, so each signature has a
 `<name>_with_options` twin that adds scalar inputs; the plain signature uses the paper's defaults
-(`serving_graph.PAPER_DEFAULTS`, seed 0):
+(each task class's `decoding_defaults`, seed 0):
 `detect_with_options`: max_objects i32, temperature f32, top_p f32, seed i32;
 `segment_with_options`: num_samples i32, temperature, top_p, seed;
 `keypoints_with_options` / `caption_with_options`: temperature, top_p, seed;
@@ -42,7 +42,7 @@ TFX's BulkInferrer and InfraValidator feed records to a Predict signature. Next 
 SavedModel, `assets.extra/` holds TF Serving's warm-up requests and the model config.
 
 A model serves the tasks it was trained for, and only those: `export_saved_model(...,
-tasks=...)` writes each task's signatures (model/signatures.py `TASK_SIGNATURES`; `detect_and_describe` when
+tasks=...)` writes each task's signatures (each task class's `signatures`; `detect_and_describe` when
 detection and another task are there, describing with the model's other tasks), so a
 detection-only model has `detect`, `detect_with_options` and `detect_examples` (and
 `model_info`, which every model has), and
@@ -61,8 +61,8 @@ import tensorflow as tf
 from data import features
 from model import warmup_requests
 from model.signatures import MODEL_CONFIG_FILE, MODEL_INFO, SIGNATURES, signatures_for_tasks
-from model.serving_graph import PAPER_DEFAULTS, InferenceGraph
-from model.tasks import TASK_NAMES
+from model.serving_graph import InferenceGraph
+from model.tasks import task_names
 
 IMAGES = tf.TensorSpec([None], tf.string, name="images")
 # Serialized tf.Examples in the ingested layout (data/features.py): one string input of
@@ -84,16 +84,17 @@ SEED = _scalar("seed", tf.int32)
 
 
 def _defaults(task, **extra):
-    return {**PAPER_DEFAULTS[task], "seed": 0, **extra}
+    """A task head's sampling defaults (`Task.decoding_defaults`), seed 0."""
+    return {**task.decoding_defaults, "seed": 0, **extra}
 
 
 def default_options(graph: InferenceGraph) -> dict:
     """{plain signature: {option input: value}}: what each plain signature passes its
     `_with_options` twin (the paper's settings, seed 0)."""
-    det = _defaults("detection", max_objects=graph.config.max_instances)
-    seg = _defaults("segmentation")
-    return {"detect": det, "segment": seg, "keypoints": _defaults("keypoints"),
-            "caption": _defaults("captioning"),
+    det = _defaults(graph.detection, max_objects=graph.config.max_instances)
+    seg = _defaults(graph.segmentation)
+    return {"detect": det, "segment": seg, "keypoints": _defaults(graph.keypoint_task),
+            "caption": _defaults(graph.captioning),
             "detect_and_describe": {**det, "num_samples": seg["num_samples"]}}
 
 
@@ -105,7 +106,7 @@ def plain_name(signature: str) -> str:
     return signature
 
 
-def signature_functions(graph: InferenceGraph, tasks=TASK_NAMES):
+def signature_functions(graph: InferenceGraph, tasks=None):
     """name -> (python function, input TensorSpecs), in registration order (detect first);
     `detect_and_describe` describes the detections with the other `tasks` only.
 
@@ -115,6 +116,7 @@ def signature_functions(graph: InferenceGraph, tasks=TASK_NAMES):
     caption stages, and a plain signature calls its `_with_options` twin with the
     defaults. Exporting thus traces each decoding loop once.
     """
+    tasks = task_names() if tasks is None else tasks
     options = default_options(graph)
     det, seg, kp, cap = (options[n] for n in ("detect", "segment", "keypoints", "caption"))
     decoder = graph.model.decoder
@@ -170,13 +172,13 @@ def signature_functions(graph: InferenceGraph, tasks=TASK_NAMES):
         frame = (images, *frame_stage(images))
         found = detect_stage(*frame, max_objects, temperature, top_p, seed)
         out = dict(found)
-        if "segmentation" in tasks:
+        if graph.segmentation.name in tasks:
             out.update(segment_stage(*frame, found["boxes"], found["classes"], num_samples,
                                      seg["temperature"], seg["top_p"], seed))
-        if "keypoints" in tasks:
+        if graph.keypoint_task.name in tasks:
             out.update(keypoints_stage(images, frame[1], graph.person_boxes(found),
                                        kp["temperature"], kp["top_p"], seed))
-        if "captioning" in tasks:
+        if graph.captioning.name in tasks:
             out.update(caption_stage(*frame, cap["temperature"], cap["top_p"], seed))
         return out
 
@@ -229,7 +231,7 @@ def warmup_logs(specs: dict, options: dict, batch_sizes):
             yield warmup_requests.predict_log(name, values, {s.name: s.dtype for s in inputs})
 
 
-def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=None, tasks=TASK_NAMES,
+def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=None, tasks=None,
                        warmup_batch_sizes=warmup_requests.DEFAULT_BATCH_SIZES):
     """Write the serving SavedModel of `model` (a built `Pix2SeqModel`) to `export_dir`,
     with TF Serving warm-up records (model/warmup_requests.py) and the model's
@@ -246,7 +248,7 @@ def export_saved_model(model, export_dir, caption_vocab_file=None, signatures=No
     Returns:
       export_dir.
     """
-    tasks = [t for t in TASK_NAMES if t in tasks]
+    tasks = [t for t in task_names() if tasks is None or t in tasks]
     allowed = signatures_for_tasks(tasks)
     names = list(allowed if signatures is None else signatures)
     unknown = sorted(set(names) - set(SIGNATURES))

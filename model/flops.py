@@ -11,6 +11,7 @@ BatchNorm is elementwise and left out.
 """
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from model.config import conv_stem_channels
+from model.tasks import seq_len
 
 
 def _attention(q_len, kv_len, dim):
@@ -62,7 +63,7 @@ def decoder_flops(config, length):
 
 def train_step_flops(config, batch_size, tasks):
     """FLOPs of one batch-mixing training step: `batch_size` images and sequences per task."""
-    forward = sum(batch_size * (encoder_flops(config) + decoder_flops(config, config.tokens.seq_len(t))) for t in tasks)
+    forward = sum(batch_size * (encoder_flops(config) + decoder_flops(config, seq_len(t, config.tokens))) for t in tasks)
     return 3 * forward - len(tasks) * batch_size * image_gradient_flops(config)
 
 

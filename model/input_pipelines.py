@@ -34,7 +34,7 @@ import tensorflow as tf
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from data import augment as augment_lib
 from data import parse
-from model.tasks import TASK_NAMES, get_task
+from model.tasks import task_names, get_task, seq_len
 
 SEQUENCE_KEYS = ("input_tokens", "target_tokens", "token_weights")
 
@@ -46,9 +46,9 @@ def _graph(fn):
 
 
 def task_id(task):
-    if task not in TASK_NAMES:
-        raise ValueError(f"Unknown task {task!r}; expected one of {TASK_NAMES}.")
-    return TASK_NAMES.index(task)
+    if task not in task_names():
+        raise ValueError(f"Unknown task {task!r}; expected one of {task_names()}.")
+    return task_names().index(task)
 
 
 def _sequences(codec, example, seed, training):
@@ -67,7 +67,7 @@ def _sequences(codec, example, seed, training):
 
 def _base_seed(seed, task, input_context):
     pipeline = input_context.input_pipeline_id if input_context is not None else 0
-    return (int(seed) * len(TASK_NAMES) + task_id(task)) * 65536 + pipeline
+    return (int(seed) * len(task_names()) + task_id(task)) * 65536 + pipeline
 
 
 def _per_replica(batch_size, input_context):
@@ -187,13 +187,13 @@ def data_mixing_dataset(files, weights, token_config, batch_size, seed=0,
                         shuffle_buffer=64, start_batch=0):
     """Algorithm 1 (data mixing): one stream sampling task t with probability
     weights[t] / sum(weights); sequences padded (PAD, weight 0) to the longest enabled
-    task; each element also carries `task_id` int32 [B] (index in TASK_NAMES).
+    task; each element also carries `task_id` int32 [B] (index in task_names()).
     From batch `start_batch` on, by replaying the batches before it."""
-    tasks = [t for t in TASK_NAMES if weights.get(t, 0) > 0]
-    unknown = set(weights) - set(TASK_NAMES)
+    tasks = [t for t in task_names() if weights.get(t, 0) > 0]
+    unknown = set(weights) - set(task_names())
     if unknown or not tasks:
         raise ValueError(f"data_mixing_dataset weights need known tasks with weight > 0. Received: {weights}")
-    length = max(token_config.seq_len(t) for t in tasks)
+    length = max(seq_len(t, token_config) for t in tasks)
     streams = []
     for t in tasks:
         ds = _one_sequence_per_element(

@@ -34,7 +34,7 @@ from keras import ops
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from model import datasets, generate as generate_lib, vocab
 from model.config import PRESETS, ModelConfig, preset
-from model.tasks import TASK_NAMES
+from model.tasks import task_names
 from model.decoder import Pix2SeqDecoder
 from model.encoder import ImageProjection, VisionTransformer
 from model.losses import global_sum, token_xent, weighted_xent_parts
@@ -66,9 +66,9 @@ class Pix2SeqModel(keras.Model):
             config = ModelConfig.from_dict(config)
         self.config = config
         weights = dict(PAPER_TASK_WEIGHTS if task_weights is None else task_weights)
-        unknown = sorted(set(weights) - set(TASK_NAMES))
+        unknown = sorted(set(weights) - set(task_names()))
         if unknown:
-            raise ValueError(f"task_weights has unknown tasks {unknown}; expected names from {TASK_NAMES}")
+            raise ValueError(f"task_weights has unknown tasks {unknown}; expected names from {task_names()}")
         self.task_weights = weights
         policy = self.dtype_policy
         self.encoder = VisionTransformer(
@@ -109,7 +109,7 @@ class Pix2SeqModel(keras.Model):
             dtype=policy,
         )
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.task_loss_trackers = [keras.metrics.Mean(name=f"{task}_loss") for task in TASK_NAMES]
+        self.task_loss_trackers = [keras.metrics.Mean(name=f"{task}_loss") for task in task_names()]
 
     def build(self, input_shape=None):
         """Creates every weight; shapes come from the config, `input_shape` is ignored."""
@@ -144,10 +144,10 @@ class Pix2SeqModel(keras.Model):
 
     def _batch_mixing_losses(self, data, training):
         """`{task: (local sum w*xent, global sum w)}` for a `{task: batch}` element."""
-        tasks = [t for t in TASK_NAMES if t in data]
-        unknown = sorted(set(data) - set(TASK_NAMES))
+        tasks = [t for t in task_names() if t in data]
+        unknown = sorted(set(data) - set(task_names()))
         if unknown:
-            raise ValueError(f"Training batch has unknown tasks {unknown}; expected names from {TASK_NAMES}")
+            raise ValueError(f"Training batch has unknown tasks {unknown}; expected names from {task_names()}")
         images = ops.concatenate([data[t]["image"] for t in tasks], axis=0)
         memory = self.encode(images, training=training)
         sizes = [ops.shape(data[t]["image"])[0] for t in tasks]
@@ -174,7 +174,7 @@ class Pix2SeqModel(keras.Model):
         weights = ops.cast(data["token_weights"], "float32")
         task_id = ops.cast(data["task_id"], "int32")
         parts = {}
-        for i, task in enumerate(TASK_NAMES):
+        for i, task in enumerate(task_names()):
             w = weights * ops.cast(task_id == i, "float32")[:, None]
             parts[task] = (ops.sum(w * xent), global_sum(ops.stop_gradient(ops.sum(w))))
         denominator = global_sum(ops.stop_gradient(ops.sum(weights)))
@@ -193,7 +193,7 @@ class Pix2SeqModel(keras.Model):
         any_tokens = ops.cast(sum(denominator for _, denominator in parts.values()) > 0, "float32")
         self.loss_tracker.update_state(global_sum(ops.stop_gradient(total)), sample_weight=any_tokens)
         logs = {"loss": self.loss_tracker.result()}
-        for task, tracker in zip(TASK_NAMES, self.task_loss_trackers):
+        for task, tracker in zip(task_names(), self.task_loss_trackers):
             if task in parts:
                 numerator, denominator = parts[task]
                 loss = ops.divide_no_nan(global_sum(ops.stop_gradient(numerator)), denominator)

@@ -41,15 +41,15 @@ import tensorflow as tf
 
 from data import preprocess
 from model import decoding, sampling, vocab
-from model.tasks import get_task
+from model import tasks
+from model.tasks.captioning import CaptioningTask
+from model.tasks.detection import DetectionTask
+from model.tasks.keypoints import KeypointTask
+from model.tasks.segmentation import SegmentationTask
 
-# Sampling defaults of the paper's multi-task configuration.
-PAPER_DEFAULTS = {
-    "detection": {"temperature": 1.0, "top_p": 0.4},
-    "segmentation": {"temperature": 1.0, "top_p": 0.8, "num_samples": 8},
-    "keypoints": {"temperature": 1.0, "top_p": 0.1},
-    "captioning": {"temperature": 1.0, "top_p": 1.0},
-}
+# {task: sampling defaults of the paper's multi-task configuration}, as each task class
+# states them (`Task.decoding_defaults`).
+PAPER_DEFAULTS = tasks.decoding_defaults()
 _MIN_TEMPERATURE = 1e-3  # temperature 0 asks for greedy; this is greedy up to exact ties
 
 
@@ -78,10 +78,11 @@ class InferenceGraph:
         self.model = model
         self.config = model.config.tokens
         self.size = model.config.image_size
-        self.detection = get_task("detection", self.config)
-        self.segmentation = get_task("segmentation", self.config)
-        self.keypoint_task = get_task("keypoints", self.config, suppress_invisible=True)
-        self.captioning = get_task("captioning", self.config, vocab_file=caption_vocab_file)
+        # One head per task class the signatures serve (model/export.py).
+        self.detection = DetectionTask(self.config)
+        self.segmentation = SegmentationTask(self.config)
+        self.keypoint_task = KeypointTask(self.config, suppress_invisible=True)
+        self.captioning = CaptioningTask(self.config, vocab_file=caption_vocab_file)
         # Ids the detection, segmentation and keypoint grammars can emit are all below this.
         self.coords_end = vocab.COORD_OFFSET + self.config.num_bins
 
@@ -173,11 +174,10 @@ class InferenceGraph:
         scores [B,M] (its probability), num_detections [B]; sorted by score, padding
         (class 0, score 0) last."""
         task = self.detection
-        m = self.config.max_instances
         batch = tf.shape(frame["canvas_scale"])[0]
         out = self._decode(task, frame["cross"], task.inference_prompt(batch), temperature, top_p, seed, 1,
                            vocab_limit=self.coords_end,
-                           max_steps=5 * tf.clip_by_value(tf.cast(max_objects, tf.int32), 0, m))
+                           max_steps=task.max_steps(max_objects))
         parsed = task.decode(out["tokens"], readout=out["readout"])
         order = tf.argsort(parsed["scores"], axis=1, direction="DESCENDING", stable=True)
         boxes = self._to_pixels(tf.gather(parsed["boxes"], order, batch_dims=1), frame["canvas_scale"])

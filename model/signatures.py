@@ -14,7 +14,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from model.tasks import TASK_NAMES
+from model.tasks import DetectionTask, task_class, task_names
 
 # What the model tells about itself, with no input: `keypoint_category_id` int32 [] (the
 # category whose detections get keypoints) and `category_ids` int32 [C] (the categories
@@ -25,15 +25,9 @@ SIGNATURES = ("detect", "segment", "keypoints", "caption", "detect_and_describe"
               "detect_with_options", "segment_with_options", "keypoints_with_options",
               "caption_with_options", "detect_and_describe_with_options",
               "detect_examples", MODEL_INFO)
-# The signatures that serve each task; `DESCRIBE` needs detection and one more task.
-TASK_SIGNATURES = {"detection": ("detect", "detect_with_options", "detect_examples"),
-                   "segmentation": ("segment", "segment_with_options"),
-                   "keypoints": ("keypoints", "keypoints_with_options"),
-                   "captioning": ("caption", "caption_with_options")}
+# The signatures that serve a task are its class's `signatures`; `DESCRIBE` needs
+# detection and one more task, and its output `describe_output` tells a task is there.
 DESCRIBE = ("detect_and_describe", "detect_and_describe_with_options")
-# The output of `detect_and_describe` that tells each task is there.
-DESCRIBE_OUTPUTS = {"detection": "boxes", "segmentation": "polygons", "keypoints": "keypoints",
-                    "captioning": "captions"}
 # The ModelConfig the model was built with (model/export.py writes it), for model cards and people.
 MODEL_CONFIG_FILE = os.path.join("assets.extra", "model_config.json")
 # TF2 SavedModels list their init op as a signature; it is not callable by clients.
@@ -42,25 +36,25 @@ INTERNAL_SIGNATURES = ("__saved_model_init_op",)
 
 def signatures_for_tasks(tasks):
     """Every signature a model trained for `tasks` exports, in `SIGNATURES` order."""
-    unknown = sorted(set(tasks) - set(TASK_NAMES))
+    unknown = sorted(set(tasks) - set(task_names()))
     if unknown or not tasks:
-        raise ValueError(f"tasks must be a non-empty subset of {TASK_NAMES}. Received: {list(tasks)}")
-    names = {n for t in tasks for n in TASK_SIGNATURES[t]} | {MODEL_INFO}
-    if "detection" in tasks and len(set(tasks)) > 1:
+        raise ValueError(f"tasks must be a non-empty subset of {task_names()}. Received: {list(tasks)}")
+    names = {n for t in tasks for n in task_class(t).signatures} | {MODEL_INFO}
+    if DetectionTask.name in tasks and len(set(tasks)) > 1:
         names.update(DESCRIBE)
     return [n for n in SIGNATURES if n in names]
 
 
 def tasks_of(signature_names, outputs=None):
-    """The tasks a model with these signatures serves, in TASK_NAMES order: a task with
+    """The tasks a model with these signatures serves, in `task_names()` order: a task with
     any of its signatures there, plus, when `outputs` ({signature: output names}) is
     given, those `detect_and_describe` answers (a model exported with that signature alone)."""
     names = set(signature_names)
-    found = {t for t in TASK_NAMES if names & set(TASK_SIGNATURES[t])}
+    found = {t for t in task_names() if names & set(task_class(t).signatures)}
     for name in DESCRIBE:
         if name in names and outputs and name in outputs:
-            found |= {t for t, key in DESCRIBE_OUTPUTS.items() if key in outputs[name]}
-    return [t for t in TASK_NAMES if t in found]
+            found |= {t for t in task_names() if task_class(t).describe_output in outputs[name]}
+    return [t for t in task_names() if t in found]
 
 
 def read_signature_defs(saved_model_dir, tag="serve"):

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from model.tasks import TASK_NAMES
+from model.tasks import task_names
 
 # The paper's batch-mixing loss weights (Pix2Seq v2).
 PAPER_TASK_WEIGHTS = {"detection": 0.1782, "segmentation": 0.7128, "keypoints": 0.01, "captioning": 0.099}
@@ -101,9 +101,9 @@ class TrainConfig:
                 f"steps={self.steps}, batch_size={self.batch_size}, checkpoint_every={self.checkpoint_every}"
             )
         unknown = sorted((set(self.task_weights) | set(self.task_batch_sizes) | set(self.required_tasks))
-                         - set(TASK_NAMES))
+                         - set(task_names()))
         if unknown:
-            raise ValueError(f"TrainConfig names unknown tasks {unknown}; expected names from {TASK_NAMES}")
+            raise ValueError(f"TrainConfig names unknown tasks {unknown}; expected names from {task_names()}")
         if not self.tasks:
             raise ValueError(f"TrainConfig has no task with a weight > 0. Received: task_weights={self.task_weights}")
         unweighted = [t for t in self.required_tasks if t not in self.tasks]
@@ -121,7 +121,7 @@ class TrainConfig:
     @property
     def tasks(self) -> Tuple[str, ...]:
         """The trained tasks (weight > 0), in the canonical order."""
-        return tuple(t for t in TASK_NAMES if self.task_weights.get(t, 0.0) > 0)
+        return tuple(t for t in task_names() if self.task_weights.get(t, 0.0) > 0)
 
     @property
     def active_task_weights(self) -> Dict[str, float]:

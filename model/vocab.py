@@ -192,17 +192,6 @@ class TokenConfig:
     def caption_seq_len(self) -> int:
         return self.max_caption_len
 
-    def seq_len(self, task_name: str) -> int:
-        lengths = {
-            "detection": self.detection_seq_len,
-            "segmentation": self.segmentation_seq_len,
-            "keypoints": self.keypoint_seq_len,
-            "captioning": self.caption_seq_len,
-        }
-        if task_name not in lengths:
-            raise ValueError(f"Unknown task {task_name!r}; expected one of {tuple(lengths)}.")
-        return lengths[task_name]
-
 
 # --- coordinates ---------------------------------------------------------------------------
 

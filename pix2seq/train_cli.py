@@ -27,7 +27,7 @@ from pix2seq import console
 from model import train_config as train_config_lib
 from pipeline import presets
 
-TASKS = train_config_lib.TASK_NAMES
+TASKS = train_config_lib.task_names()
 # flag dest -> TrainConfig field, for the flags that replace one field as given
 _FIELDS = {"model_preset": "model_preset", "steps": "steps", "learning_rate": "learning_rate",
            "warmup_steps": "warmup_steps", "weight_decay": "weight_decay", "mixing": "mixing",

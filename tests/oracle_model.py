@@ -39,7 +39,7 @@ def fingerprint(canvas, patch):
     return tf.reshape(tf.reduce_mean(grid, axis=[2, 4]), [-1, cells * cells, 3])
 
 
-def build_table(files, token_config, patch, tasks=pipelines.TASK_NAMES):
+def build_table(files, token_config, patch, tasks=pipelines.task_names()):
     """Ground-truth entries of the eval split `files`: fingerprint [E, F], prompt [E, 6]
     (zero after the task's prompt), response [E, R] (the tokens after the prompt)."""
     prints, prompts, responses = [], [], []
@@ -100,7 +100,7 @@ class OracleRunner:
         return tf.tile(logits[:, tf.newaxis], [1, n, 1]), cache
 
 
-def make_oracle(model, files, tasks=pipelines.TASK_NAMES):
+def make_oracle(model, files, tasks=pipelines.task_names()):
     """Patches `model` (built) in place to answer with the ground truth of `files`."""
     config = model.config
     patch = config.patch_size

@@ -149,5 +149,5 @@ def test_checker_sees_deferred_relative_and_attribute_imports():
         "def f():\n    from model import tasks\n    from . import coco\n", "data.probe", False)}
     assert {"model", "model.tasks", "data", "data.coco"} <= names
     assert resolve("pix2seq.__version__") == "pix2seq"
-    assert resolve("model.tasks.TASK_NAMES") == "model.tasks"
+    assert resolve("model.tasks.task_names") == "model.tasks"
     assert layer_of(resolve("pix2seq.cli.main")) == "cli"

@@ -8,7 +8,7 @@ import tensorflow as tf
 import example_records as er
 from model import input_pipelines as pipelines
 from model import vocab
-from model.tasks import get_task
+from model.tasks import get_task, seq_len
 
 TC = vocab.TokenConfig(image_size=32, max_instances=6, max_polygon_points=16, caption_vocab_size=64,
                        max_caption_len=10, keypoint_flip_pairs=tuple(zip(er.LEFT, er.RIGHT)))
@@ -26,11 +26,11 @@ def token_shape(task, size, training=True):
     """Training batches: [B, L], or [B, K, L] for a task training K sequences per image;
     eval batches: [B, L]."""
     per_image = get_task(task, TC).sequences_per_image if training else 1
-    return (size, TC.seq_len(task)) if per_image == 1 else (size, per_image, TC.seq_len(task))
+    return (size, seq_len(task, TC)) if per_image == 1 else (size, per_image, seq_len(task, TC))
 
 
 def assert_task_batch(batch, task, size, training=True):
-    length = TC.seq_len(task)
+    length = seq_len(task, TC)
     assert batch["image"].shape == (size, TC.image_size, TC.image_size, 3)
     assert batch["image"].dtype == tf.float32
     assert 0.0 <= float(tf.reduce_min(batch["image"])) and float(tf.reduce_max(batch["image"])) <= 1.0
@@ -45,14 +45,14 @@ def assert_task_batch(batch, task, size, training=True):
 
 
 def test_batch_mixing_one_static_batch_per_task_per_step(files):
-    ds = pipelines.batch_mixing_dataset(files, pipelines.TASK_NAMES, TC, batch_size=4, seed=1)
-    for task in pipelines.TASK_NAMES:  # static shapes, for TPU
+    ds = pipelines.batch_mixing_dataset(files, pipelines.task_names(), TC, batch_size=4, seed=1)
+    for task in pipelines.task_names():  # static shapes, for TPU
         assert ds.element_spec[task]["image"].shape == (4, TC.image_size, TC.image_size, 3)
         assert ds.element_spec[task]["input_tokens"].shape == token_shape(task, 4)
     steps = list(ds.take(2))
     for step in steps:
-        assert set(step) == set(pipelines.TASK_NAMES)
-        for task in pipelines.TASK_NAMES:
+        assert set(step) == set(pipelines.task_names())
+        for task in pipelines.task_names():
             assert_task_batch(step[task], task, 4)
     # Each task draws its own augmentation: the detection and captioning images differ.
     assert not np.allclose(steps[0]["detection"]["image"], steps[0]["captioning"]["image"])
@@ -61,7 +61,7 @@ def test_batch_mixing_one_static_batch_per_task_per_step(files):
 def test_data_mixing_follows_the_weights(files):
     weights = {"detection": 0.4, "segmentation": 0.3, "keypoints": 0.2, "captioning": 0.1}
     ds = pipelines.data_mixing_dataset(files, weights, TC, batch_size=100, seed=2)
-    longest = max(TC.seq_len(t) for t in weights)
+    longest = max(seq_len(t, TC) for t in weights)
     assert ds.element_spec["input_tokens"].shape == (100, longest)
     ids, first = [], None
     for batch in ds.take(20):
@@ -74,9 +74,9 @@ def test_data_mixing_follows_the_weights(files):
         assert abs(share - w) <= 3 * np.sqrt(w * (1 - w) / ids.size), (task, share)
     # Shorter tasks are padded with PAD and weight 0; every row starts with its task's prompt.
     for row, tid in enumerate(first["task_id"].numpy()):
-        task = pipelines.TASK_NAMES[tid]
+        task = pipelines.task_names()[tid]
         assert first["input_tokens"].numpy()[row, 0] == PROMPTS[task]
-        assert not first["token_weights"].numpy()[row, TC.seq_len(task):].any()
+        assert not first["token_weights"].numpy()[row, seq_len(task, TC):].any()
 
 
 def test_training_uses_several_instances_and_captions_of_an_image_per_step(files):
@@ -93,7 +93,7 @@ def test_training_uses_several_instances_and_captions_of_an_image_per_step(files
     one = dataclasses.replace(TC, segmentation_instances_per_image=1, captions_per_image=1)
     for task in ("segmentation", "captioning"):
         batch = next(iter(pipelines.train_dataset(files, task, one, batch_size=2, seed=3)))
-        assert batch["input_tokens"].shape == (2, one.seq_len(task))
+        assert batch["input_tokens"].shape == (2, seq_len(task, one))
 
 
 def test_eval_is_deterministic_and_covers_every_instance(files):

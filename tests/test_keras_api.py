@@ -16,6 +16,7 @@ import training_utils
 from data.dataset_info import DatasetError
 from model import datasets, generate
 from model.config import preset
+from model.tasks import seq_len
 from model.pix2seq_model import Pix2SeqModel
 
 pytestmark = pytest.mark.slow  # ingests, then fits and exports a model
@@ -116,10 +117,10 @@ def test_examples_dataset_tasks_batches_and_errors(examples, tmp_path):
     batch = next(iter(datasets.examples_dataset(str(only), config, batch_size={"detection": 3}, augment=False)))
     assert set(batch) == {"detection"}  # by default, the tasks the data supports
     assert batch["detection"]["image"].shape == (3, 32, 32, 3)
-    assert batch["detection"]["input_tokens"].shape == (3, tokens.seq_len("detection"))
+    assert batch["detection"]["input_tokens"].shape == (3, seq_len("detection", tokens))
     mixed = datasets.examples_dataset(str(only), config, batch_size=4, mixing="data")  # specs only: cheap
     assert mixed.element_spec["task_id"].shape == (4,)
-    assert mixed.element_spec["input_tokens"].shape == (4, tokens.seq_len("detection"))
+    assert mixed.element_spec["input_tokens"].shape == (4, seq_len("detection", tokens))
 
 
 def test_fit_with_stock_optimizer_schedule_and_callbacks(trained):

@@ -6,7 +6,7 @@ import keras
 
 from model import layers as L
 from model.config import ModelConfig, preset
-from model.tasks import TASK_NAMES
+from model.tasks import seq_len, task_names
 from model.decoder import DecoderBlock, Pix2SeqDecoder
 from model.encoder import ImageProjection, VisionTransformer
 from model.flops import parameter_count
@@ -22,7 +22,7 @@ def tiny_model():
 
 def _random_batch(config, task, batch_size=2, seed=0):
     rng = np.random.default_rng(seed)
-    length = config.tokens.seq_len(task)
+    length = seq_len(task, config.tokens)
     size = config.image_size
     return {
         "image": rng.random((batch_size, size, size, 3)).astype("float32"),
@@ -48,10 +48,10 @@ def test_every_preset_builds_and_runs_each_task(name):
     model.build()
     memory = model.encode(np.zeros((1, 32, 32, 3), "float32"))
     assert tuple(memory.shape) == (1, 4, config.decoder_dim)
-    for task in TASK_NAMES:
-        tokens = np.ones((1, config.tokens.seq_len(task)), "int32")
+    for task in task_names():
+        tokens = np.ones((1, seq_len(task, config.tokens)), "int32")
         logits = model.decoder(tokens, memory)
-        assert tuple(logits.shape) == (1, config.tokens.seq_len(task), config.vocab_size)
+        assert tuple(logits.shape) == (1, seq_len(task, config.tokens), config.vocab_size)
     assert model.count_params() == parameter_count(config)
 
 
@@ -74,7 +74,7 @@ def test_canvas_size_changes_no_weight(tiny_model):
 @pytest.mark.parametrize("name", ["tiny", "small", "base", "large"])
 def test_presets_are_consistent(name):
     config = preset(name)
-    assert config.max_seq_len >= max(config.tokens.seq_len(t) for t in TASK_NAMES)
+    assert config.max_seq_len >= max(seq_len(t, config.tokens) for t in task_names())
     assert config.image_size % config.patch_size == 0
     assert ModelConfig.from_dict(config.to_dict()) == config
 
@@ -90,10 +90,10 @@ def test_preset_overrides_reach_the_token_config():
 
 def test_tiny_forward_on_every_task(tiny_model):
     config = tiny_model.config
-    for task in TASK_NAMES:
+    for task in task_names():
         batch = _random_batch(config, task)
         logits = tiny_model({"image": batch["image"], "input_tokens": batch["input_tokens"]})
-        assert logits.shape == (2, config.tokens.seq_len(task), config.vocab_size)
+        assert logits.shape == (2, seq_len(task, config.tokens), config.vocab_size)
         assert logits.dtype == "float32"
         assert np.isfinite(np.asarray(logits)).all()
     assert 1e6 < tiny_model.count_params() < 10e6
@@ -101,13 +101,13 @@ def test_tiny_forward_on_every_task(tiny_model):
 
 def test_test_step_reports_weighted_task_losses(tiny_model):
     config = tiny_model.config
-    data = {task: _random_batch(config, task, seed=i) for i, task in enumerate(TASK_NAMES)}
+    data = {task: _random_batch(config, task, seed=i) for i, task in enumerate(task_names())}
     tiny_model.compile()
     tiny_model.reset_metrics()
     logs = {k: float(v) for k, v in tiny_model.test_step(data).items()}
-    expected = sum(tiny_model.task_weights[t] * logs[f"{t}_loss"] for t in TASK_NAMES)
+    expected = sum(tiny_model.task_weights[t] * logs[f"{t}_loss"] for t in task_names())
     assert logs["loss"] == pytest.approx(expected, rel=1e-5)
-    assert all(logs[f"{t}_loss"] > 0 for t in TASK_NAMES)
+    assert all(logs[f"{t}_loss"] > 0 for t in task_names())
 
 
 def test_several_sequences_per_image_equal_the_image_repeated(tiny_model):
@@ -330,14 +330,14 @@ def test_analytic_flops_equal_the_graphs_matmuls(tiny_model):
     from model import flops
 
     config = tiny_model.config
-    length = config.tokens.seq_len("detection")
+    length = seq_len("detection", config.tokens)
     image = tf.TensorSpec([1, config.image_size, config.image_size, 3], tf.float32)
     memory = tf.TensorSpec([1, config.num_image_tokens, config.decoder_dim], tf.float32)
     tokens = tf.TensorSpec([1, length], tf.int32)
     assert _graph_matmul_flops(tiny_model.encode, image) == flops.encoder_flops(config)
     assert _graph_matmul_flops(tiny_model.decoder, tokens, memory) == flops.decoder_flops(config, length)
     train = flops.train_step_flops(config, 2, ["detection", "keypoints"])
-    forward = 2 * sum(flops.encoder_flops(config) + flops.decoder_flops(config, config.tokens.seq_len(t))
+    forward = 2 * sum(flops.encoder_flops(config) + flops.decoder_flops(config, seq_len(t, config.tokens))
                       for t in ("detection", "keypoints"))
     assert train == 3 * forward - 4 * flops.patch_embedding_flops(config)
 
@@ -355,4 +355,4 @@ def test_analytic_flops_count_the_conv_stem():
     assert flops.patch_embedding_flops(config) > flops.patch_embedding_flops(preset("tiny"))
     first = 2 * (config.image_size // 2) ** 2 * 27 * 32
     assert flops.train_step_flops(config, 1, ["detection"]) == 3 * (
-        flops.encoder_flops(config) + flops.decoder_flops(config, config.tokens.seq_len("detection"))) - first
+        flops.encoder_flops(config) + flops.decoder_flops(config, seq_len("detection", config.tokens))) - first

@@ -5,7 +5,7 @@ import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 
 from model import vocab
-from model.tasks import TASK_NAMES, detection, get_task
+from model.tasks import task_names, detection, get_task
 from task_test_utils import HALF_BIN, assert_grammar_accepts, assert_same, response_of
 
 CFG = vocab.TokenConfig(max_instances=10, caption_vocab_size=64, max_class_id=90)
@@ -42,7 +42,7 @@ def sorted_objects(boxes, classes):
 
 
 def test_registry_order_and_errors():
-    assert TASK_NAMES == ("detection", "segmentation", "keypoints", "captioning")
+    assert task_names() == ("detection", "segmentation", "keypoints", "captioning")
     assert isinstance(TASK, detection.DetectionTask)
     with pytest.raises(ValueError, match="Unknown task"):
         get_task("panoptic", CFG)

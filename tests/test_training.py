@@ -14,6 +14,7 @@ from model import losses, strategy as strategy_lib
 from model.optimizer import FusedAdamW, WarmupLinearDecay, build_optimizer, no_decay_variables
 from model.pix2seq_model import Pix2SeqModel
 from model.training import NonFiniteLossError, TrainConfig, train
+from model.tasks import seq_len
 from training_utils import global_batch, micro_config, random_dataset_fn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +46,7 @@ def test_task_weights_scale_the_total_and_data_mixing_reports_per_task():
     per_task = {t: float(n / d) for t, (n, d) in parts.items()}
     assert float(total) == pytest.approx(2.0 * per_task["detection"] + 0.5 * per_task["captioning"], rel=1e-5)
     # Data mixing: the same sequences padded into one batch with task ids.
-    length = max(config.tokens.seq_len(t) for t in ("detection", "captioning"))
+    length = max(seq_len(t, config.tokens) for t in ("detection", "captioning"))
     mixed = {"image": np.concatenate([batch["detection"]["image"], batch["captioning"]["image"]])}
     for key in ("input_tokens", "target_tokens", "token_weights"):
         rows = [np.pad(batch[t][key], ((0, 0), (0, length - batch[t][key].shape[1]))) for t in ("detection", "captioning")]

@@ -8,6 +8,7 @@ import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 
 from model import vocab
+from model.tasks import seq_len
 
 
 @settings(max_examples=30, deadline=None)
@@ -45,10 +46,10 @@ def test_layout_constants_are_the_official_ones():
 def test_token_config_lengths_and_vocab():
     cfg = vocab.TokenConfig()
     assert cfg.vocab_size == 35000
-    assert [cfg.seq_len(t) for t in ("detection", "segmentation", "keypoints", "captioning")] == [
+    assert [seq_len(t, cfg) for t in ("detection", "segmentation", "keypoints", "captioning")] == [
         501, 262, 40, 128]
     with pytest.raises(ValueError, match="Unknown task"):
-        cfg.seq_len("panoptic")
+        seq_len("panoptic", cfg)
 
 
 @pytest.mark.parametrize("field,value", [

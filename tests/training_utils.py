@@ -2,6 +2,7 @@
 import tensorflow as tf
 
 from model.config import preset
+from model.tasks import seq_len
 
 
 def micro_config(**changes):
@@ -28,7 +29,7 @@ def global_batch(config, tasks, step, batch_size):
     out = {}
     size = config.image_size
     for t_index, task in enumerate(tasks):
-        length = config.tokens.seq_len(task)
+        length = seq_len(task, config.tokens)
         seed = tf.stack([tf.cast(step, tf.int64), tf.constant(t_index, tf.int64)])
         out[task] = {
             "image": tf.random.stateless_uniform([batch_size, size, size, 3], seed),

@@ -19,19 +19,34 @@ from model import vocab
 
 
 class Task:
-    """Base of the four task codecs; subclasses set `name` and the lengths."""
+    """Base of the task codecs; subclasses set `name`, `sequence_length` and the
+    methods below (docs/CONTRACTS.md "Adding a task")."""
 
     name = ""
     prompt_length = 1
     # name -> dtype of the values `step_readout` returns; empty: the task reads nothing.
     readout_dtypes = {}
+    # What generic code asks of a task without building it:
+    # the paper's sampling settings of its serving signatures (model/serving_graph.py),
+    decoding_defaults = {"temperature": 1.0, "top_p": 1.0}
+    # the signatures that serve it and the `detect_and_describe` output telling it is
+    # there (model/signatures.py; empty: no serving signature),
+    signatures = ()
+    describe_output = ""
+    # the metric the blessing compares against the baseline (components/blessing.py).
+    headline_metric = "AP"
 
     def __init__(self, token_config: vocab.TokenConfig):
         if not isinstance(token_config, vocab.TokenConfig):
             raise TypeError(f"{type(self).__name__} needs a TokenConfig. Received: {token_config!r}")
         self.config = token_config
         self.vocab_size = token_config.vocab_size
-        self.max_seq_len = token_config.seq_len(self.name)
+        self.max_seq_len = self.sequence_length(token_config)
+
+    @classmethod
+    def sequence_length(cls, token_config) -> int:
+        """Static length L of this task's training input/target sequences."""
+        raise NotImplementedError
 
     @property
     def max_response_len(self) -> int:

@@ -28,7 +28,15 @@ EOS_WEIGHT = 0.1
 
 class CaptioningTask(base.Task):
     name = "captioning"
+    decoding_defaults = {"temperature": 1.0, "top_p": 1.0}  # the paper's
+    signatures = ("caption", "caption_with_options")
+    describe_output = "captions"
+    headline_metric = "CIDEr-D"
     prompt_length = 1
+
+    @classmethod
+    def sequence_length(cls, token_config) -> int:
+        return token_config.caption_seq_len
 
     def __init__(self, token_config: vocab.TokenConfig, vocab_file: str = None, pieces=None):
         super().__init__(token_config)

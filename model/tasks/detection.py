@@ -27,7 +27,14 @@ EOS_WEIGHT = 0.1
 
 class DetectionTask(base.Task):
     name = "detection"
+    decoding_defaults = {"temperature": 1.0, "top_p": 0.4}  # the paper's
+    signatures = ("detect", "detect_with_options", "detect_examples")
+    describe_output = "boxes"
     prompt_length = 1
+
+    @classmethod
+    def sequence_length(cls, token_config) -> int:
+        return token_config.detection_seq_len
 
     def __init__(self, token_config: vocab.TokenConfig):
         super().__init__(token_config)
@@ -114,6 +121,11 @@ class DetectionTask(base.Task):
         return self._teacher_forcing(self.prompt, response_input, response_target, response_weights)
 
     # --- inference -----------------------------------------------------------------------
+
+    def max_steps(self, num_objects):
+        """Response steps that hold at most `num_objects` objects (int32 scalar, the count
+        clipped to [0, max_instances]; 5 tokens each): where decoding may stop early."""
+        return 5 * tf.clip_by_value(tf.cast(num_objects, tf.int32), 0, self.config.max_instances)
 
     def inference_prompt(self, batch_size):
         """int32 [B, 1] prompt for the decoder."""

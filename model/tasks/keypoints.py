@@ -35,9 +35,16 @@ EOS_WEIGHT = 0.0
 
 class KeypointTask(base.Task):
     name = "keypoints"
+    decoding_defaults = {"temperature": 1.0, "top_p": 0.1}  # the paper's
+    signatures = ("keypoints", "keypoints_with_options")
+    describe_output = "keypoints"
     prompt_length = 6
 
     readout_dtypes = {"coord": tf.int32, "coord_prob": tf.float32}
+
+    @classmethod
+    def sequence_length(cls, token_config) -> int:
+        return token_config.keypoint_seq_len
 
     def __init__(self, token_config: vocab.TokenConfig, suppress_invisible: bool = False):
         super().__init__(token_config)

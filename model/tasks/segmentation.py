@@ -28,7 +28,14 @@ from model.tasks import base
 
 class SegmentationTask(base.Task):
     name = "segmentation"
+    decoding_defaults = {"temperature": 1.0, "top_p": 0.8, "num_samples": 8}  # the paper's
+    signatures = ("segment", "segment_with_options")
+    describe_output = "polygons"
     prompt_length = 6
+
+    @classmethod
+    def sequence_length(cls, token_config) -> int:
+        return token_config.segmentation_seq_len
 
     def __init__(self, token_config: vocab.TokenConfig):
         super().__init__(token_config)
