@@ -15,13 +15,7 @@ import dataclasses
 import math
 from typing import Dict, List, Mapping, Optional, Union
 
-# The metric a task is compared on against the baseline.
-HEADLINE_METRICS = {
-    "detection": "AP",
-    "segmentation": "AP",
-    "keypoints": "AP",
-    "captioning": "CIDEr-D",
-}
+from model.tasks import headline_metrics as task_headline_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +40,7 @@ def decide(
     thresholds: Mapping[str, Mapping[str, float]],
     baseline_metrics: Optional[Mapping[str, Mapping[str, Optional[float]]]] = None,
     margin: Union[float, Mapping[str, float]] = 0.0,
-    headline_metrics: Mapping[str, str] = HEADLINE_METRICS,
+    headline_metrics: Optional[Mapping[str, str]] = None,
 ) -> BlessingDecision:
     """Decide the blessing.
 
@@ -59,7 +53,8 @@ def decide(
       margin: allowed absolute drop of a task's headline metric relative to
         the baseline; a float for all tasks or `{task: margin}`.
       headline_metrics: metric compared per task, for the tasks in both metric
-        dicts (a task in one only is skipped: its model does not serve it).
+        dicts (a task in one only is skipped: its model does not serve it);
+        None: each registered task's `headline_metric` (model/tasks).
 
     Returns:
       BlessingDecision with `blessed`, the failure `reasons` and all `checks`.
@@ -81,7 +76,7 @@ def decide(
                 check(value >= minimum, f"{task}/{metric} = {value:.4f} vs threshold {minimum:g}")
 
     if baseline_metrics is not None:
-        for task, metric in headline_metrics.items():
+        for task, metric in (headline_metrics or task_headline_metrics()).items():
             if task not in metrics and task not in baseline_metrics:
                 continue
             if task not in baseline_metrics:
@@ -107,5 +102,5 @@ def decide(
 
 def metric_summary(metrics: Mapping[str, Mapping[str, Optional[float]]]) -> Dict[str, Optional[float]]:
     """`{task: headline value}` for tables and logs."""
-    return {task: _value(metrics, task, metric) for task, metric in HEADLINE_METRICS.items()
+    return {task: _value(metrics, task, metric) for task, metric in task_headline_metrics().items()
             if task in metrics}

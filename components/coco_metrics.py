@@ -21,17 +21,12 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from model.tasks import task_class, task_names
+
 # Names of COCOeval.stats entries, per iou type (pycocotools' summarize order).
 BOX_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 KEYPOINT_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl")
 CAPTION_METRIC_NAMES = ("BLEU-4", "CIDEr-D")
-# Rows of the metrics table (`metrics_table`): (task, metric names) in display order.
-TABLE_METRICS = (
-    ("detection", BOX_STAT_NAMES),
-    ("segmentation", ("AP", "AP50", "AP75")),
-    ("keypoints", ("AP", "AP50", "AP75")),
-    ("captioning", CAPTION_METRIC_NAMES),
-)
 
 
 def _quiet():
@@ -82,6 +77,15 @@ def coco_ap(gt: Mapping, results: Sequence[Mapping], iou_type: str,
         evaluator.accumulate()
         evaluator.summarize()
     return {name: (None if v < 0 else float(v)) for name, v in zip(names, evaluator.stats)}
+
+
+def score_kind(kind: str, gt: Mapping, results: Sequence[Mapping], kpt_oks_sigmas=None) -> dict:
+    """The metrics of COCO results of `kind` (a task's `coco_kind`: bbox, segm or
+    keypoints -> `coco_ap`; captions -> `caption_scores`) against ground truth `gt`."""
+    if kind != "captions":
+        return coco_ap(gt, results, kind, kpt_oks_sigmas=kpt_oks_sigmas)
+    refs = references_from_gt(gt)
+    return caption_scores(refs, {int(c["image_id"]): c["caption"] for c in results if int(c["image_id"]) in refs})
 
 
 def keypoint_ground_truth(gt: Mapping, keypoint_category_ids: Sequence[int]) -> dict:
@@ -193,8 +197,8 @@ def metrics_table(metrics: Mapping[str, Mapping[str, Optional[float]]]) -> List[
     """{task: {metric: value}} -> the lines of the table `pix2seq pipeline run` and
     `pix2seq evaluate` print (None as n/a)."""
     lines = [f"{'task':<14}{'metric':<9}{'value':>8}"]
-    for task, names in TABLE_METRICS:
-        for name in names if task in metrics else ():
+    for task in task_names():  # each task's `table_metrics`, in registry order
+        for name in task_class(task).table_metrics if task in metrics else ():
             value = metrics[task].get(name)
             lines.append(f"{task:<14}{name:<9}{'n/a' if value is None else f'{value:.3f}':>8}")
     return lines

@@ -36,13 +36,12 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from model.tasks import task_class
+
 # COCO keypoint visibility written for every predicted point (OKS ignores it for results).
 KEYPOINT_VISIBILITY = 2
 # Result kinds of `coco_results`, in the evaluator's file names.
 KINDS = ("bbox", "segm", "keypoints", "captions")
-# Tasks (model/tasks names) and the signature outputs they read.
-TASK_OUTPUTS = {"detection": "boxes", "segmentation": "polygons", "keypoints": "keypoints",
-                "captioning": "captions"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +62,8 @@ class ResultOptions:
     tasks: Optional[Tuple[str, ...]] = None
 
     def wants(self, task: str, outputs: Mapping) -> bool:
-        return TASK_OUTPUTS[task] in outputs and (self.tasks is None or task in self.tasks)
+        """Whether `task` is converted: its signature output (`describe_output`) is there."""
+        return task_class(task).describe_output in outputs and (self.tasks is None or task in self.tasks)
 
 
 def _text(value) -> str:

@@ -20,7 +20,9 @@ def add_arguments(parser):
     parser.add_argument("--coco-dir", required=True, help="COCO-format directory (e.g. `pix2seq synth` output)")
     parser.add_argument("--split", default="val", help="train or val (default val)")
     parser.add_argument("--image-id", type=int, required=True, help="COCO image id")
-    parser.add_argument("--task", required=True, choices=("detection", "segmentation", "keypoints", "captioning"))
+    from model.tasks import task_names
+
+    parser.add_argument("--task", required=True, choices=task_names())
     parser.add_argument("--instance", type=int, default=0,
                         help="segmentation/keypoints: which eligible object; captioning: which caption (default 0)")
     parser.add_argument("--preset", default="base", help="model preset giving the token sizes (default base)")
@@ -87,7 +89,7 @@ def _prepared(args, data, record, codec):
         index = object_index = int(candidates[args.instance])
     else:
         index, object_index = args.instance, None
-        if args.task == "captioning" and not 0 <= index < len(record["captions"]):
+        if codec.uses_text_pieces and not 0 <= index < len(record["captions"]):
             raise TokensError(f"image {record['image_id']} has {len(record['captions'])} caption(s); "
                               f"--instance {index} is out of range")
     prepared = codec.prepare_eval(example, index)
@@ -125,49 +127,6 @@ def render_tokens(tokens, categories=None, pieces=None, num_bins=1000, class_ids
     return out
 
 
-def _round(values, digits=5):
-    return [round(float(v), digits) for v in values]
-
-
-def decode_target(task, response, to_pixels, class_ids=()):
-    """Decoded annotations from the response tokens, in canvas and image coordinates;
-    classes as the dataset's category ids (`class_ids`: the class map)."""
-    import numpy as np
-
-    from data import dataset_info
-
-    scale, offset = to_pixels
-    yx_to_px = lambda yx: np.asarray(yx, np.float64) * scale + offset  # noqa: E731
-    dec = {k: v.numpy() for k, v in task.decode(response).items()}
-    if task.name == "detection":
-        objects = []
-        for box, cls in zip(dec["boxes"][dec["valid"]], dec["classes"][dec["valid"]]):
-            (y0, x0), (y1, x1) = yx_to_px(box[:2]), yx_to_px(box[2:])
-            objects.append({"category_id": dataset_info.category_id(class_ids, cls), "box_canvas": _round(box),
-                            "bbox": _round([x0, y0, x1 - x0, y1 - y0], 3)})
-        return {"objects": objects}
-    if task.name == "segmentation":
-        keep = dec["part"] >= 0
-        parts = []
-        for p in np.unique(dec["part"][keep]):
-            pts = dec["points"][dec["part"] == p]
-            parts.append({"canvas": [_round(yx) for yx in pts],
-                          "polygon": _round(yx_to_px(pts)[:, ::-1].reshape(-1), 3)})
-        return {"parts": parts}
-    if task.name == "keypoints":
-        points = []
-        for yx, vis in zip(dec["keypoints"], dec["visible"]):
-            y, x = yx_to_px(yx) if vis else (0.0, 0.0)
-            points.append({"visible": bool(vis), "canvas": _round(yx) if vis else None,
-                           "xy": _round([x, y], 3)})
-        return {"keypoints": points}
-    n = int(dec["length"])
-    out = {"caption_ids": [int(i) for i in dec["piece_ids"][:n]]}
-    if "text" in dec:
-        out["text"] = dec["text"].decode()
-    return out
-
-
 def run(args):
     """Everything `main` prints, as a dict (also what --json writes)."""
     import dataclasses
@@ -176,7 +135,8 @@ def run(args):
 
     from data import coco, dataset_info
     from model import config as config_lib
-    from model.tasks import get_task
+    from model.tasks import get_task, task_class
+    from model.tasks.base import rounded
     from model.datasets import dataset_token_fields
 
     args.split_name = _split_name(args.split)
@@ -196,7 +156,8 @@ def run(args):
     pieces, task_kwargs = None, {}
     for caption in record["captions"]:
         caption["ids"] = []  # piece ids only matter (and only get computed) for captioning
-    if args.task == "captioning":
+    text = task_class(args.task).uses_text_pieces
+    if text:
         from model import caption_tokenizer
 
         model_path = _caption_model(data, args.vocab_file, tokens.caption_vocab_size)
@@ -218,15 +179,15 @@ def run(args):
     used = int(np.max(np.nonzero(seqs["token_weights"])[0], initial=-1)) + 1
     out = {
         "task": args.task, "image_id": args.image_id, "split": args.split, "image_size": tokens.image_size,
-        "pixels_per_canvas": _round(to_pixels[0], 4),  # image pixels spanned by the canvas (y, x)
+        "pixels_per_canvas": rounded(to_pixels[0], 4),  # image pixels spanned by the canvas (y, x)
         "prompt": prompt.tolist(), "input": seqs["input_tokens"].tolist(),
-        "target": seqs["target_tokens"].tolist(), "weights": _round(seqs["token_weights"], 4),
+        "target": seqs["target_tokens"].tolist(), "weights": rounded(seqs["token_weights"], 4),
         "rendered": {"prompt": render(prompt), "target": render(seqs["target_tokens"][:used])},
-        "decoded": decode_target(task, response, to_pixels, class_ids),
+        "decoded": task.describe_target(response, to_pixels, class_ids),  # what the tokens mean
     }
     if object_index is not None:
         out["annotation_id"] = int(record["objects"][object_index]["id"])
-    if args.task == "captioning":
+    if text:
         out["caption"] = record["captions"][args.instance]["text"]
     return out
 

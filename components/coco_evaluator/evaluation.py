@@ -17,6 +17,7 @@ from data import dataset_info as data_info
 from data import features as F
 from model import results as results_lib
 from model import signatures as signatures_lib
+from model.tasks import task_class, task_names
 
 COCO_KEYPOINTS = 17  # COCO's person keypoints: pycocotools' own OKS sigmas apply
 OTHER_KEYPOINT_SIGMA = 0.05
@@ -32,7 +33,7 @@ def tasks_to_score(asked: Sequence[str], model_tasks: Sequence[str], data_tasks:
         data_info.check_tasks(list(asked), list(data_tasks), data)
         if any(t not in model_tasks for t in asked):
             raise MissingSignatureError(signatures_lib.missing_task_message(model, asked, model_tasks))
-        return tuple(t for t in data_info.TASK_NAMES if t in asked)
+        return tuple(t for t in task_names() if t in asked)
     tasks = tuple(t for t in model_tasks if t in data_tasks)
     if not tasks:
         raise data_info.DatasetError(
@@ -124,19 +125,12 @@ def predict(runner: Callable[[Sequence[bytes]], Mapping], decoded: Sequence[Mapp
 def score(gt: GroundTruth, per_image: Sequence[Mapping], tasks: Sequence[str]):
     """Per-image results -> ({task: metrics}, COCO result lists by kind)."""
     coco = results_lib.coco_results(per_image)
-    datasets = gt.datasets
     metrics: Dict[str, Any] = {}
-    if "detection" in tasks:
-        metrics["detection"] = coco_metrics.coco_ap(datasets["instances"], coco["bbox"], "bbox")
-    if "segmentation" in tasks:
-        metrics["segmentation"] = coco_metrics.coco_ap(datasets["instances"], coco["segm"], "segm")
-    if "keypoints" in tasks:
-        metrics["keypoints"] = coco_metrics.coco_ap(datasets["keypoints"], coco["keypoints"], "keypoints",
-                                                    kpt_oks_sigmas=gt.kpt_oks_sigmas)
-    if "captioning" in tasks:
-        refs = coco_metrics.references_from_gt(datasets["captions"])
-        caps = {int(c["image_id"]): c["caption"] for c in coco["captions"] if int(c["image_id"]) in refs}
-        metrics["captioning"] = coco_metrics.caption_scores(refs, caps)
+    for task in task_names():  # each task's COCO glue: its result kind and ground truth
+        cls = task_class(task)
+        if task in tasks:
+            metrics[task] = coco_metrics.score_kind(cls.coco_kind, gt.datasets[cls.coco_ground_truth],
+                                                    coco[cls.coco_kind], kpt_oks_sigmas=gt.kpt_oks_sigmas)
     return metrics, coco
 
 

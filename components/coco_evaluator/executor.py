@@ -38,6 +38,7 @@ from components.coco_evaluator import pictures as pictures_lib
 from components.coco_evaluator import predict
 from data import features as F
 from model import signatures
+from model.tasks import task_class
 from pix2seq import progress
 
 # Property names the TFX Pusher and LatestBlessedModelStrategy read (tfx.components.evaluator.constants).
@@ -182,7 +183,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                          os.path.join(card_dir, model_card.MARKDOWN_FILE))
         for task, value in blessing_rule.metric_summary(report["candidate"]).items():
             if value is not None:
-                evaluation_artifact.set_float_custom_property(f"{task}_{blessing_rule.HEADLINE_METRICS[task]}", value)
+                evaluation_artifact.set_float_custom_property(f"{task}_{task_class(task).headline_metric}", value)
         logging.info("CocoEvaluator: %s; %s", "BLESSED" if decision.blessed else "NOT BLESSED",
                      "; ".join(decision.checks))
 

@@ -16,6 +16,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 import tensorflow as tf
 
 from data import dataset_info as data_info
+from model.tasks import task_names
 from data import features as F
 
 
@@ -162,7 +163,7 @@ def split_size(examples_dir: str, split: str) -> Optional[int]:
 def load_tasks(examples_dir: str) -> List[str]:
     """The tasks the ingested data has ground truth for (every task for data ingested
     before ingestion recorded them)."""
-    return list(load_dataset_info(examples_dir).get("tasks") or data_info.TASK_NAMES)
+    return list(load_dataset_info(examples_dir).get("tasks") or task_names())
 
 
 def keypoint_categories(categories: Optional[Sequence[Mapping]], default: Sequence[int]) -> List[int]:

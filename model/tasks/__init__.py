@@ -62,6 +62,11 @@ def seq_len(name: str, token_config) -> int:
     return task_class(name).sequence_length(token_config)
 
 
+def headline_metrics() -> dict:
+    """{task: the metric the blessing compares against the baseline}."""
+    return {name: cls.headline_metric for name, cls in TASKS.items()}
+
+
 def decoding_defaults() -> dict:
     """{task: the paper's sampling settings}, from each task class."""
     return {name: dict(cls.decoding_defaults) for name, cls in TASKS.items()}

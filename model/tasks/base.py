@@ -33,7 +33,13 @@ class Task:
     # there (model/signatures.py; empty: no serving signature),
     signatures = ()
     describe_output = ""
-    # the metric the blessing compares against the baseline (components/blessing.py).
+    # COCO evaluation glue (components/coco_evaluator, components/coco_metrics.py): the
+    # kind of COCO result its answers become (model/results.py `KINDS`; "": not scored),
+    # the ground-truth dataset it is scored on, the metrics the table shows, in order,
+    # and the one the blessing compares against the baseline (components/blessing.py).
+    coco_kind = ""
+    coco_ground_truth = "instances"
+    table_metrics = ()
     headline_metric = "AP"
 
     def __init__(self, token_config: vocab.TokenConfig):
@@ -108,6 +114,17 @@ class Task:
     def codec_inputs(self, example, per_image=False):
         """Task-prepared example -> the fields `build_sequences` reads (with `per_image`:
         what `build_image_sequences` reads)."""
+        raise NotImplementedError
+
+    # Its tokens hold caption text pieces: `pix2seq tokens` trains or loads a SentencePiece
+    # model and hands `pieces=` to the constructor; `--instance` picks a caption.
+    uses_text_pieces = False
+
+    def describe_target(self, response, to_pixels, class_ids=()):
+        """One response's target tokens [R] decoded for people (`pix2seq tokens`): a JSON
+        dict in canvas and image coordinates (`to_pixels` = (scale, offset) per (y, x):
+        pixel = canvas * scale + offset), classes as category ids (`class_ids`: the
+        class map, data/dataset_info.py)."""
         raise NotImplementedError
 
     def _canvas(self):
@@ -199,6 +216,17 @@ class Task:
         done = (prev_tokens == eos) & (tf.cast(step, tf.int32) > 0)
         pad_only = tf.constant(self._np_ids(vocab.PAD))
         return tf.where(done[:, tf.newaxis], pad_only[tf.newaxis, :], allowed[tf.newaxis, :])
+
+
+def rounded(values, digits=5):
+    """JSON-friendly floats (`describe_target`)."""
+    return [round(float(v), digits) for v in values]
+
+
+def canvas_to_pixels(yx, to_pixels):
+    """Canvas-normalized (y, x) [..., 2] -> image pixels with `to_pixels` = (scale, offset)."""
+    scale, offset = to_pixels
+    return np.asarray(yx, np.float64) * scale + offset
 
 
 def _pad_to(x, length: int, value, axis: int = 0):

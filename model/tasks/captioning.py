@@ -28,6 +28,7 @@ EOS_WEIGHT = 0.1
 
 class CaptioningTask(base.Task):
     name = "captioning"
+    coco_kind, coco_ground_truth, table_metrics = "captions", "captions", ("BLEU-4", "CIDEr-D")
     decoding_defaults = {"temperature": 1.0, "top_p": 1.0}  # the paper's
     signatures = ("caption", "caption_with_options")
     describe_output = "captions"
@@ -107,6 +108,17 @@ class CaptioningTask(base.Task):
         seeds = tf.random.experimental.stateless_split(vocab.as_seed(seed), self.sequences_per_image)
         return self._stack_rows(
             lambda k: self.build_sequences({"caption_ids": tf.gather(ids, k)}, seeds[k], augment), tf.shape(ids)[0])
+
+    uses_text_pieces = True
+
+    def describe_target(self, response, to_pixels, class_ids=()):
+        del to_pixels, class_ids
+        dec = {k: v.numpy() for k, v in self.decode(response).items()}
+        n = int(dec["length"])
+        out = {"caption_ids": [int(i) for i in dec["piece_ids"][:n]]}
+        if "text" in dec:
+            out["text"] = dec["text"].decode()
+        return out
 
     def inference_prompt(self, batch_size):
         return tf.fill([batch_size, 1], tf.constant(vocab.CAPTION_PROMPT, tf.int32))

@@ -18,6 +18,7 @@ With augment=False: real objects in the given order, EOS (0.1), then PAD (weight
 import tensorflow as tf
 
 from data import augment as augment_ops
+from data import dataset_info
 from data import preprocess
 from model import sampling, vocab
 from model.tasks import base
@@ -27,6 +28,7 @@ EOS_WEIGHT = 0.1
 
 class DetectionTask(base.Task):
     name = "detection"
+    coco_kind, coco_ground_truth, table_metrics = "bbox", "instances", ("AP", "AP50", "AP75", "APs", "APm", "APl")
     decoding_defaults = {"temperature": 1.0, "top_p": 0.4}  # the paper's
     signatures = ("detect", "detect_with_options", "detect_examples")
     describe_output = "boxes"
@@ -126,6 +128,15 @@ class DetectionTask(base.Task):
         """Response steps that hold at most `num_objects` objects (int32 scalar, the count
         clipped to [0, max_instances]; 5 tokens each): where decoding may stop early."""
         return 5 * tf.clip_by_value(tf.cast(num_objects, tf.int32), 0, self.config.max_instances)
+
+    def describe_target(self, response, to_pixels, class_ids=()):
+        dec = {k: v.numpy() for k, v in self.decode(response).items()}
+        objects = []
+        for box, cls in zip(dec["boxes"][dec["valid"]], dec["classes"][dec["valid"]]):
+            (y0, x0), (y1, x1) = base.canvas_to_pixels(box[:2], to_pixels), base.canvas_to_pixels(box[2:], to_pixels)
+            objects.append({"category_id": dataset_info.category_id(class_ids, cls), "box_canvas": base.rounded(box),
+                            "bbox": base.rounded([x0, y0, x1 - x0, y1 - y0], 3)})
+        return {"objects": objects}
 
     def inference_prompt(self, batch_size):
         """int32 [B, 1] prompt for the decoder."""

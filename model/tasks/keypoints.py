@@ -35,6 +35,7 @@ EOS_WEIGHT = 0.0
 
 class KeypointTask(base.Task):
     name = "keypoints"
+    coco_kind, coco_ground_truth, table_metrics = "keypoints", "keypoints", ("AP", "AP50", "AP75")
     decoding_defaults = {"temperature": 1.0, "top_p": 0.1}  # the paper's
     signatures = ("keypoints", "keypoints_with_options")
     describe_output = "keypoints"
@@ -111,6 +112,16 @@ class KeypointTask(base.Task):
             rate = tf.random.stateless_uniform([], s_rate, 0.0, self.config.keypoint_mask_max_rate)
             response_input = self._replace_at_rate(response, rate, vocab.INVISIBLE, s_mask)
         return self._teacher_forcing(prompt, response_input, response, weights)
+
+    def describe_target(self, response, to_pixels, class_ids=()):
+        del class_ids
+        dec = {k: v.numpy() for k, v in self.decode(response).items()}
+        points = []
+        for yx, vis in zip(dec["keypoints"], dec["visible"]):
+            y, x = base.canvas_to_pixels(yx, to_pixels) if vis else (0.0, 0.0)
+            points.append({"visible": bool(vis), "canvas": base.rounded(yx) if vis else None,
+                           "xy": base.rounded([x, y], 3)})
+        return {"keypoints": points}
 
     def inference_prompt(self, boxes):
         """Person boxes [B, 4] in crop-canvas coordinates -> int32 [B, 6]."""

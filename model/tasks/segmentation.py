@@ -18,6 +18,7 @@ Training recipe (Pix2Seq v2): `build_image_sequences` trains up to
 `segmentation_instances_per_image` instances of one image per step, one sequence each
 (the model encodes the image once); missing instances are rows of weight 0.
 """
+import numpy as np
 import tensorflow as tf
 
 from data import augment as augment_ops
@@ -28,6 +29,7 @@ from model.tasks import base
 
 class SegmentationTask(base.Task):
     name = "segmentation"
+    coco_kind, coco_ground_truth, table_metrics = "segm", "instances", ("AP", "AP50", "AP75")
     decoding_defaults = {"temperature": 1.0, "top_p": 0.8, "num_samples": 8}  # the paper's
     signatures = ("segment", "segment_with_options")
     describe_output = "polygons"
@@ -131,6 +133,17 @@ class SegmentationTask(base.Task):
                  "polygon_part": tf.boolean_mask(part, mine)}, seed, augment)
 
         return self._stack_rows(row, tf.shape(classes)[0])
+
+    def describe_target(self, response, to_pixels, class_ids=()):
+        del class_ids
+        dec = {k: v.numpy() for k, v in self.decode(response).items()}
+        keep = dec["part"] >= 0
+        parts = []
+        for p in np.unique(dec["part"][keep]):
+            pts = dec["points"][dec["part"] == p]
+            parts.append({"canvas": [base.rounded(yx) for yx in pts],
+                          "polygon": base.rounded(base.canvas_to_pixels(pts, to_pixels)[:, ::-1].reshape(-1), 3)})
+        return {"parts": parts}
 
     def inference_prompt(self, boxes, classes):
         """Boxes [B, 4] (canvas-normalized) and classes [B] -> int32 [B, 6]."""
