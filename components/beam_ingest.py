@@ -34,6 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from data import coco, dataset_info, features, image_io
 from data import validate as V
+from model.tasks import supported_tasks
 from pix2seq import progress
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ def run_ingest(coco_dir, examples_dir, vocab_dir, report_dir, make_pipeline,
     data = coco.load_coco_dir(coco_dir)
     log.info("ingest: %d annotation records, images per split: %s", data.total_records,
              ", ".join(f"{s}={len(r)}" for s, r in sorted(data.splits.items())))
-    inferred = dataset_info.info_fields(data.categories, data.splits.get("train", []))
+    inferred = dataset_info.info_fields(data.categories, data.splits.get("train", []), supported_tasks)
     to_class = dataset_info.class_index(inferred["class_category_ids"])
     for records in data.splits.values():  # object/class holds the class index (the class map)
         for record in records:

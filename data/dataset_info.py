@@ -11,9 +11,9 @@ identity map, else the category id of each class index (index c -> ids[c - 1]).
 `category_ids` lists every declared category id: inference reports only these (an
 identity map may leave ids of [1, 90] undeclared; model/vocab.py `declared_classes`).
 
-Tasks. detection always; segmentation when an object has a polygon or RLE;
-keypoints when a category names keypoints and an object carries them; captioning
-when captions exist.
+Tasks. Which tasks the records can feed is each task's rule (model/tasks, `feeds`
+and `supported_by`); ingestion passes `model.tasks.supported_tasks` in, so this module
+names no task.
 
 Keypoint schema. The category with keypoints (at most one) gives the count, the
 names, the skeleton, and the flip pairs (`left_<part>` <-> `right_<part>`).
@@ -22,7 +22,6 @@ import re
 
 OFFICIAL_MAX_CLASS_ID = 90
 MAX_CLASSES = 899  # class tokens 101..999 (model/vocab.py MAX_CLASS_TOKEN_ID)
-TASK_NAMES = ("detection", "segmentation", "keypoints", "captioning")
 _SIDE = re.compile(r"^(left|right)([_ ].+)$")
 
 
@@ -97,37 +96,11 @@ def flip_pairs(names):
     return pairs
 
 
-def supported_tasks(records, schema=None):
-    """The tasks per-image records (data/coco.py) can feed, in TASK_NAMES order."""
-    found = {"detection"}
-    for record in records:
-        for obj in record["objects"]:
-            if obj.get("polygons") and not obj.get("iscrowd"):
-                found.add("segmentation")
-            if schema and obj.get("keypoints") and int(obj["category_id"]) == schema["category_id"]:
-                found.add("keypoints")
-        if record.get("captions"):
-            found.add("captioning")
-    return [t for t in TASK_NAMES if t in found]
-
-
-def info_fields(categories, records):
-    """The inferred part of dataset_info.json, from all categories and the train records."""
+def info_fields(categories, records, supported_tasks):
+    """The inferred part of dataset_info.json, from all categories and the train records;
+    `supported_tasks(records, keypoint_schema)` lists the tasks they feed
+    (model/tasks `supported_tasks`)."""
     schema = keypoint_schema(categories)
     return {"class_category_ids": list(class_category_ids(categories)),
             "category_ids": sorted({int(c["id"]) for c in categories}),
-            "keypoint_schema": schema, "tasks": supported_tasks(records, schema)}
-
-
-def check_tasks(requested, supported, where):
-    """Raise DatasetError naming what is missing when a requested task has no data."""
-    missing = [t for t in requested if t not in supported]
-    if missing:
-        needs = {"segmentation": "segmentation polygons on non-crowd objects",
-                 "keypoints": "a category with a `keypoints` list and objects carrying keypoints",
-                 "captioning": "a captions_*.json file", "detection": "objects"}
-        raise DatasetError(
-            f"task(s) {', '.join(missing)} were asked for, but {where} supports only "
-            f"{', '.join(supported)} (dataset_info.json `tasks`). "
-            + " ".join(f"{t} needs {needs[t]}." for t in missing)
-            + " Leave the task out (weight 0) or add the annotations and ingest again.")
+            "keypoint_schema": schema, "tasks": list(supported_tasks(records, schema))}

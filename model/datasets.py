@@ -17,6 +17,7 @@ from data import dataset_info as data_info
 from model import input_pipelines as pipelines
 from model.config import preset
 from model.train_config import PAPER_TASK_WEIGHTS
+from model.tasks import check_tasks
 
 DATASET_INFO = "dataset_info.json"
 CAPTION_MODEL = "caption_spm.model"
@@ -76,7 +77,7 @@ def task_weights_for(examples_dir, weights, explicit=()):
     its default is dropped when the data cannot feed it, a task in `explicit` with
     weight > 0 that the data cannot feed is a `DatasetError` naming what is missing."""
     supported = dataset_tasks(dataset_info(examples_dir))
-    data_info.check_tasks([t for t in explicit if weights.get(t, 0) > 0], supported, examples_dir)
+    check_tasks([t for t in explicit if weights.get(t, 0) > 0], supported, examples_dir)
     return {t: w for t, w in weights.items() if w > 0 and t in supported}
 
 
@@ -184,7 +185,7 @@ def examples_dataset(examples_dir, model, split="train", tasks=None, batch_size=
     supported = dataset_tasks(dataset_info(examples_dir))
     if tasks is None:
         tasks = list(supported)
-    data_info.check_tasks(list(tasks), supported, examples_dir)
+    check_tasks(list(tasks), supported, examples_dir)
     tasks = [t for t in pipelines.task_names() if t in tasks]
     if isinstance(batch_size, dict) and (mixing != "batch" or split != "train"):
         raise ValueError(f"per-task batch sizes need mixing='batch' and split='train'. Received: {batch_size}")

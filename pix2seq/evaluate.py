@@ -19,16 +19,16 @@ from __future__ import annotations
 import json
 import sys
 
-TASKS = ("detection", "segmentation", "keypoints", "captioning")
-
-
 def add_arguments(parser):
+    from model.tasks import task_names
+
+    tasks = task_names()
     parser.add_argument("--model", required=True, help="SavedModel dir, or a base dir of numbered versions")
     parser.add_argument("--coco-dir", required=True, help="COCO-format directory (annotations/ + images)")
     parser.add_argument("--split", default="val",
                         help="split to score: val (= eval), train, or an annotation suffix such as val2017")
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK",
-                        help=f"tasks to score, of {', '.join(TASKS)} (default: every task the model serves that "
+    parser.add_argument("--tasks", nargs="+", choices=tasks, metavar="TASK",
+                        help=f"tasks to score, of {', '.join(tasks)} (default: every task the model serves that "
                              f"the split has annotations for)")
     parser.add_argument("--json", dest="json_out", metavar="METRICS_OUT", help="write the metrics here as JSON")
     parser.add_argument("--max-images", type=int, default=0, help="score only the first N images (by id)")
@@ -101,11 +101,12 @@ def evaluate(args):
     from data import dataset_info
     from model import signatures
     from model.generate import OPTION_NAMES
+    from model.tasks import supported_tasks
 
     decoding = {n: getattr(args, n) for n in OPTION_NAMES if getattr(args, n, None) is not None}
     records, image_dir, categories, num_keypoints = load_split(args.coco_dir, args.split)
     # what the whole split has annotations for, however few images are scored
-    data_tasks = dataset_info.supported_tasks(records, dataset_info.keypoint_schema(categories))
+    data_tasks = supported_tasks(records, dataset_info.keypoint_schema(categories))
     records = records[:args.max_images] if args.max_images > 0 else records
     try:
         tasks = evaluation.tasks_to_score(args.tasks or (), signatures.exported_tasks(model_dir), data_tasks,

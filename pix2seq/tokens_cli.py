@@ -135,7 +135,7 @@ def run(args):
 
     from data import coco, dataset_info
     from model import config as config_lib
-    from model.tasks import get_task, task_class
+    from model.tasks import get_task, supported_tasks, task_class
     from model.tasks.base import rounded
     from model.datasets import dataset_token_fields
 
@@ -143,7 +143,7 @@ def run(args):
     data = coco.load_coco_dir(args.coco_dir)
     record = _find_record(data, args.split_name, args.image_id)
     # the class map and keypoint schema ingestion would infer (any category ids, any schema)
-    inferred = dataset_info.info_fields(data.categories, data.splits.get("train") or [record])
+    inferred = dataset_info.info_fields(data.categories, data.splits.get("train") or [record], supported_tasks)
     class_ids = tuple(inferred["class_category_ids"])
     to_class = dataset_info.class_index(class_ids)
     for obj in record["objects"]:

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from data import dataset_info as D
 from model import datasets, vocab
-from model.tasks import get_task
+from model.tasks import get_task, supported_tasks
 
 DECLARED = (2, 5, 9)  # an identity-map dataset declaring three COCO ids
 UNDECLARED = 1        # the class token the logits favour (101)
@@ -53,10 +53,10 @@ def test_grammar_and_readout_name_declared_classes_only(fields, favoured, allowe
 
 def test_dataset_declares_its_classes_to_the_token_config():
     cats = [{"id": i, "name": f"c{i}"} for i in DECLARED]
-    info = D.info_fields(cats, [])
+    info = D.info_fields(cats, [], supported_tasks)
     assert info["category_ids"] == list(DECLARED) and info["class_category_ids"] == []
     assert datasets.dataset_token_fields(info) == {"declared_classes": DECLARED}
-    dense = D.info_fields([{"id": 500}, {"id": 700}], [])
+    dense = D.info_fields([{"id": 500}, {"id": 700}], [], supported_tasks)
     assert datasets.dataset_token_fields(dense) == {"class_category_ids": (500, 700), "max_class_id": 2}
     assert vocab.TokenConfig(class_category_ids=(500, 700), max_class_id=2).reportable_classes() == (1, 2)
     with pytest.raises(ValueError, match="declared_classes"):

@@ -23,6 +23,7 @@ import pytest
 from data import dataset_info as D
 from data import synth_person
 from data.synth_shapes import PERSON_ID
+from model.tasks import check_tasks, supported_tasks, task_names
 
 import own_datasets
 
@@ -58,9 +59,9 @@ def test_keypoint_schema_from_names():
 def test_supported_tasks_and_clear_error():
     records = [{"objects": [{"category_id": 3, "polygons": [[0, 0, 1, 0, 1, 1]], "iscrowd": 0}],
                 "captions": []}]
-    assert D.supported_tasks(records) == ["detection", "segmentation"]
+    assert supported_tasks(records) == ["detection", "segmentation"]
     with pytest.raises(D.DatasetError, match="keypoints needs a category with a `keypoints` list"):
-        D.check_tasks(["detection", "keypoints"], ["detection", "segmentation"], "DIR")
+        check_tasks(["detection", "keypoints"], ["detection", "segmentation"], "DIR")
 
 
 def test_signatures_follow_the_tasks():
@@ -71,7 +72,7 @@ def test_signatures_follow_the_tasks():
     both = S.signatures_for_tasks(["detection", "keypoints"])
     assert "detect_and_describe" in both and "segment" not in both and "caption" not in both
     assert S.signatures_for_tasks(["captioning"]) == ["caption", "caption_with_options", "model_info"]
-    for tasks in (["detection"], ["detection", "segmentation"], ["captioning"], list(D.TASK_NAMES)):
+    for tasks in (["detection"], ["detection", "segmentation"], ["captioning"], list(task_names())):
         assert S.tasks_of(S.signatures_for_tasks(tasks) + ["serving_default"]) == tasks
     # a model exported with detect_and_describe alone: its outputs tell the tasks
     describe = {"detect_and_describe": {"boxes", "classes", "scores", "num_detections", "keypoints"}}

@@ -17,7 +17,7 @@ from data import dataset_info as data_info
 from data import features as F
 from model import results as results_lib
 from model import signatures as signatures_lib
-from model.tasks import task_class, task_names
+from model.tasks import check_tasks, task_class, task_names
 
 COCO_KEYPOINTS = 17  # COCO's person keypoints: pycocotools' own OKS sigmas apply
 OTHER_KEYPOINT_SIGMA = 0.05
@@ -30,7 +30,7 @@ def tasks_to_score(asked: Sequence[str], model_tasks: Sequence[str], data_tasks:
     cannot feed is a DatasetError, one the model does not serve a MissingSignatureError;
     both name what is missing and the fix."""
     if asked:
-        data_info.check_tasks(list(asked), list(data_tasks), data)
+        check_tasks(list(asked), list(data_tasks), data)
         if any(t not in model_tasks for t in asked):
             raise MissingSignatureError(signatures_lib.missing_task_message(model, asked, model_tasks))
         return tuple(t for t in task_names() if t in asked)

@@ -8,6 +8,8 @@ from the start; a new task is one module whose `Task` subclass is passed to
 """
 import pix2seq  # noqa: F401  (Keras 3 guard, see pix2seq/__init__.py)
 
+from data.dataset_info import DatasetError
+
 from model.tasks.base import Task
 from model.tasks.captioning import CaptioningTask
 from model.tasks.detection import DetectionTask
@@ -60,6 +62,23 @@ def get_task(name: str, token_config, **kwargs):
 def seq_len(name: str, token_config) -> int:
     """Static training sequence length of task `name` under `token_config`."""
     return task_class(name).sequence_length(token_config)
+
+
+def supported_tasks(records, keypoint_schema=None) -> list:
+    """The tasks per-image records (data/coco.py) can feed, in registry order (each
+    task's `supported_by`): what ingestion writes to dataset_info.json `tasks`."""
+    return [name for name, cls in TASKS.items() if cls.supported_by(records, keypoint_schema)]
+
+
+def check_tasks(requested, supported, where):
+    """Raise DatasetError naming what is missing when a requested task has no data."""
+    missing = [t for t in requested if t not in supported]
+    if missing:
+        raise DatasetError(
+            f"task(s) {', '.join(missing)} were asked for, but {where} supports only "
+            f"{', '.join(supported)} (dataset_info.json `tasks`). "
+            + " ".join(f"{t} needs {task_class(t).dataset_needs}." for t in missing)
+            + " Leave the task out (weight 0) or add the annotations and ingest again.")
 
 
 def headline_metrics() -> dict:

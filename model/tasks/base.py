@@ -116,6 +116,21 @@ class Task:
         what `build_image_sequences` reads)."""
         raise NotImplementedError
 
+    # What the annotations must hold to train it (said when a requested task has no data).
+    dataset_needs = "objects"
+
+    @classmethod
+    def feeds(cls, record, keypoint_schema=None) -> bool:
+        """Whether one per-image record (data/coco.py, before ingestion) has what this
+        task trains on; `keypoint_schema`: data/dataset_info.py `keypoint_schema`."""
+        del record, keypoint_schema
+        return True
+
+    @classmethod
+    def supported_by(cls, records, keypoint_schema=None) -> bool:
+        """Whether the records can feed this task (dataset_info.json `tasks`): one does."""
+        return any(cls.feeds(r, keypoint_schema) for r in records)
+
     # Its tokens hold caption text pieces: `pix2seq tokens` trains or loads a SentencePiece
     # model and hands `pieces=` to the constructor; `--instance` picks a caption.
     uses_text_pieces = False

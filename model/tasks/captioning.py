@@ -39,6 +39,12 @@ class CaptioningTask(base.Task):
     def sequence_length(cls, token_config) -> int:
         return token_config.caption_seq_len
 
+    dataset_needs = "a captions_*.json file"
+
+    @classmethod
+    def feeds(cls, record, keypoint_schema=None) -> bool:
+        return bool(record.get("captions"))
+
     def __init__(self, token_config: vocab.TokenConfig, vocab_file: str = None, pieces=None):
         super().__init__(token_config)
         self.prompt = (vocab.CAPTION_PROMPT,)

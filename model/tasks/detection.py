@@ -38,6 +38,11 @@ class DetectionTask(base.Task):
     def sequence_length(cls, token_config) -> int:
         return token_config.detection_seq_len
 
+    @classmethod
+    def supported_by(cls, records, keypoint_schema=None) -> bool:
+        """Always: any image trains detection (one without objects teaches the EOS)."""
+        return True
+
     def __init__(self, token_config: vocab.TokenConfig):
         super().__init__(token_config)
         self.prompt = (vocab.DETECTION_PROMPT,)

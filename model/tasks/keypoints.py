@@ -47,6 +47,14 @@ class KeypointTask(base.Task):
     def sequence_length(cls, token_config) -> int:
         return token_config.keypoint_seq_len
 
+    dataset_needs = "a category with a `keypoints` list and objects carrying keypoints"
+
+    @classmethod
+    def feeds(cls, record, keypoint_schema=None) -> bool:
+        return bool(keypoint_schema) and any(
+            obj.get("keypoints") and int(obj["category_id"]) == keypoint_schema["category_id"]
+            for obj in record["objects"])
+
     def __init__(self, token_config: vocab.TokenConfig, suppress_invisible: bool = False):
         super().__init__(token_config)
         self.suppress_invisible = suppress_invisible

@@ -39,6 +39,12 @@ class SegmentationTask(base.Task):
     def sequence_length(cls, token_config) -> int:
         return token_config.segmentation_seq_len
 
+    dataset_needs = "segmentation polygons on non-crowd objects"
+
+    @classmethod
+    def feeds(cls, record, keypoint_schema=None) -> bool:
+        return any(obj.get("polygons") and not obj.get("iscrowd") for obj in record["objects"])
+
     def __init__(self, token_config: vocab.TokenConfig):
         super().__init__(token_config)
         self._coord = self._coord_mask()
