@@ -151,3 +151,90 @@ def test_checker_sees_deferred_relative_and_attribute_imports():
     assert resolve("pix2seq.__version__") == "pix2seq"
     assert resolve("model.tasks.task_names") == "model.tasks"
     assert layer_of(resolve("pix2seq.cli.main")) == "cli"
+
+
+# --- one home per task: generic code names no task ------------------------------------------
+# A module outside model/tasks/ that compares a task variable with a task name, lists task
+# names, or picks a task by a literal name holds a second home of that task's logic. Module
+# -> why its literals stay (keep this short; the recipe is docs/CONTRACTS.md "Adding a task").
+TASK_NAME_ALLOWED = {
+    # configuration data: per-task weights, batch sizes and thresholds of named presets
+    "model.train_config": "PAPER_TASK_WEIGHTS: the paper's weights of the built-in tasks",
+    "pipeline.presets": "presets set weights, batch sizes and thresholds per built-in task",
+    # the serving contract: a fixed set of signatures composed of the built-in heads
+    "model.generate": "the signature verbs (detect/segment/keypoints/caption) of the built-in heads",
+    "components.coco_evaluator.model_runner": "which built-in signatures answer a set of tasks",
+    "pix2seq.predict_cli": "the --task verbs of the built-in signatures and the tasks they need",
+    # left to move: per-image results are built from the built-in heads' outputs (objects
+    # with masks and keypoints, the caption); the tasks own only which output tells them
+    "model.results": "ResultOptions.wants(<task>): the per-image result schema of the built-in heads",
+}
+
+
+def task_name_literals():
+    """The built-in task names, read statically from model/tasks/*.py (`name = "..."`)."""
+    names = set()
+    for path in (ROOT / "model" / "tasks").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                for stmt in node.body:
+                    if (isinstance(stmt, ast.Assign) and [getattr(t, "id", None) for t in stmt.targets] == ["name"]
+                            and isinstance(stmt.value, ast.Constant) and stmt.value.value):
+                        names.add(stmt.value.value)
+    return names
+
+
+def task_name_uses(source: str, names):
+    """(line, what) of each place `source` names a task: a comparison of a task-ish operand
+    (its text mentions `task`) with a task name, a tuple/list/set or dict keys holding two
+    task names or more, a call with a task name first (`get_task("detection", ...)`; not a
+    field read such as `ann.get("segmentation")`). A lone name elsewhere (e.g. the
+    `keypoints` field `obj["keypoints"]`) is not a task."""
+    def is_name(node):
+        return isinstance(node, ast.Constant) and node.value in names
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left] + node.comparators
+            others = " ".join(ast.unparse(o) for o in operands if not is_name(o))
+            if any(map(is_name, operands)) and "task" in others.lower():
+                found.append((node.lineno, f"compares {ast.unparse(node)}"))
+        elif isinstance(node, (ast.Tuple, ast.List, ast.Set, ast.Dict)):
+            items = node.keys if isinstance(node, ast.Dict) else node.elts
+            listed = {i.value for i in items if is_name(i)}
+            if len(listed) >= 2:
+                found.append((node.lineno, f"lists {sorted(listed)}"))
+        elif isinstance(node, ast.Call) and node.args and is_name(node.args[0]):
+            if ast.unparse(node.func).split(".")[-1] not in ("get", "pop", "setdefault"):
+                found.append((node.lineno, f"calls {ast.unparse(node)}"))
+    return found
+
+
+def test_no_module_outside_model_tasks_names_a_task():
+    names = task_name_literals()
+    assert {"detection", "segmentation", "keypoints", "captioning"} <= names
+    offenders = []
+    for path in project_files():
+        module = module_name(path)
+        if module.startswith("model.tasks") or module in TASK_NAME_ALLOWED:
+            continue
+        offenders += [f"{path.relative_to(ROOT)}:{line} {what}" for line, what in task_name_uses(path.read_text(), names)]
+    assert not offenders, ("task logic outside model/tasks/ (ask the task class or loop over "
+                           "model.tasks.task_names()):\n" + "\n".join(offenders))
+
+
+def test_task_name_check_sees_branches_lists_and_lookups():
+    """The checker itself: task branching is found, a field of the same name is not."""
+    names = {"detection", "keypoints", "captioning"}
+    uses = task_name_uses(
+        'if task.name == "detection": pass\n'
+        'if "captioning" in tasks: pass\n'
+        'TASKS = ("detection", "keypoints")\n'
+        'W = {"detection": 1, "captioning": 2}\n'
+        'codec = get_task("keypoints", tc)\n'
+        'if "keypoints" in obj: pass\n'
+        'points = outputs["keypoints"]\n'
+        'rle = ann.get("segmentation")\n', names)
+    assert [line for line, _ in uses] == [1, 2, 3, 4, 5]
+    assert set(TASK_NAME_ALLOWED) <= {module_name(p) for p in project_files()}
