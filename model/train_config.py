@@ -13,10 +13,10 @@ import dataclasses
 import math
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from model.tasks import task_names
+from model.tasks import BUILTIN_TASKS, task_names
 
-# The paper's batch-mixing loss weights (Pix2Seq v2).
-PAPER_TASK_WEIGHTS = {"detection": 0.1782, "segmentation": 0.7128, "keypoints": 0.01, "captioning": 0.099}
+# The paper's batch-mixing loss weights (Pix2Seq v2), each task class's `paper_weight`.
+PAPER_TASK_WEIGHTS = {cls.name: cls.paper_weight for cls in BUILTIN_TASKS}
 
 MIXING = ("batch", "data")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")

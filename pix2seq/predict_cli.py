@@ -36,14 +36,23 @@ import sys
 from model import generate
 from model import results as results_lib
 from model import signatures as signatures_lib
+from model.tasks import DetectionTask, task_class, task_names
 
 TASKS = generate.TASKS
 # COCO result kinds (model/results.KINDS) each task writes; the first goes to --json itself.
 TASK_KINDS = {"detect": ("bbox",), "segment": ("segm", "bbox"), "keypoints": ("keypoints", "bbox"),
               "caption": ("captions",), "all": ("bbox", "segm", "keypoints", "captions")}
-# The model tasks (model/tasks) each --task needs.
-TASK_NEEDS = {"detect": ("detection",), "segment": ("detection", "segmentation"),
-              "keypoints": ("detection", "keypoints"), "caption": ("captioning",)}
+
+
+def task_needs(verb):
+    """The model tasks (model/tasks) a --task verb other than `all` needs: the task whose
+    plain signature it calls, after detection when that signature describes detected boxes."""
+    owner = next(task_class(t) for t in task_names() if verb in task_class(t).signatures)
+    return ((DetectionTask.name,) if not owner.serves_from_images else ()) + (owner.name,)
+
+
+# The model tasks each --task verb needs.
+TASK_NEEDS = {verb: task_needs(verb) for verb in TASKS if verb != "all"}
 
 
 class MissingTaskError(ValueError):

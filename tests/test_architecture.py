@@ -161,10 +161,6 @@ TASK_NAME_ALLOWED = {
     # configuration data: per-task weights, batch sizes and thresholds of named presets
     "model.train_config": "PAPER_TASK_WEIGHTS: the paper's weights of the built-in tasks",
     "pipeline.presets": "presets set weights, batch sizes and thresholds per built-in task",
-    # the serving contract: a fixed set of signatures composed of the built-in heads
-    "model.generate": "the signature verbs (detect/segment/keypoints/caption) of the built-in heads",
-    "components.coco_evaluator.model_runner": "which built-in signatures answer a set of tasks",
-    "pix2seq.predict_cli": "the --task verbs of the built-in signatures and the tasks they need",
     # left to move: per-image results are built from the built-in heads' outputs (objects
     # with masks and keypoints, the caption); the tasks own only which output tells them
     "model.results": "ResultOptions.wants(<task>): the per-image result schema of the built-in heads",

@@ -14,18 +14,19 @@ import numpy as np
 import tensorflow as tf
 
 from model import signatures as signatures_lib
-from model.serving_graph import PAPER_DEFAULTS
+from model.tasks import DetectionTask, SegmentationTask, task_class, task_names
 
-INSTANCE_TASKS = ("segmentation", "keypoints")
 NO_CAP = 1 << 16  # max_objects that leaves the model's own maximum in force
 
 
 def option_defaults(signature: str) -> Dict[str, float]:
-    """The paper's values of a `_with_options` signature's option inputs (caption's are
-    the captioning task's; the others' temperature / top_p are detection's)."""
-    task = "captioning" if signature.startswith("caption") else "detection"
-    return {"max_objects": NO_CAP, "num_samples": PAPER_DEFAULTS["segmentation"]["num_samples"], "seed": 0,
-            **PAPER_DEFAULTS[task]}
+    """The paper's values of a `_with_options` signature's option inputs: temperature /
+    top_p of the task that owns the signature (`detect_and_describe`'s are detection's),
+    num_samples segmentation's."""
+    plain = signature[:-len("_with_options")] if signature.endswith("_with_options") else signature
+    owner = next((task_class(t) for t in task_names() if plain in task_class(t).signatures), DetectionTask)
+    return {"max_objects": NO_CAP, "num_samples": SegmentationTask.decoding_defaults["num_samples"], "seed": 0,
+            **owner.decoding_defaults}
 
 
 class MissingSignatureError(ValueError):
@@ -34,11 +35,14 @@ class MissingSignatureError(ValueError):
 
 
 def signatures_for(tasks: Sequence[str], with_options: bool) -> list:
-    """Signature names that answer `tasks`."""
-    if any(t in tasks for t in INSTANCE_TASKS) or ("detection" in tasks and "captioning" in tasks):
-        names = ["detect_and_describe"]
+    """Signature names that answer `tasks`: one task that answers from images alone, its
+    plain signature; several, or one describing detected boxes, `detect_and_describe`
+    (one image encoding for all)."""
+    classes = [task_class(t) for t in task_names() if t in tasks]
+    if len(classes) == 1 and classes[0].serves_from_images:
+        names = [classes[0].signatures[0]]
     else:
-        names = (["detect"] if "detection" in tasks else []) + (["caption"] if "captioning" in tasks else [])
+        names = ["detect_and_describe"] if classes else []
     return [f"{n}_with_options" for n in names] if with_options else names
 
 

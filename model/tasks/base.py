@@ -33,6 +33,9 @@ class Task:
     # there (model/signatures.py; empty: no serving signature),
     signatures = ()
     describe_output = ""
+    # whether its plain signature answers from images alone (False: it describes boxes
+    # that detection finds first, e.g. `segment`, `keypoints`)
+    serves_from_images = True
     # COCO evaluation glue (components/coco_evaluator, components/coco_metrics.py): the
     # kind of COCO result its answers become (model/results.py `KINDS`; "": not scored),
     # the ground-truth dataset it is scored on, the metrics the table shows, in order,
@@ -41,6 +44,8 @@ class Task:
     coco_ground_truth = "instances"
     table_metrics = ()
     headline_metric = "AP"
+    # its loss weight in the paper's batch mixing (Pix2Seq v2; model/train_config.py).
+    paper_weight = 0.0
 
     def __init__(self, token_config: vocab.TokenConfig):
         if not isinstance(token_config, vocab.TokenConfig):

@@ -28,12 +28,14 @@ EOS_WEIGHT = 0.1
 
 class CaptioningTask(base.Task):
     name = "captioning"
-    coco_kind, coco_ground_truth, table_metrics = "captions", "captions", ("BLEU-4", "CIDEr-D")
-    decoding_defaults = {"temperature": 1.0, "top_p": 1.0}  # the paper's
+    prompt_length = 1
+    # what generic code asks of the task (base.Task)
+    paper_weight = 0.099
+    decoding_defaults = {"temperature": 1.0, "top_p": 1.0}
     signatures = ("caption", "caption_with_options")
     describe_output = "captions"
+    coco_kind, coco_ground_truth, table_metrics = "captions", "captions", ("BLEU-4", "CIDEr-D")
     headline_metric = "CIDEr-D"
-    prompt_length = 1
 
     @classmethod
     def sequence_length(cls, token_config) -> int:

@@ -28,11 +28,13 @@ EOS_WEIGHT = 0.1
 
 class DetectionTask(base.Task):
     name = "detection"
-    coco_kind, coco_ground_truth, table_metrics = "bbox", "instances", ("AP", "AP50", "AP75", "APs", "APm", "APl")
-    decoding_defaults = {"temperature": 1.0, "top_p": 0.4}  # the paper's
+    prompt_length = 1
+    # what generic code asks of the task (base.Task)
+    paper_weight = 0.1782
+    decoding_defaults = {"temperature": 1.0, "top_p": 0.4}
     signatures = ("detect", "detect_with_options", "detect_examples")
     describe_output = "boxes"
-    prompt_length = 1
+    coco_kind, coco_ground_truth, table_metrics = "bbox", "instances", ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
     @classmethod
     def sequence_length(cls, token_config) -> int:

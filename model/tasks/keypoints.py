@@ -35,11 +35,14 @@ EOS_WEIGHT = 0.0
 
 class KeypointTask(base.Task):
     name = "keypoints"
-    coco_kind, coco_ground_truth, table_metrics = "keypoints", "keypoints", ("AP", "AP50", "AP75")
-    decoding_defaults = {"temperature": 1.0, "top_p": 0.1}  # the paper's
+    prompt_length = 6
+    # what generic code asks of the task (base.Task)
+    paper_weight = 0.01
+    decoding_defaults = {"temperature": 1.0, "top_p": 0.1}
     signatures = ("keypoints", "keypoints_with_options")
     describe_output = "keypoints"
-    prompt_length = 6
+    serves_from_images = False
+    coco_kind, coco_ground_truth, table_metrics = "keypoints", "keypoints", ("AP", "AP50", "AP75")
 
     readout_dtypes = {"coord": tf.int32, "coord_prob": tf.float32}
 

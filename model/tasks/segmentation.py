@@ -29,11 +29,14 @@ from model.tasks import base
 
 class SegmentationTask(base.Task):
     name = "segmentation"
-    coco_kind, coco_ground_truth, table_metrics = "segm", "instances", ("AP", "AP50", "AP75")
-    decoding_defaults = {"temperature": 1.0, "top_p": 0.8, "num_samples": 8}  # the paper's
+    prompt_length = 6
+    # what generic code asks of the task (base.Task)
+    paper_weight = 0.7128
+    decoding_defaults = {"temperature": 1.0, "top_p": 0.8, "num_samples": 8}
     signatures = ("segment", "segment_with_options")
     describe_output = "polygons"
-    prompt_length = 6
+    serves_from_images = False
+    coco_kind, coco_ground_truth, table_metrics = "segm", "instances", ("AP", "AP50", "AP75")
 
     @classmethod
     def sequence_length(cls, token_config) -> int:
