@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from model import flops, strategy as strategy_lib  # noqa: E402
 from model.config import preset  # noqa: E402
-from model.tasks import task_names  # noqa: E402, seq_len
+from model.tasks import seq_len, task_names  # noqa: E402
 from model.training import TrainConfig, build_model  # noqa: E402
 
 

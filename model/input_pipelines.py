@@ -34,7 +34,7 @@ import tensorflow as tf
 import pix2seq  # noqa: F401  (Keras 3 guard)
 from data import augment as augment_lib
 from data import parse
-from model.tasks import task_names, get_task, seq_len
+from model.tasks import get_task, seq_len, task_names
 
 SEQUENCE_KEYS = ("input_tokens", "target_tokens", "token_weights")
 

@@ -15,8 +15,8 @@ ops only (no tensorflow-text, no XLA), so TF Serving's C++ loader runs it:
    and `decode`); this module only maps canvas coordinates back to pixels:
    `pixel = canvas * S / canvas_scale (+ crop offset)`.
 
-Detection, segmentation and keypoints decode with `vocab_limit = COORD_OFFSET +
-num_bins`: their grammars never emit a higher id (classes, separator, invisible and
+Detection, segmentation and keypoints decode with their `Task.vocab_limit` = COORD_OFFSET +
+num_bins: their grammars never emit a higher id (classes, separator, invisible and
 end tokens all lie below the coordinate bins), so only those logits are computed
 (the output projection of a step shrinks ~17x for the 35000-id vocabulary); tokens
 are the same, and every probability below is a softmax over that id range rather
@@ -40,7 +40,7 @@ import pix2seq  # noqa: F401  (Keras 3 guard)
 import tensorflow as tf
 
 from data import preprocess
-from model import decoding, sampling, vocab
+from model import decoding, sampling
 from model import tasks
 from model.tasks.captioning import CaptioningTask
 from model.tasks.detection import DetectionTask
@@ -83,8 +83,6 @@ class InferenceGraph:
         self.segmentation = SegmentationTask(self.config)
         self.keypoint_task = KeypointTask(self.config, suppress_invisible=True)
         self.captioning = CaptioningTask(self.config, vocab_file=caption_vocab_file)
-        # Ids the detection, segmentation and keypoint grammars can emit are all below this.
-        self.coords_end = vocab.COORD_OFFSET + self.config.num_bins
 
     # --- images ----------------------------------------------------------------------------
 
@@ -163,11 +161,13 @@ class InferenceGraph:
     # --- tasks -----------------------------------------------------------------------------
 
     def _decode(self, task, cross, prompt, temperature, top_p, seed, salt, **kwargs):
-        """One task decode with the task's grammar and readout and a per-request nucleus."""
+        """One task decode with the task's grammar, readout, `vocab_limit` and `end_token`
+        and a per-request nucleus."""
         return decoding.decode(
             self.model.decoder, cross, prompt, task.max_response_len,
             sampler=nucleus_sampler(temperature, top_p), seed=_seed(seed, salt),
-            constraint=decoding.task_constraint(task), readout=decoding.task_readout(task), **kwargs)
+            constraint=decoding.task_constraint(task), readout=decoding.task_readout(task),
+            vocab_limit=task.vocab_limit, end_token=task.end_token, **kwargs)
 
     def detect(self, frame, max_objects, temperature, top_p, seed):
         """-> boxes [B,M,4] (ymin, xmin, ymax, xmax pixels), classes [B,M] (argmax class),
@@ -176,7 +176,6 @@ class InferenceGraph:
         task = self.detection
         batch = tf.shape(frame["canvas_scale"])[0]
         out = self._decode(task, frame["cross"], task.inference_prompt(batch), temperature, top_p, seed, 1,
-                           vocab_limit=self.coords_end,
                            max_steps=task.max_steps(max_objects))
         parsed = task.decode(out["tokens"], readout=out["readout"])
         order = tf.argsort(parsed["scores"], axis=1, direction="DESCENDING", stable=True)
@@ -209,7 +208,7 @@ class InferenceGraph:
         prompt = task.inference_prompt(tf.repeat(box, samples, axis=0),
                                        tf.repeat(tf.gather_nd(classes, index), samples))
         cross = decoding.gather_rows(frame["cross"], tf.repeat(image, samples))
-        out = self._decode(task, cross, prompt, temperature, top_p, seed, 2, vocab_limit=self.coords_end)
+        out = self._decode(task, cross, prompt, temperature, top_p, seed, 2)
         poly = task.decode(out["tokens"])
         points = self._to_pixels(poly["points"], tf.repeat(scale, samples, axis=0))
         count = tf.shape(index)[0]
@@ -246,8 +245,7 @@ class InferenceGraph:
             fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([4], tf.float32),
                                  tf.TensorSpec([2], tf.float32), tf.TensorSpec([2], tf.float32)))
         cross = decoding.encode_for_decoding(self.model, canvas)
-        out = self._decode(task, cross, task.inference_prompt(person), temperature, top_p, seed, 3,
-                           vocab_limit=self.coords_end)
+        out = self._decode(task, cross, task.inference_prompt(person), temperature, top_p, seed, 3)
         window = tf.concat([offset, offset + float(size) / scale], -1)  # the crop canvas in pixels
         parsed = task.decode(out["tokens"], canvas_window=window, readout=out["readout"])
         yx = parsed["keypoints"]
@@ -260,8 +258,7 @@ class InferenceGraph:
         """-> captions string [B]."""
         task = self.captioning
         batch = tf.shape(frame["canvas_scale"])[0]
-        out = self._decode(task, frame["cross"], task.inference_prompt(batch), temperature, top_p, seed, 4,
-                           end_token=vocab.CAPTION_EOS)
+        out = self._decode(task, frame["cross"], task.inference_prompt(batch), temperature, top_p, seed, 4)
         parsed = task.decode(out["tokens"])
         if "text" in parsed:
             return {"captions": parsed["text"]}

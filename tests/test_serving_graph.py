@@ -52,8 +52,8 @@ def test_detect_reports_the_argmax_class_and_its_probability(graph):
         prompt = task.inference_prompt(2)
         out = decoding.decode(g.model.decoder, frame["cross"], prompt, task.max_response_len,
                               sampler=serving_graph.nucleus_sampler(1.0, 1.0), seed=serving_graph._seed(3, 1),
-                              constraint=decoding.task_constraint(task), vocab_limit=g.coords_end)
-        probs = _full_pass_probs(g, images, prompt, out["tokens"], tf.range(2), g.coords_end)
+                              constraint=decoding.task_constraint(task), vocab_limit=task.vocab_limit)
+        probs = _full_pass_probs(g, images, prompt, out["tokens"], tf.range(2), task.vocab_limit)
     tokens = out["tokens"].numpy()
     classes = probs[:, 4:5 * m:5, vocab.CLASS_OFFSET + 1:vocab.CLASS_OFFSET + g.config.max_class_id + 1]
     parsed = task.decode(tokens)  # boxes and validity from the tokens alone
@@ -86,7 +86,7 @@ def test_segment_returns_every_sample_in_pixels_instance_major(graph):
     rows = tf.repeat([0, 1, 1], 3)
     out = decoding.decode(g.model.decoder, decoding.gather_rows(frame["cross"], rows), prompt, task.max_response_len,
                           sampler=serving_graph.nucleus_sampler(1.0, 0.8), seed=serving_graph._seed(4, 2),
-                          constraint=decoding.task_constraint(task), vocab_limit=g.coords_end)
+                          constraint=decoding.task_constraint(task), vocab_limit=task.vocab_limit)
     want = task.decode(out["tokens"])
     for i, (b, n) in enumerate([(0, 0), (1, 0), (1, 1)]):
         for s in range(3):

@@ -140,6 +140,16 @@ class Task:
     # model and hands `pieces=` to the constructor; `--instance` picks a caption.
     uses_text_pieces = False
 
+    # The token that ends its response (the decoding loop stops a row there).
+    end_token = vocab.EOS
+
+    @property
+    def vocab_limit(self):
+        """Every id its grammar can emit lies below this, so decoding computes only those
+        logits; None: the whole vocabulary. Without text pieces: classes, separators and
+        end tokens all lie below the coordinate bins."""
+        return None if self.uses_text_pieces else vocab.COORD_OFFSET + self.config.num_bins
+
     def describe_target(self, response, to_pixels, class_ids=()):
         """One response's target tokens [R] decoded for people (`pix2seq tokens`): a JSON
         dict in canvas and image coordinates (`to_pixels` = (scale, offset) per (y, x):

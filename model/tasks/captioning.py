@@ -118,6 +118,7 @@ class CaptioningTask(base.Task):
             lambda k: self.build_sequences({"caption_ids": tf.gather(ids, k)}, seeds[k], augment), tf.shape(ids)[0])
 
     uses_text_pieces = True
+    end_token = vocab.CAPTION_EOS
 
     def describe_target(self, response, to_pixels, class_ids=()):
         del to_pixels, class_ids
