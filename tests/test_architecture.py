@@ -158,12 +158,8 @@ def test_checker_sees_deferred_relative_and_attribute_imports():
 # names, or picks a task by a literal name holds a second home of that task's logic. Module
 # -> why its literals stay (keep this short; the recipe is docs/CONTRACTS.md "Adding a task").
 TASK_NAME_ALLOWED = {
-    # configuration data: per-task weights, batch sizes and thresholds of named presets
-    "model.train_config": "PAPER_TASK_WEIGHTS: the paper's weights of the built-in tasks",
+    # configuration data, not logic: named presets set weights, batch sizes and thresholds per task
     "pipeline.presets": "presets set weights, batch sizes and thresholds per built-in task",
-    # left to move: per-image results are built from the built-in heads' outputs (objects
-    # with masks and keypoints, the caption); the tasks own only which output tells them
-    "model.results": "ResultOptions.wants(<task>): the per-image result schema of the built-in heads",
 }
 
 

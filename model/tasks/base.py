@@ -161,6 +161,34 @@ class Task:
         """(canvas side, keypoint flip pairs) from the token config."""
         return self.config.image_size, tuple(self.config.keypoint_flip_pairs)
 
+    # --- results (model/results.py): numpy signature outputs -> per-image result -> COCO --
+
+    @classmethod
+    def object_fields(cls, outputs, row, n, category, height, width, options) -> dict:
+        """Fields this task adds to result object n (detection n, category id `category`)
+        of image `row` (`height` x `width` px); `options`: model/results.py ResultOptions."""
+        del outputs, row, n, category, height, width, options
+        return {}
+
+    @classmethod
+    def image_fields(cls, outputs, row, options) -> dict:
+        """Fields this task adds to the per-image result of image `row`."""
+        del outputs, row, options
+        return {}
+
+    @classmethod
+    def coco_object_entry(cls, obj, head):
+        """This task's COCO result entry (kind `coco_kind`) for result object `obj`, `head`
+        its image and category ids; None: none."""
+        del obj, head
+        return None
+
+    @classmethod
+    def coco_image_entry(cls, result):
+        """This task's per-image COCO result entry (kind `coco_kind`); None: none."""
+        del result
+        return None
+
     # --- helpers for subclasses --------------------------------------------------------
 
     def _np_range(self, start: int, stop: int) -> np.ndarray:

@@ -129,6 +129,18 @@ class CaptioningTask(base.Task):
             out["text"] = dec["text"].decode()
         return out
 
+    @classmethod
+    def image_fields(cls, outputs, row, options) -> dict:
+        del options
+        text = outputs["captions"][row]
+        return {"caption": text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)}
+
+    @classmethod
+    def coco_image_entry(cls, result):
+        if "caption" not in result:
+            return None
+        return {"image_id": int(result["image_id"]), "caption": result["caption"]}
+
     def inference_prompt(self, batch_size):
         return tf.fill([batch_size, 1], tf.constant(vocab.CAPTION_PROMPT, tf.int32))
 

@@ -145,6 +145,11 @@ class DetectionTask(base.Task):
                             "bbox": base.rounded([x0, y0, x1 - x0, y1 - y0], 3)})
         return {"objects": objects}
 
+    @classmethod
+    def coco_object_entry(cls, obj, head):
+        """Every result object is a detection: its box."""
+        return {**head, "bbox": list(obj["bbox"]), "score": obj["score"]}
+
     def inference_prompt(self, batch_size):
         """int32 [B, 1] prompt for the decoder."""
         return tf.fill([batch_size, 1], tf.constant(vocab.DETECTION_PROMPT, tf.int32))

@@ -22,6 +22,7 @@ the model put `41` feeds it a prefix it never saw, and on a memorized person eve
 keypoint then went astray by 10-30 px (tests/test_memorize.py). A person's score is the
 mean probability of its 2K coordinate tokens.
 """
+import numpy as np
 import tensorflow as tf
 
 from data import augment as augment_ops
@@ -31,6 +32,8 @@ from model.tasks import base
 
 INVISIBLE_WEIGHT = 0.1
 EOS_WEIGHT = 0.0
+# COCO keypoint visibility written for every predicted point (OKS ignores it for results).
+KEYPOINT_VISIBILITY = 2
 
 
 class KeypointTask(base.Task):
@@ -133,6 +136,23 @@ class KeypointTask(base.Task):
             points.append({"visible": bool(vis), "canvas": base.rounded(yx) if vis else None,
                            "xy": base.rounded([x, y], 3)})
         return {"keypoints": points}
+
+    @classmethod
+    def object_fields(cls, outputs, row, n, category, height, width, options) -> dict:
+        """Keypoints of a keypoint category's detection (COCO: person): (x, y, point score)
+        each, and the instance's keypoint score (mean token probability)."""
+        if category not in {int(c) for c in options.keypoint_category_ids}:
+            return {}
+        kp = np.asarray(outputs["keypoints"][row, n], np.float64).reshape(-1, 3)
+        return {"keypoints": [[float(v) for v in p] for p in kp],
+                "keypoint_score": float(outputs["keypoint_scores"][row, n])}
+
+    @classmethod
+    def coco_object_entry(cls, obj, head):
+        if "keypoints" not in obj:
+            return None
+        flat = [v for x, y, _ in obj["keypoints"] for v in (x, y, KEYPOINT_VISIBILITY)]
+        return {**head, "keypoints": flat, "score": obj["keypoint_score"]}
 
     def inference_prompt(self, boxes):
         """Person boxes [B, 4] in crop-canvas coordinates -> int32 [B, 6]."""

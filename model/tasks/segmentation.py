@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from data import augment as augment_ops
 from data import geometry, preprocess
-from model import polygons, vocab
+from model import pixels, polygons, vocab
 from model.tasks import base
 
 
@@ -153,6 +153,19 @@ class SegmentationTask(base.Task):
             parts.append({"canvas": [base.rounded(yx) for yx in pts],
                           "polygon": base.rounded(base.canvas_to_pixels(pts, to_pixels)[:, ::-1].reshape(-1), 3)})
         return {"parts": parts}
+
+    @classmethod
+    def object_fields(cls, outputs, row, n, category, height, width, options) -> dict:
+        """The mask: the sampled polygons rasterized, averaged, kept >= mask_threshold."""
+        return {"segmentation": pixels.mask_to_rle(pixels.ensemble_mask(
+            outputs["polygons"][row, n], outputs["polygon_parts"][row, n], height, width,
+            options.mask_threshold))}
+
+    @classmethod
+    def coco_object_entry(cls, obj, head):
+        if "segmentation" not in obj:
+            return None
+        return {**head, "segmentation": dict(obj["segmentation"]), "score": obj["score"]}
 
     def inference_prompt(self, boxes, classes):
         """Boxes [B, 4] (canvas-normalized) and classes [B] -> int32 [B, 6]."""
