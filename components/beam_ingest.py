@@ -34,7 +34,6 @@ from apache_beam.io.filesystems import FileSystems
 
 from data import coco, dataset_info, features, image_io
 from data import validate as V
-from model.tasks import supported_tasks
 from pix2seq import progress
 
 log = logging.getLogger(__name__)
@@ -264,6 +263,8 @@ def run_ingest(coco_dir, examples_dir, vocab_dir, report_dir, make_pipeline,
         or one built from command-line Beam args).
     The report and summary are written before an IngestError is raised.
     """
+    from model.tasks import supported_tasks  # the driver's only: Beam workers stay TensorFlow-free
+
     data = coco.load_coco_dir(coco_dir)
     log.info("ingest: %d annotation records, images per split: %s", data.total_records,
              ", ".join(f"{s}={len(r)}" for s, r in sorted(data.splits.items())))
