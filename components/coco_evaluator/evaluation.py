@@ -128,7 +128,7 @@ def score(gt: GroundTruth, per_image: Sequence[Mapping], tasks: Sequence[str]):
     metrics: Dict[str, Any] = {}
     for task in task_names():  # each task's COCO glue: its result kind and ground truth
         cls = task_class(task)
-        if task in tasks:
+        if task in tasks and cls.coco_kind:  # a task without a COCO result kind is not scored
             metrics[task] = coco_metrics.score_kind(cls.coco_kind, gt.datasets[cls.coco_ground_truth],
                                                     coco[cls.coco_kind], kpt_oks_sigmas=gt.kpt_oks_sigmas)
     return metrics, coco
