@@ -1,13 +1,17 @@
-"""The whole TFX pipeline, micro preset, LocalDagRunner + SQLite MLMD: every artifact
-is checked; then the cache is put to work on one pipeline root: a changed
-training-code file (run with an impossible threshold) reruns the Trainer and what
-follows on the cached Examples, is not blessed and pushes nothing; the same run again
-is fully cached; then the data under the same `coco_dir` becomes a user's own
-detection-only dataset (category ids 500.. and 300 categories, captions and keypoint
-files gone, half the val annotations dropped, an image added): everything reruns, the
-model trains and serves detection only, and every result speaks the dataset's ids.
-(Blessing an already served model again pushes no new version: tests/test_fingerprint.py,
-on the Pusher's executor.)"""
+"""The whole TFX pipeline, micro preset, LocalDagRunner + SQLite MLMD, on one pipeline root.
+
+1. A user's own detection-only dataset (category ids 500.. and 300 categories, no captions,
+   no keypoints): every component runs; the model trains and serves detection only, and
+   every result speaks the dataset's ids.
+2. A changed training-code file (run with an impossible threshold) reruns the Trainer and
+   what follows on the cached Examples, is not blessed and pushes nothing.
+3. The same run again is fully cached.
+4. The data under the same `coco_dir` becomes the four-task synthetic dataset (half of the
+   non-person val annotations dropped, an image added): everything reruns, and every
+   artifact of a four-task run is checked (schema, signatures, every task's metrics, the
+   ground truth read back from the Examples), scored against run 1's detection-only model.
+The order keeps the four-task Trainer to one run. (Blessing an already served model again
+pushes no new version: tests/test_fingerprint.py, on the Pusher's executor.)"""
 import dataclasses
 import glob
 import json
@@ -23,6 +27,7 @@ from pipeline import presets, report, runner_local
 from pipeline import pipeline as pipeline_lib
 
 import own_datasets
+from data.synth_shapes import PERSON_ID
 
 SIGNATURES = {"serving_default", "detect", "segment", "keypoints", "caption", "detect_and_describe"}
 # What a change reruns: the Resolver runs every time (it only queries MLMD).
@@ -34,8 +39,8 @@ EXTRA_CODE = "e2e_training_code"  # stands in for a file under model/: hashed wi
 @pytest.fixture(scope="module")
 def runs(synth_coco_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    coco_dir = str(root / "coco")  # a copy: this test edits it
-    shutil.copytree(synth_coco_dir, coco_dir)
+    coco_dir = str(root / "coco")  # this test edits it
+    own_datasets.rewrite(synth_coco_dir, coco_dir, own_datasets.detection_500s)
     code = root / "code"
     code.mkdir()
     (code / f"{EXTRA_CODE}.py").write_text("STEPS = 1\n")
@@ -50,6 +55,7 @@ def runs(synth_coco_dir, tmp_path_factory):
         r = types.SimpleNamespace(config=config)
         r.first = runner_local.run(config)
         r.versions_after_first = _versions(config.serving_dir)
+        r.own_categories, r.own_files = own_datasets.declared_ids(coco_dir), _files(coco_dir)
         (code / f"{EXTRA_CODE}.py").write_text("STEPS = 2\n")
         impossible = config.replace(eval=dataclasses.replace(config.eval, thresholds={"detection": {"AP50": 1.01}}))
         r.code_changed = runner_local.run(impossible)
@@ -58,10 +64,11 @@ def runs(synth_coco_dir, tmp_path_factory):
         r.unchanged = runner_local.run(impossible)
         r.versions_after_unchanged = _versions(config.serving_dir)
         shutil.rmtree(coco_dir)
-        own_datasets.rewrite(synth_coco_dir, coco_dir, own_datasets.detection_500s)
+        shutil.copytree(synth_coco_dir, coco_dir)
         with open(os.path.join(coco_dir, "annotations", "instances_val.json")) as f:
             instances = json.load(f)
-        instances["annotations"] = instances["annotations"][: len(instances["annotations"]) // 2]
+        instances["annotations"] = [a for i, a in enumerate(instances["annotations"])
+                                    if a["category_id"] == PERSON_ID or i % 2]
         with open(os.path.join(coco_dir, "annotations", "instances_val.json"), "w") as f:
             json.dump(instances, f)
         image = sorted(glob.glob(os.path.join(coco_dir, "images", "train", "*")))[0]
@@ -87,17 +94,17 @@ def _states(summary):
 
 
 def test_every_component_ran(runs):
-    first = runs.first
-    states = _states(first)
-    for component in pipeline_lib.COMPONENT_IDS:
-        assert states.get(component) == "COMPLETE", (component, states)
+    for summary in (runs.first, runs.input_changed):
+        states = _states(summary)
+        for component in pipeline_lib.COMPONENT_IDS:
+            assert states.get(component) == "COMPLETE", (component, states)
 
 
 def test_examples_and_schema(runs):
-    first = runs.first
+    four = runs.input_changed
     for split in ("train", "eval"):
-        assert glob.glob(os.path.join(first.examples_uri, f"Split-{split}", "*.gz")), split
-    schema = open(os.path.join(first.schema_uri, "schema.pbtxt")).read()
+        assert glob.glob(os.path.join(four.examples_uri, f"Split-{split}", "*.gz")), split
+    schema = open(os.path.join(four.schema_uri, "schema.pbtxt")).read()
     for key in ("image/encoded", "object/bbox", "caption/text"):
         assert f'name: "{key}"' in schema
 
@@ -105,15 +112,14 @@ def test_examples_and_schema(runs):
 def test_model_has_the_serving_signatures(runs):
     from tensorflow.python.tools import saved_model_utils
 
-    first = runs.first
-    serving = os.path.join(first.model_uri, "Format-Serving")
+    serving = os.path.join(runs.input_changed.model_uri, "Format-Serving")
     meta = saved_model_utils.get_meta_graph_def(serving, "serve")
     assert SIGNATURES <= set(meta.signature_def.keys())
 
 
 def test_metrics_json_has_every_task_metric(runs):
-    first = runs.first
-    metrics = first.metrics["candidate"]
+    four = runs.input_changed
+    metrics = four.metrics["candidate"]
     for task in task_names():
         for name in task_class(task).table_metrics:
             value = metrics[task][name]
@@ -124,14 +130,17 @@ def test_metrics_json_has_every_task_metric(runs):
                 (task, name, value)
         headline = "CIDEr-D" if task == "captioning" else "AP"
         assert isinstance(metrics[task][headline], float), (task, metrics[task])
-    assert first.metrics["num_images"] == 6
-    results = os.path.join(first.evaluation_uri, "results", "candidate")
+    assert four.metrics["num_images"] == 6
+    results = {}
     for kind in ("bbox", "segm", "keypoints", "captions"):
-        with open(os.path.join(results, f"{kind}.json")) as f:
-            assert isinstance(json.load(f), list)
-    with open(os.path.join(results, "captions.json")) as f:
-        assert len(json.load(f)) == 6  # one caption per eval image
-    assert first.pictures and all(os.path.exists(p) for p in first.pictures)
+        with open(os.path.join(four.evaluation_uri, "results", "candidate", f"{kind}.json")) as f:
+            results[kind] = json.load(f)
+        assert isinstance(results[kind], list), kind
+    assert results["bbox"] and len(results["segm"]) == len(results["bbox"])  # a mask per detection
+    assert len(results["captions"]) == 6  # one caption per eval image
+    # Keypoints go to detected persons only: one entry per person detection.
+    assert len(results["keypoints"]) == sum(d["category_id"] == PERSON_ID for d in results["bbox"])
+    assert four.pictures and all(os.path.exists(p) for p in four.pictures)
 
 
 def test_first_run_is_blessed_and_pushed(runs):
@@ -184,20 +193,20 @@ def test_table_reports_everything(runs):
     assert "NOT BLESSED" in report.format_table(runs.code_changed)
 
 
-def test_ground_truth_rebuilt_from_examples_equals_the_source(runs, synth_coco_dir):  # the first run's data
+def test_ground_truth_rebuilt_from_examples_equals_the_source(runs):  # the four-task run's data
     """What the evaluator scores against is the source annotation file, read back from the
     ingested eval examples (ids, classes, crowd flags, boxes, keypoints, captions)."""
     from components.coco_evaluator import ground_truth as gt_lib
     from data import features
 
-    first = runs.first
+    four, coco_dir = runs.input_changed, runs.config.coco_dir
     decoded = [features.decode_example(r)
-               for r in gt_lib.read_examples(os.path.join(first.examples_uri, "Split-eval", "*"))]
-    categories = gt_lib.load_categories(first.examples_uri)
+               for r in gt_lib.read_examples(os.path.join(four.examples_uri, "Split-eval", "*"))]
+    categories = gt_lib.load_categories(four.examples_uri)
     gt = gt_lib.build_ground_truth(decoded, categories, gt_lib.keypoint_categories(categories, ()))
-    with open(os.path.join(synth_coco_dir, "annotations", "instances_val.json")) as f:
+    with open(os.path.join(coco_dir, "annotations", "instances_val.json")) as f:
         source = json.load(f)
-    with open(os.path.join(synth_coco_dir, "annotations", "captions_val.json")) as f:
+    with open(os.path.join(coco_dir, "annotations", "captions_val.json")) as f:
         captions = json.load(f)
     assert sorted(i["id"] for i in gt["instances"]["images"]) == sorted(i["id"] for i in source["images"])
     rebuilt = {a["id"]: a for a in gt["instances"]["annotations"]}
@@ -230,13 +239,13 @@ def _files(coco_dir):
     return sum(len(files) for _, _, files in os.walk(coco_dir))
 
 
-def test_changed_annotation_and_added_image_rerun_ingestion_and_everything_after(runs, synth_coco_dir):
-    assert runs.first.input_fingerprint.startswith(f"{_files(synth_coco_dir)} files, ")
+def test_changed_annotation_and_added_image_rerun_ingestion_and_everything_after(runs):
+    assert runs.first.input_fingerprint.startswith(f"{runs.own_files} files, ")
     assert runs.input_changed.input_fingerprint.startswith(f"{_files(runs.config.coco_dir)} files, ")
     assert runs.unchanged.input_fingerprint == runs.first.input_fingerprint
     assert _rerun(runs.input_changed) == sorted(FROM_INGESTION)
     assert runs.input_changed.examples_uri != runs.first.examples_uri
-    # Half the eval annotations went: the new Examples (which the evaluator scores) lost them too.
+    # Half of the non-person eval annotations went: the new Examples (which the evaluator scores) lost them too.
     def annotation_ids(summary):
         from components.coco_evaluator import ground_truth as gt_lib
         from data import features
@@ -254,29 +263,41 @@ def test_changed_annotation_and_added_image_rerun_ingestion_and_everything_after
 
 
 def test_own_detection_dataset_trains_serves_and_scores_detection_in_its_own_ids(runs):
-    """Tasks follow the data through the pipeline: the Trainer trained detection only,
-    the pushed model serves detection only, the evaluator scored detection only (the
-    baseline, the first run's four-task model, on the same task), and every result and
-    category speaks the dataset's ids."""
+    """Tasks follow the data through the pipeline: on the user's own detection-only data the
+    Trainer trained detection only, the pushed model serves detection only, the evaluator
+    scored detection only, and every result and category speaks the dataset's ids."""
     from model import signatures
 
-    changed, coco_dir = runs.input_changed, runs.config.coco_dir
-    with open(os.path.join(changed.examples_uri, "dataset_info.json")) as f:
+    first = runs.first
+    with open(os.path.join(first.examples_uri, "dataset_info.json")) as f:
         info = json.load(f)
-    declared = own_datasets.declared_ids(coco_dir)
+    declared = runs.own_categories
     assert info["tasks"] == ["detection"] and len(declared) == own_datasets.NUM_CATEGORIES
-    assert info["class_category_ids"] == sorted(declared)
-    serving = os.path.join(changed.model_uri, "Format-Serving")
-    assert signatures.exported_tasks(serving) == ["detection"]
-    assert set(changed.metrics["candidate"]) == {"detection"}
-    assert changed.metrics["baseline_model"] == runs.first.model_uri
-    with open(os.path.join(changed.evaluation_uri, "results", "candidate", "bbox.json")) as f:
+    assert min(declared) == own_datasets.FIRST_ID and info["class_category_ids"] == sorted(declared)
+    assert signatures.exported_tasks(os.path.join(first.model_uri, "Format-Serving")) == ["detection"]
+    assert set(first.metrics["candidate"]) == {"detection"}
+    with open(os.path.join(first.evaluation_uri, "results", "candidate", "bbox.json")) as f:
         found = json.load(f)
     assert found and {d["category_id"] for d in found} <= declared
-    assert changed.blessed is True and changed.pushed  # the micro preset's gate: no threshold
+    pushed = os.path.join(runs.config.serving_dir, runs.versions_after_first[0])
+    assert signatures.exported_tasks(pushed) == ["detection"]
+
+
+def test_four_task_model_is_scored_against_the_detection_only_baseline_and_pushed(runs):
+    """The candidate serves every task; the baseline (run 1's model) is scored on the one task
+    it serves, and the candidate's other tasks are judged by their thresholds alone."""
+    from model import signatures
+
+    four = runs.input_changed
+    with open(os.path.join(four.examples_uri, "dataset_info.json")) as f:
+        assert json.load(f)["tasks"] == list(task_names())
+    assert set(four.metrics["candidate"]) == set(task_names())
+    assert four.metrics["baseline_model"] == runs.first.model_uri
+    assert four.metrics["baseline_tasks"] == ["detection"]
+    assert four.blessed is True and four.pushed  # the micro preset's gate: no threshold
     assert len(runs.versions_after_input_changed) == 2
     pushed = os.path.join(runs.config.serving_dir, runs.versions_after_input_changed[-1])
-    assert signatures.exported_tasks(pushed) == ["detection"]
+    assert signatures.exported_tasks(pushed) == list(task_names())
 
 
 def test_table_shows_the_fingerprints_and_what_was_cached(runs):
