@@ -42,9 +42,9 @@ $(STAMP): $(PY) requirements.lock setup.py
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 tests
 
-# The fast lane while changing code: `make test` without the tests marked slow (they train,
-# export many models or run TFX pipelines; pytest.ini registers the marker) and without the
-# end-to-end pipeline test, the slowest of all. `make test` stays the full run.
+# The fast lane while changing code (a few minutes): `make test` without the tests marked slow
+# (over ~5 s alone, or using a module fixture that trains or exports; pytest.ini registers the
+# marker) and without the end-to-end pipeline test. `make test` stays the full run.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" --ignore=tests/test_pipeline_e2e.py tests
 

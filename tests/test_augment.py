@@ -77,6 +77,7 @@ def assert_keypoints_on_dots(out):
                 assert pixel[2] > 0.5 and (pixel[0] > 0.5) != (pixel[1] > 0.5)  # magenta or cyan
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["detection", "segmentation", "keypoints", "captioning"])
 def test_augmentation_keeps_geometry_on_drawn_objects(examples, task):
     checked = 0
@@ -109,6 +110,7 @@ def test_flip_swaps_left_and_right_keypoints(examples):
     assert_on_objects(flipped)
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_eager_and_in_tf_data(examples):
     seed = tf.constant([3, 4], tf.int64)
     eager = augment.augment_detection(examples[0], seed, S, keypoint_flip_pairs=PAIRS)
@@ -278,6 +280,7 @@ def test_segmentation_always_keeps_one_instance_even_when_the_crop_misses_it(exa
     assert scales == {1.0, 2.0}  # zoomed crops that kept the instance, and the un-jittered fallback
 
 
+@pytest.mark.slow
 def test_keypoint_crop_is_scale_jittered_like_the_paper(examples):
     """After the 2x person crop the crop's longer side is s x S, s ~ U(0.3, 1.0); with
     the jitter off (1, 1) the crop equals the evaluation's deterministic one."""

@@ -2,7 +2,6 @@
 the ModelBlessing the CocoEvaluator writes."""
 import os
 
-import pytest
 from tfx.components.pusher import executor as pusher_executor
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.proto import pusher_pb2

@@ -71,6 +71,7 @@ def runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_ingest_shows_progress_and_no_library_noise(runs):
     rc, stdout, stderr = runs["ingest"]
     assert rc == 0, stderr
@@ -84,6 +85,7 @@ def test_ingest_shows_progress_and_no_library_noise(runs):
     assert stderr.strip() == ""
 
 
+@pytest.mark.slow
 def test_missing_coco_dir_is_one_plain_error_line(runs):
     rc, stdout, stderr = runs["missing"]
     assert rc == 1
@@ -92,6 +94,7 @@ def test_missing_coco_dir_is_one_plain_error_line(runs):
     assert "--verbose" in stderr
 
 
+@pytest.mark.slow
 def test_verbose_restores_library_logs_and_the_traceback(runs):
     rc, _, stderr = runs["verbose"]
     assert rc == 1

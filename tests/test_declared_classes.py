@@ -105,6 +105,7 @@ def _image_files(tmp_path):
     return paths
 
 
+@pytest.mark.slow
 def test_model_favouring_an_undeclared_class_reports_declared_ids(favouring_model, tmp_path):
     """Every detection the exported SavedModel and `model.generate` report is a declared
     id, and the two agree."""
@@ -126,6 +127,7 @@ def test_model_favouring_an_undeclared_class_reports_declared_ids(favouring_mode
     assert info["category_ids"].numpy().tolist() == list(DECLARED)
 
 
+@pytest.mark.slow
 def test_predict_over_grpc_uses_the_served_keypoint_category(favouring_model, tmp_path):
     """`pix2seq predict --server --task keypoints` without --person-class decodes keypoints
     for the served model's keypoint category (its model_info signature over real gRPC)."""

@@ -51,6 +51,7 @@ def _greedy_cached(model, images, prompt, n, **kw):
     return decoding.generate(model, images, prompt, n, stop_at_end=False, **kw)
 
 
+@pytest.mark.slow
 def test_cached_greedy_equals_reference_and_full_pass(tiny):
     model, config, images = tiny
     prompt = DetectionTask(config.tokens).inference_prompt(3)
@@ -68,6 +69,7 @@ def test_cached_greedy_equals_reference_and_full_pass(tiny):
     assert len(set(tokens.ravel())) > 10  # not a degenerate constant sequence
 
 
+@pytest.mark.slow
 def test_cached_equals_full_pass_with_a_long_prompt(tiny):
     model, config, images = tiny
     task = SegmentationTask(config.tokens)
@@ -79,6 +81,7 @@ def test_cached_equals_full_pass_with_a_long_prompt(tiny):
     np.testing.assert_array_equal(decoding.truncate_after_end(ours, 0).numpy(), ref.numpy())
 
 
+@pytest.mark.slow
 def test_cached_equals_reference_with_prompt_constraint_and_sampling(tiny):
     model, config, images = tiny
     task = DetectionTask(config.tokens)
@@ -110,6 +113,7 @@ def eos_biased(tiny):
         yield tiny
 
 
+@pytest.mark.slow
 def test_per_row_early_stop_equals_running_to_max_length(eos_biased):
     model, config, images = eos_biased
     task = DetectionTask(config.tokens)
@@ -131,6 +135,7 @@ def test_per_row_early_stop_equals_running_to_max_length(eos_biased):
     assert np.all(early["scores"].numpy()[~after] > 0.0)
 
 
+@pytest.mark.slow
 def test_encode_once_decode_many_matches_per_image_decoding(tiny):
     model, config, images = tiny
     prompt = tf.constant([[vocab.DETECTION_PROMPT]] * 5)
@@ -141,6 +146,7 @@ def test_encode_once_decode_many_matches_per_image_decoding(tiny):
         np.testing.assert_array_equal(many[i], single[0])
 
 
+@pytest.mark.slow
 def test_100_sampled_detections_parse(tiny):
     model, config, images = tiny
     task = DetectionTask(config.tokens)
@@ -174,6 +180,7 @@ def _sample_100(model, images, task, prompt, seed, **kw):
                              constraint=decoding.task_constraint(task), **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["detection", "keypoints"])
 def test_restricted_output_vocabulary_emits_the_full_vocabulary_tokens(tiny, name):
     model, config, images = tiny
@@ -203,6 +210,7 @@ def test_restricted_output_vocabulary_emits_the_full_vocabulary_tokens(tiny, nam
     assert len(set(full["tokens"].numpy().ravel())) > 5
 
 
+@pytest.mark.slow
 def test_100_sampled_segmentations_parse(tiny):
     model, config, images = tiny
     task = SegmentationTask(config.tokens)
@@ -262,6 +270,7 @@ def test_100_sampled_keypoints_parse(invisible_biased):
     np.testing.assert_array_equal(yx[~parsed["visible"].numpy()], 0.0)
 
 
+@pytest.mark.slow
 def test_decoding_compiles_under_tf_function(tiny):
     model, config, images = tiny
     task = DetectionTask(config.tokens)
@@ -292,6 +301,7 @@ def class_biased(tiny):
         yield tiny
 
 
+@pytest.mark.slow
 def test_detection_reports_the_argmax_class_and_its_probability(class_biased):
     """The loop's readout follows the paper's rule on the logits of a full pass, and the
     decoded class is that argmax (with its probability as score) even where the sampled

@@ -10,6 +10,7 @@ from model.training import TrainConfig, load_model, train
 from training_utils import micro_config, random_dataset_fn
 
 
+@pytest.mark.slow
 def test_conv_stem_keeps_the_token_grid_and_trains_its_batch_norm(tmp_path):
     config = micro_config(stem="conv", patch_size=8)
     settings = TrainConfig(steps=2, batch_size=2, learning_rate=1e-3, warmup_steps=1,

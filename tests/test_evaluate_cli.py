@@ -76,6 +76,7 @@ def _assert_same_metrics(ours, theirs, tasks):
                 assert ours[task][name] == value, (task, name)
 
 
+@pytest.mark.slow
 def test_evaluate_equals_the_coco_evaluator(ingested, synth_coco_dir, tmp_path_factory, tmp_path, capsys):
     """Same tiny export, same images, batches of one (sampling then does not depend on
     how images are grouped): the same metrics for every task."""
@@ -95,6 +96,7 @@ def test_evaluate_equals_the_coco_evaluator(ingested, synth_coco_dir, tmp_path_f
     assert report["pictures"] and os.path.exists(report["pictures"][0])
 
 
+@pytest.mark.slow
 def test_missing_split_is_a_clear_error(toy_model, synth_coco_dir, capsys):
     rc = cli.main(["evaluate", "--model", toy_model, "--coco-dir", synth_coco_dir, "--split", "test2017"])
     err = capsys.readouterr().err
@@ -102,6 +104,7 @@ def test_missing_split_is_a_clear_error(toy_model, synth_coco_dir, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_model_without_the_needed_signature_is_a_clear_error(toy_model, synth_coco_dir, capsys):
     # the toy model has the plain signatures only, not detect_and_describe_with_options
     rc = cli.main(["evaluate", "--model", toy_model, "--coco-dir", synth_coco_dir, "--temperature", "0"])
@@ -114,6 +117,7 @@ def test_missing_model_is_a_clear_error(synth_coco_dir, tmp_path, capsys):
     assert rc == 2 and "no saved_model.pb" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_undecodable_images_are_reported_and_skipped(toy_model, synth_coco_dir, tmp_path, capsys):
     coco_dir = tmp_path / "coco"
     shutil.copytree(synth_coco_dir, coco_dir)
@@ -131,6 +135,7 @@ def test_undecodable_images_are_reported_and_skipped(toy_model, synth_coco_dir, 
     assert "detection     AP50" in captured.out and "5 images, 1 skipped" in captured.out
 
 
+@pytest.mark.slow
 def test_max_examples_scores_the_first_images_by_id_as_evaluate_does(ingested, synth_coco_dir, toy_model,
                                                                       tmp_path):
     """The evaluator's `max_examples` and `pix2seq evaluate --max-images` pick the same images

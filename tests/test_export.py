@@ -115,11 +115,13 @@ def answers(export_dir, tmp_path_factory):
     return modules, dict(np.load(work / "out.npz", allow_pickle=True))
 
 
+@pytest.mark.slow
 def test_fresh_process_never_imports_tensorflow_text_or_our_code(answers):
     modules, _ = answers
     assert modules == {"tensorflow_text": False, "pix2seq": False, "model": False}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", ["tf2", "session"])
 def test_every_signature_answers(answers, loader):
     _, out = answers
@@ -127,6 +129,7 @@ def test_every_signature_answers(answers, loader):
     assert set(ALL) <= answered
 
 
+@pytest.mark.slow
 def test_both_loaders_give_the_same_answers(answers):
     _, out = answers
     for key, value in out.items():
@@ -152,6 +155,7 @@ def _check_detections(out, prefix, max_objects):
     assert np.all(scores[classes == 0] == 0)
 
 
+@pytest.mark.slow
 def test_detect_is_serving_default_and_respects_options(answers):
     _, out = answers
     _check_detections(out, "tf2/detect", M)
@@ -162,6 +166,7 @@ def test_detect_is_serving_default_and_respects_options(answers):
     assert np.any(out["tf2/detect_with_options/boxes"] != out["tf2/other_seed/boxes"])
 
 
+@pytest.mark.slow
 def test_segment_returns_every_sampled_polygon_and_padding(answers):
     _, out = answers
     # 8 samples by default, 3 with options: one polygon per sample.
@@ -179,6 +184,7 @@ def test_segment_returns_every_sampled_polygon_and_padding(answers):
         assert len({polygons[1, 0, s].tobytes() for s in range(samples)}) > 1  # samples differ
 
 
+@pytest.mark.slow
 def test_no_instances_give_empty_answers(answers):
     _, out = answers
     polygons, parts = out["tf2/empty_segment/polygons"], out["tf2/empty_segment/polygon_parts"]
@@ -187,6 +193,7 @@ def test_no_instances_give_empty_answers(answers):
     assert kp.shape == (2, 1, 17, 3) and not kp.any() and person.shape == (2, 1) and not person.any()
 
 
+@pytest.mark.slow
 def test_keypoints_are_in_pixels_with_scores(answers):
     _, out = answers
     kp, person = out["tf2/keypoints/keypoints"], out["tf2/keypoints/keypoint_scores"]
@@ -205,6 +212,7 @@ def test_keypoints_are_in_pixels_with_scores(answers):
         assert np.all((pts[:, 1] >= top - 1) & (pts[:, 1] <= top + side + 1))
 
 
+@pytest.mark.slow
 def test_captions_are_text_from_the_vocabulary(answers):
     _, out = answers
     captions = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in out["tf2/caption/captions"]]
@@ -213,6 +221,7 @@ def test_captions_are_text_from_the_vocabulary(answers):
     assert any(captions) and all(set(c) <= alphabet for c in captions)
 
 
+@pytest.mark.slow
 def test_detect_and_describe_covers_every_task(answers):
     _, out = answers
     prefix = "tf2/detect_and_describe"
@@ -233,6 +242,7 @@ def test_detect_and_describe_covers_every_task(answers):
     assert out[prefix + "/captions"].shape == (2,)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", ["tf2", "session"])
 def test_example_signatures_answer_as_their_image_twins(answers, loader):
     """tf.Examples in the ingested layout give exactly what their image bytes give."""
@@ -246,6 +256,7 @@ def test_example_signatures_answer_as_their_image_twins(answers, loader):
                                           err_msg=f"{name}/{key}")
 
 
+@pytest.mark.slow
 def test_infra_validator_requests_from_examples_run(export_dir, tmp_path):
     """TFX's InfraValidator builds Predict requests from an Examples artifact for a
     signature with one DT_STRING [None] input (BulkInferrer's RunInference has the same
@@ -282,6 +293,7 @@ def test_warmup_requests_refuse_an_input_they_cannot_fill():
         warmup_requests.sample_inputs(["images", "mask"], 1, {"seed": 0})
 
 
+@pytest.mark.slow
 def test_saved_model_cli_show_lists_signatures(export_dir):
     proc = subprocess.run([os.path.join(BIN, "saved_model_cli"), "show", "--dir", export_dir, "--all"],
                           capture_output=True, text=True, timeout=300)
@@ -294,6 +306,7 @@ def test_saved_model_cli_show_lists_signatures(export_dir):
         assert f"['{tensor}']" in proc.stdout, tensor
 
 
+@pytest.mark.slow
 def test_saved_model_cli_run_answers(export_dir, tmp_path):
     np.save(tmp_path / "images.npy", np.array([tiny_export.encoded_image(64, 48, 3, "JPEG")], dtype=object),
             allow_pickle=True)

@@ -22,6 +22,7 @@ def ingested(synth_coco_dir, tmp_path_factory):
     return summary, dirs
 
 
+@pytest.mark.slow
 def test_shards_equal_source_annotations(ingested, synth_coco_dir):
     summary, (examples, vocabulary, report) = ingested
     counts = ingest_checks.assert_examples_equal_source(
@@ -29,6 +30,7 @@ def test_shards_equal_source_annotations(ingested, synth_coco_dir):
     assert counts == summary["images_written"] == {"train": 12, "eval": 6}
 
 
+@pytest.mark.slow
 def test_clean_data_gives_empty_report(ingested):
     summary, (_, _, report) = ingested
     with open(os.path.join(report, beam_ingest.ERRORS)) as f:
@@ -38,6 +40,7 @@ def test_clean_data_gives_empty_report(ingested):
         assert json.load(f) == summary
 
 
+@pytest.mark.slow
 def test_vocabulary_and_dataset_info(ingested, synth_coco_dir):
     summary, (examples, vocabulary, _) = ingested
     with open(os.path.join(vocabulary, beam_ingest.VOCAB_INFO)) as f:
@@ -59,6 +62,7 @@ def test_vocabulary_and_dataset_info(ingested, synth_coco_dir):
     assert dataset["splits"] == ["eval", "train"]
 
 
+@pytest.mark.slow
 def test_cli_multiprocessing_writes_the_same_examples(synth_coco_dir, ingested, tmp_path, capsys):
     rc = cli.main(["ingest", "--coco-dir", synth_coco_dir, "--out", str(tmp_path), "--caption-vocab-size", "500",
                    "--beam-arg=--direct_num_workers=2", "--beam-arg=--direct_running_mode=multi_processing"])

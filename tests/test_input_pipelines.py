@@ -44,6 +44,7 @@ def assert_task_batch(batch, task, size, training=True):
     assert not tokens[~used].any()  # rows without weight are all PAD
 
 
+@pytest.mark.slow
 def test_batch_mixing_one_static_batch_per_task_per_step(files):
     ds = pipelines.batch_mixing_dataset(files, pipelines.task_names(), TC, batch_size=4, seed=1)
     for task in pipelines.task_names():  # static shapes, for TPU
@@ -58,6 +59,7 @@ def test_batch_mixing_one_static_batch_per_task_per_step(files):
     assert not np.allclose(steps[0]["detection"]["image"], steps[0]["captioning"]["image"])
 
 
+@pytest.mark.slow
 def test_data_mixing_follows_the_weights(files):
     weights = {"detection": 0.4, "segmentation": 0.3, "keypoints": 0.2, "captioning": 0.1}
     ds = pipelines.data_mixing_dataset(files, weights, TC, batch_size=100, seed=2)
@@ -79,6 +81,7 @@ def test_data_mixing_follows_the_weights(files):
         assert not first["token_weights"].numpy()[row, seq_len(task, TC):].any()
 
 
+@pytest.mark.slow
 def test_training_uses_several_instances_and_captions_of_an_image_per_step(files):
     """The paper's recipe: all (<= 10) instances and (<= 5) captions of an image in one
     step, one sequence each; here 3 instances and 2 captions per image."""
@@ -96,6 +99,7 @@ def test_training_uses_several_instances_and_captions_of_an_image_per_step(files
         assert batch["input_tokens"].shape == (2, seq_len(task, one))
 
 
+@pytest.mark.slow
 def test_eval_is_deterministic_and_covers_every_instance(files):
     for task, expected in (("detection", NUM_IMAGES), ("segmentation", 3 * NUM_IMAGES),
                            ("keypoints", NUM_IMAGES), ("captioning", NUM_IMAGES)):
@@ -112,6 +116,7 @@ def test_eval_is_deterministic_and_covers_every_instance(files):
             assert sorted(target[4:15:5] - vocab.CLASS_OFFSET) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_training_stream_is_reproducible_for_a_seed(files):
     take = lambda: list(pipelines.train_dataset(files, "captioning", TC, 3, seed=5).take(2))  # noqa: E731
     a, b = take(), take()
@@ -121,6 +126,7 @@ def test_training_stream_is_reproducible_for_a_seed(files):
     assert not np.array_equal(a[0]["image"].numpy(), a[1]["image"].numpy())
 
 
+@pytest.mark.slow
 def test_distribute_datasets_from_function_on_the_default_strategy(files):
     strategy = tf.distribute.get_strategy()
     fn = pipelines.distributed_dataset_fn(pipelines.batch_mixing_dataset, files,
@@ -135,6 +141,7 @@ def test_distribute_datasets_from_function_on_the_default_strategy(files):
     assert half.element_spec["image"].shape[0] == 2
 
 
+@pytest.mark.slow
 def test_training_on_files_without_a_task_fails_clearly(tmp_path):
     rec, png = er.make_record(1, seed=1)
     rec = dict(rec, objects=[o for o in rec["objects"] if o["keypoints"] is None])
@@ -155,6 +162,7 @@ def test_bad_arguments_are_rejected(files):
         pipelines.batch_mixing_dataset(files, (), TC, 2)
 
 
+@pytest.mark.slow
 def test_an_ingested_coco_dir_feeds_the_pipelines(synth_coco_dir, tmp_path):
     """Beam ingestion's Examples directory (components/beam_ingest.py) is what the
     pipelines read: the eval split gives every image with a caption."""
@@ -172,6 +180,7 @@ def test_an_ingested_coco_dir_feeds_the_pipelines(synth_coco_dir, tmp_path):
     assert_task_batch(batches[0], "captioning", 2, training=False)
 
 
+@pytest.mark.slow
 def test_a_resumed_stream_skips_consumed_elements_without_decoding_them(files, monkeypatch):
     """Batch mixing at `start_batch` == the stream from 0 with that many batches skipped,
     yet it decodes only what it yields (the replay decodes every skipped image)."""

@@ -69,6 +69,7 @@ def reports():
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["ours_first", "tfx_first"])
 def test_keras3_after_tfx_and_our_packages(reports, order):
     r = reports[order]
@@ -81,6 +82,7 @@ def test_keras3_after_tfx_and_our_packages(reports, order):
     assert r["env"] == "0" and r["child_env"] == "0"
 
 
+@pytest.mark.slow
 def test_guard_warns_when_keras2_was_locked_in_first(reports):
     r = reports["transform_first"]
     assert r["legacy"]

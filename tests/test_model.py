@@ -32,11 +32,13 @@ def _random_batch(config, task, batch_size=2, seed=0):
     }
 
 
+@pytest.mark.slow
 def test_base_has_the_papers_parameter_count():
     assert preset("base").vocab_size == 35000
     assert abs(parameter_count(preset("base")) - 131.6e6) / 131.6e6 < 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["small", "base"])
 def test_every_preset_builds_and_runs_each_task(name):
     """The real architecture of each preset on a 32-pixel canvas (positions are fixed sin-cos

@@ -29,6 +29,7 @@ def imported():
     return oc.import_checkpoint(FIXTURE, "official-tiny")
 
 
+@pytest.mark.slow
 def test_every_variable_is_imported_or_deliberately_dropped(imported):
     model, report = imported
     assert len(report.mapped) == len(model.trainable_variables)
@@ -37,6 +38,7 @@ def test_every_variable_is_imported_or_deliberately_dropped(imported):
     assert any(k.startswith("optimizer/") for k in report.dropped)  # AdamW slots, not weights
 
 
+@pytest.mark.slow
 def test_encoder_output_and_teacher_forced_logits_match_the_official_model(imported, fixture):
     model, _ = imported
     canvas = fixture["canvas"][None]
@@ -46,6 +48,7 @@ def test_encoder_output_and_teacher_forced_logits_match_the_official_model(impor
     np.testing.assert_allclose(logits, fixture["logits"], atol=TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_greedy_detection_tokens_equal_the_official_ones(imported, fixture):
     model, _ = imported
     expected = fixture["greedy_tokens"]
@@ -54,6 +57,7 @@ def test_greedy_detection_tokens_equal_the_official_ones(imported, fixture):
     np.testing.assert_array_equal(out["tokens"].numpy()[0], expected)
 
 
+@pytest.mark.slow
 def test_project_positions_do_not_reproduce_the_official_encoder(fixture):
     """The 2*pi grid option is what makes the encoder match (not a loose tolerance)."""
     model, _ = oc.import_checkpoint(FIXTURE, oc.official_config("official-tiny").replace(sincos_grid="index"))
@@ -102,6 +106,7 @@ def test_unknown_config_name_lists_the_known_ones():
         oc.official_config("vit-huge")
 
 
+@pytest.mark.slow
 def test_official_canvas_style_reproduces_the_official_eval_preprocessing(fixture):
     image = tf.io.decode_png(fixture["image_png"].tobytes(), channels=3)
     style = oc.official_config("official-tiny").canvas_style()
@@ -111,6 +116,7 @@ def test_official_canvas_style_reproduces_the_official_eval_preprocessing(fixtur
     assert np.abs(project_default.numpy() - fixture["canvas"]).max() == pytest.approx(0.3)
 
 
+@pytest.mark.slow
 def test_import_checkpoint_cli_converts_the_fixture_and_the_export_detects(tmp_path, fixture, capsys):
     from model.training import load_model
     from pix2seq import cli

@@ -305,6 +305,7 @@ def test_served_model_tells_its_tasks(detection_500s, tmp_path, capsys):
         assert "was trained without segmentation: it serves only detection" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_tokens_speak_the_dataset_ids(detection_500s_dir, capsys):
     from pix2seq import cli
 

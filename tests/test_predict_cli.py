@@ -38,6 +38,7 @@ def _kind_files(out_json):
     return {"bbox": str(out_json), **{k: f"{root}_{k}.json" for k in ("segm", "keypoints", "captions")}}
 
 
+@pytest.mark.slow
 def test_predict_all_writes_coco_json_and_pictures(export_dir, val_images, synth_coco_dir, tmp_path, capsys):
     out_json = tmp_path / "results.json"
     annotations = os.path.join(synth_coco_dir, "annotations", "instances_val.json")
@@ -70,6 +71,7 @@ def test_predict_all_writes_coco_json_and_pictures(export_dir, val_images, synth
         assert picture.width == original.width and picture.height > original.height  # caption strip
 
 
+@pytest.mark.slow
 def test_predict_json_equals_the_evaluators_results(export_dir, val_images, synth_coco_dir, tmp_path):
     """The same images in the same batch: `pix2seq predict --task all --json` writes
     exactly the COCO entries the evaluator scores (one results path, model/results.py)."""
@@ -91,6 +93,7 @@ def test_predict_json_equals_the_evaluators_results(export_dir, val_images, synt
             assert json.load(f) == json.loads(json.dumps(expected[kind])), kind
 
 
+@pytest.mark.slow
 def test_predict_detect_with_options(export_dir, val_images, synth_coco_dir, tmp_path):
     out_json = tmp_path / "det.json"
     rc = cli.main(["predict", "--model", export_dir, "--task", "detect", *val_images, "--json", str(out_json),
@@ -122,6 +125,7 @@ class PersonBackend:
         return out
 
 
+@pytest.mark.slow
 def test_keypoints_task_through_a_backend_object(export_dir, val_images, synth_coco_dir, tmp_path):
     backend = PersonBackend(export_dir)
     args = SimpleNamespace(task="keypoints", images=val_images, json_out=str(tmp_path / "kp.json"),
@@ -140,11 +144,13 @@ def test_keypoints_task_through_a_backend_object(export_dir, val_images, synth_c
     assert len(os.listdir(tmp_path / "viz")) == len(val_images)
 
 
+@pytest.mark.slow
 def test_missing_image_is_an_error(export_dir, tmp_path, capsys):
     rc = cli.main(["predict", "--model", export_dir, str(tmp_path / "nope.jpg")])
     assert rc == 2 and "nope.jpg" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_model_base_dir_resolves_to_highest_version(export_dir, tmp_path):
     for v in ("1", "12", "3"):
         os.symlink(export_dir, tmp_path / v)

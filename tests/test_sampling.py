@@ -103,6 +103,7 @@ def test_top_p_nucleus_matches_numpy_on_random_logits_with_temperature():
     assert np.mean(reach.sum(1) != paper_nucleus(logits.numpy(), 0.4).sum(1)) > 0.2
 
 
+@pytest.mark.slow
 def test_top_p_samples_only_inside_the_nucleus():
     # probs ~ [0.66, 0.24, 0.09, 0.01]: p=0.5 keeps only the first, p=0.95 the first two
     # (0.66 + 0.24 = 0.90 <= 0.95 < 0.99), p=1.0 all.

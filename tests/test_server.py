@@ -46,6 +46,7 @@ def _assert_same(got: dict, want: dict):
         np.testing.assert_array_equal(got[alias], want[alias], err_msg=alias)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signature", SIGNATURES)
 def test_predict_equals_in_process_call(client, in_process, signature):
     images = [encode_image(1), encode_image(2, size=(40, 18), fmt="PNG")]
@@ -105,6 +106,7 @@ def _wait_for_line(proc, needle, limit=200):
     raise AssertionError(f"server never printed {needle!r}:\n{''.join(lines)}")
 
 
+@pytest.mark.slow
 def test_cli_serves_and_stops_cleanly_on_sigterm(base_path):
     port = portpicker.pick_unused_port()
     cmd = [sys.executable, "-m", "pix2seq.cli", "serve", "--model-base-path", base_path,
@@ -178,6 +180,7 @@ def _real_inputs(signature, images, in_process):
     return {k: v.numpy() for k, v in extra.get(signature, {}).items()}
 
 
+@pytest.mark.slow
 def test_warmup_file_parses_and_every_record_runs(real_server):
     """The export's warm-up file: one Predict request per signature (and serving_default) and
     batch size, each of which the server answered when it loaded the version, before serving."""
@@ -197,6 +200,7 @@ def test_warmup_file_parses_and_every_record_runs(real_server):
     assert len(loaded_lines) == 1 and loaded_lines[0].endswith(f", {len(records)} warm-up requests answered")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signature", ("serving_default",) + REAL_SIGNATURES)
 def test_real_export_over_grpc_equals_in_process_call(real_server, signature):
     # The in-process side calls the same SavedModel the server loaded (tf.saved_model.load of
@@ -212,6 +216,7 @@ def test_real_export_over_grpc_equals_in_process_call(real_server, signature):
     _assert_same(got, want)
 
 
+@pytest.mark.slow
 def test_real_export_metadata_lists_its_signatures_and_inputs(real_server):
     with Pix2SeqClient(real_server.address) as client:
         signatures = client.metadata()["signatures"]
@@ -222,6 +227,7 @@ def test_real_export_metadata_lists_its_signatures_and_inputs(real_server):
     assert signatures["caption"]["outputs"] == {"captions": ("string", (None,))}
 
 
+@pytest.mark.slow
 def test_predict_cli_over_grpc_writes_what_the_in_process_run_writes(real_server, tmp_path):
     import argparse
     import json
@@ -254,6 +260,7 @@ def test_predict_cli_over_grpc_writes_what_the_in_process_run_writes(real_server
         assert written["model"][picture] == written["server"][picture]
 
 
+@pytest.mark.slow
 def test_client_results_are_the_shared_results_of_the_in_process_call(real_server):
     from model import results
 

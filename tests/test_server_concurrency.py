@@ -28,6 +28,7 @@ def _assert_same(got, want):
         np.testing.assert_array_equal(got[alias], want[alias], err_msg=alias)
 
 
+@pytest.mark.slow
 def test_concurrent_clients_get_the_serial_results(tmp_path):
     base = str(tmp_path / "pix2seq")
     push_version(toy_model_dir(0), base, 1)
@@ -46,6 +47,7 @@ def test_concurrent_clients_get_the_serial_results(tmp_path):
         _assert_same(got, want)
 
 
+@pytest.mark.slow
 def test_hot_reload_under_load(tmp_path):
     base = str(tmp_path / "pix2seq")
     push_version(toy_model_dir(0), base, 1)

@@ -99,6 +99,7 @@ def test_segment_returns_every_sample_in_pixels_instance_major(graph):
     assert len({polygons[1, 0, s].tobytes() for s in range(3)}) > 1  # samples differ
 
 
+@pytest.mark.slow
 def test_keypoints_report_point_and_person_scores(graph):
     g, images, _ = graph
     boxes = tf.constant([[[10, 20, 60, 90], [0, 0, 0, 0]], [[30, 10, 150, 100], [5, 5, 50, 40]]], tf.float32)

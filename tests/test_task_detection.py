@@ -96,6 +96,7 @@ def test_noise_boxes_are_valid_and_class_corruption_is_half_fake():
     assert np.all(kind.numpy() == 2)  # no real box: random boxes only
 
 
+@pytest.mark.slow
 def test_noise_boxes_follow_the_papers_mix_and_its_config_fields_act():
     """Duplicate count uniform in {0..num} per sequence, duplicates within `noise_jitter`
     of their box, the rest half shifted / half random, random sizes |N(0, size/2)|."""

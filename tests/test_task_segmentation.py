@@ -136,6 +136,7 @@ def test_padding_weight_acts_in_training_only():
     assert np.all(w[5 + n_tokens:] == 0.5) and np.all(w[5:5 + n_tokens] == 1.0)
 
 
+@pytest.mark.slow
 def test_several_instances_per_image_are_one_row_each_and_missing_ones_weigh_nothing():
     rng = np.random.default_rng(6)
     first, second = example(rng, (5,)), example(rng, (4, 3))

@@ -4,6 +4,7 @@ import logging
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 from model import tf_threads
@@ -12,6 +13,7 @@ FRESH = ("from model import tf_threads; import tensorflow as tf; ok = tf_threads
          "tf.constant(1.0) + 1.0; print(ok, tf.config.threading.get_inter_op_parallelism_threads())")
 
 
+@pytest.mark.slow
 def test_a_fresh_process_runs_with_the_configured_pool():
     out = subprocess.run([sys.executable, "-c", FRESH], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "1"]

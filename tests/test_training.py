@@ -134,6 +134,7 @@ def test_tpu_probe_recognizes_a_tensorflow_worker():
     assert not strategy_lib._reachable("grpc://127.0.0.1:1", 1.0)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_training(tmp_path):
     config = micro_config()
     good = random_dataset_fn(config, ["detection"], 2)
@@ -158,6 +159,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated preemption")
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tmp_path):
     """4 steps in one go == 2 steps, crash at step 3, resume from the step-2 checkpoint, reach 4.
 
@@ -207,6 +209,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_two_cpus_matches_default_strategy(tmp_path):
     """One step on 2 logical CPUs (batch split 2 + 2) == one step on one device (batch 4)."""
     import json

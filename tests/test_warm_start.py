@@ -34,6 +34,7 @@ def _logits(model):
     return model({"image": image, "input_tokens": TOKENS}).numpy()
 
 
+@pytest.mark.slow
 def test_same_architecture_loads_everything_and_computes_the_same_function(source):
     model, out = source
     target = _built(warm_start.source_config(out))
@@ -42,6 +43,7 @@ def test_same_architecture_loads_everything_and_computes_the_same_function(sourc
     np.testing.assert_array_equal(_logits(target), _logits(model))
 
 
+@pytest.mark.slow
 def test_a_caption_range_and_longer_positions_are_added_to_a_detection_checkpoint(source):
     model, out = source
     config = warm_start.source_config(out).replace(caption_vocab_size=1000, max_seq_len=80)
@@ -53,6 +55,7 @@ def test_a_caption_range_and_longer_positions_are_added_to_a_detection_checkpoin
     assert target.decoder.token_embedding.embeddings.shape == (4000, 32)
 
 
+@pytest.mark.slow
 def test_another_architecture_is_refused_before_anything_changes(source):
     _, out = source
     target = _built(warm_start.source_config(out).replace(decoder_depth=3))
@@ -62,6 +65,7 @@ def test_another_architecture_is_refused_before_anything_changes(source):
     assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, target.trainable_variables))
 
 
+@pytest.mark.slow
 def test_project_position_grid_is_an_architecture_difference(source):
     _, out = source
     target = _built(warm_start.source_config(out).replace(sincos_grid="index"))
@@ -69,6 +73,7 @@ def test_project_position_grid_is_an_architecture_difference(source):
         warm_start.warm_start(target, out)
 
 
+@pytest.mark.slow
 def test_training_starts_from_the_warm_start_weights_and_a_resume_does_not_reload_them(tmp_path):
     config = micro_config()
     source = _built(config)
