@@ -19,7 +19,10 @@ What it does, all through the code users run:
    `--export-only` does just that for whatever OUT holds (e.g. a stopped run's snapshot).
 
 A long CPU run: start it in the background (`nice -n 19 ... > log 2>&1 &`); running it
-again resumes from WORK/train/checkpoints.
+again resumes from WORK/train/checkpoints. A run that has lost WORK (another machine, a
+fresh clone) continues from a checkpoint with `--continue-from pretrained/demo_tiny`: a
+warm start (model/warm_start.py) of a new run, so the step count and the learning-rate
+schedule start over; pretraining.json keeps the earlier runs' records under `earlier`.
 """
 import argparse
 import dataclasses
@@ -60,12 +63,27 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def pretrain_config(steps, checkpoint_every, learning_rate, warmup_steps):
+def pretrain_config(steps, checkpoint_every, learning_rate, warmup_steps, init_checkpoint=None):
     """The demo preset's TrainConfig with the pretraining batch, weights and length."""
     demo = presets.get("demo-scratch").train
     return dataclasses.replace(demo, steps=steps, checkpoint_every=checkpoint_every, learning_rate=learning_rate,
                                warmup_steps=warmup_steps, task_batch_sizes=TASK_BATCH_SIZES,
-                               task_weights=TASK_WEIGHTS, keep_checkpoints=2, init_checkpoint=None)
+                               task_weights=TASK_WEIGHTS, keep_checkpoints=2, init_checkpoint=init_checkpoint)
+
+
+def continuation(source, work):
+    """A copy of `source` in WORK (OUT, often the same directory, is rewritten while training)
+    and the records of the runs that made it."""
+    copy = os.path.join(work, "continued_from")
+    if not os.path.exists(os.path.join(copy, WEIGHTS_FILE)):
+        shutil.copytree(source, copy, dirs_exist_ok=True)
+    earlier = []
+    record_file = os.path.join(copy, "pretraining.json")
+    if os.path.exists(record_file):
+        with open(record_file) as f:
+            record = json.load(f)
+        earlier = record.pop("earlier", []) + [record]
+    return copy, earlier
 
 
 def save_weights_only(model, out_dir):
@@ -121,6 +139,9 @@ def main(argv=None):
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--warmup-steps", type=int, default=200)
+    parser.add_argument("--continue-from", metavar="CHECKPOINT",
+                        help="warm-start a new run from this checkpoint (e.g. pretrained/demo_tiny) instead of random "
+                             "weights; ignored when WORK/train holds checkpoints to resume from")
     parser.add_argument("--export-only", action="store_true",
                         help="only write the serving SavedModel of OUT to WORK/export")
     args = parser.parse_args(argv)
@@ -129,7 +150,9 @@ def main(argv=None):
         return 0
     if args.seed == DEMO_SEED:
         parser.error(f"--seed {DEMO_SEED} is the demo's data; pretraining must not see it")
-    config = pretrain_config(args.steps, args.checkpoint_every, args.learning_rate, args.warmup_steps)
+    init_checkpoint, earlier = continuation(args.continue_from, args.work) if args.continue_from else (None, [])
+    config = pretrain_config(args.steps, args.checkpoint_every, args.learning_rate, args.warmup_steps,
+                             init_checkpoint)
     tf_threads.configure(config.inter_op_threads)
 
     coco_dir = os.path.join(args.work, "synth")
@@ -147,6 +170,9 @@ def main(argv=None):
                    "inter_op_threads": config.inter_op_threads},
         "machine": f"{os.cpu_count()} x {cpu_model()}, shared, run at nice 19",
     }
+    if earlier:
+        record["recipe"]["continued_from"] = "the weights of the runs in `earlier` (a warm start: step 0, new schedule)"
+        record["earlier"] = earlier
     result = train_data.train_on_examples(config, examples, os.path.join(args.work, "train"),
                                           callbacks=[Snapshot(args.out, record)])
     save_weights_only(result.model, args.out)
