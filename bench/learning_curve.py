@@ -104,13 +104,15 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--every", type=int, default=150)
     parser.add_argument("--png", default=os.path.join(ROOT, "docs", "images", "learning_curve.png"))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="presets to train, in this order (default: both)")
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args(argv)
     tf_threads.configure(presets.get("demo").train.inter_op_threads)
     examples = train_cli.ingest(args.coco_dir, os.path.join(args.work, "data"), presets.get("demo").caption_vocab_size)
     caption_model = train_data.caption_model_file(examples)
     curves, seconds = {}, {}
-    for variant in VARIANTS:
+    for variant in args.variants:
         config = presets.get(variant).train.replace(steps=args.steps, checkpoint_every=args.every)
         if config.init_checkpoint:
             config = config.replace(init_checkpoint=os.path.join(ROOT, config.init_checkpoint))

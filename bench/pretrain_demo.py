@@ -168,7 +168,7 @@ def main(argv=None):
                    "task_batch_sizes": TASK_BATCH_SIZES, "task_weights": TASK_WEIGHTS, "steps": config.steps,
                    "learning_rate": config.learning_rate, "warmup_steps": config.warmup_steps,
                    "inter_op_threads": config.inter_op_threads},
-        "machine": f"{os.cpu_count()} x {cpu_model()}, shared, run at nice 19",
+        "machine": f"{os.cpu_count()} x {cpu_model()}, run at nice {os.nice(0)}",
     }
     if earlier:
         record["recipe"]["continued_from"] = "the weights of the runs in `earlier` (a warm start: step 0, new schedule)"
