@@ -101,13 +101,17 @@ def _remap_caption_rows(value, variable, rows):
 
 
 def copy_weights(source, target, caption_rows=None) -> WarmStartReport:
-    """Copies `source`'s trainable weights into `target` (both built `Pix2SeqModel`s) by the rules above.
+    """Copies `source`'s weights into `target` (both built `Pix2SeqModel`s) by the rules above.
+
+    Weights, not only trainable ones: the conv stem's BatchNorm moving statistics are what
+    inference normalizes with, so a model without them predicts garbage until training has
+    re-estimated them (optimizer slots and RNG states are not weights and stay behind).
 
     `caption_rows`: `caption_row_map` of the two caption vocabularies, or None when they
     are the same (or unknown)."""
     check_architecture(source.config, target.config)
-    theirs = {_relative(v): v for v in source.trainable_variables}
-    ours = {_relative(v): v for v in target.trainable_variables}
+    theirs = {_relative(v): v for v in source.weights}
+    ours = {_relative(v): v for v in target.weights}
     plan, reshaped, problems = [], [], []
     for path, variable in ours.items():
         if path not in theirs:

@@ -39,8 +39,27 @@ def test_same_architecture_loads_everything_and_computes_the_same_function(sourc
     model, out = source
     target = _built(warm_start.source_config(out))
     report = warm_start.warm_start(target, out)
-    assert len(report.loaded) == len(target.trainable_variables) and not report.reshaped and not report.skipped
+    assert len(report.loaded) == len(target.weights) and not report.reshaped and not report.skipped
     np.testing.assert_array_equal(_logits(target), _logits(model))
+
+
+def test_batch_norm_statistics_are_loaded_so_inference_matches_from_step_0():
+    """The conv stem's moving mean and variance are not trainable but are what inference uses."""
+    config = micro_config(stem="conv", patch_size=4)
+    source, target = _built(config), _built(config)
+    rng = np.random.default_rng(0)
+    for v in source.weights:
+        v.assign(rng.normal(size=v.shape).astype(v.dtype) * 0.05 + (5.0 if "moving_variance" in v.path else 0.0))
+    statistics = [v for v in target.non_trainable_weights if "moving_" in v.path]
+    assert statistics  # the conv stem has BatchNorm
+    report = warm_start.copy_weights(source, target)
+    assert {warm_start._relative(v) for v in statistics} <= set(report.loaded)
+    assert len(report.loaded) == len(target.weights) > len(target.trainable_variables)
+    for ours, theirs in zip(target.weights, source.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    image = np.full([1, 32, 32, 3], 0.5, np.float32)
+    inputs = {"image": image, "input_tokens": TOKENS}
+    np.testing.assert_array_equal(target(inputs, training=False).numpy(), source(inputs, training=False).numpy())
 
 
 @pytest.mark.slow
